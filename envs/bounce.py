@@ -1,0 +1,140 @@
+"""`bounce`: balls in a walled box under gravity, for pure physics.
+
+One to three balls move in the vertical x-z plane (two slide joints each) inside a 2 m x 2 m box.
+Contacts are frictionless and bouncy (MuJoCo soft contacts with damping ratio below one give a
+restitution of about 0.75), so between contacts total energy is conserved up to the RK4 integrator's
+error. The action is a small horizontal force on ball 0. One step is 1/24 s (20 physics substeps), so
+240 steps are 10 s of 24-fps video.
+
+State: ball positions then velocities, `[x0, z0, x1, z1, ..., vx0, vz0, vx1, vz1, ...]` (metres, m/s).
+Task: keep ball 0 near the middle of the box; reward `-|x0|`, never terminates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from worldsim.envs.rendering import CameraSpec
+from worldsim.envs.scene import Scene
+
+SCENE_VERSION = 1
+HALF_WIDTH = 1.0  # interior spans x in [-1, 1]
+HEIGHT = 2.0  # interior spans z in [0, 2]
+RADIUS = 0.12
+SUBSTEPS = 20
+DT = 1.0 / 24.0
+MAX_FORCE = 10.0  # newtons at |action| = 1, about 2 m/s^2 on a 7 kg ball
+BALL_COLORS = ("0.9 0.15 0.15 1", "0.15 0.75 0.2 1", "0.2 0.35 0.95 1")
+
+
+def bounce_xml(n_balls: int) -> str:
+    """The MJCF of the scene with `n_balls` balls."""
+    wall_t = 0.05
+    balls = []
+    for i in range(n_balls):
+        balls.append(
+            f"""
+    <body name="ball{i}" pos="0 0 0">
+      <joint name="ball{i}_x" type="slide" axis="1 0 0"/>
+      <joint name="ball{i}_z" type="slide" axis="0 0 1"/>
+      <geom name="ball{i}" type="sphere" size="{RADIUS}" rgba="{BALL_COLORS[i]}"/>
+    </body>"""
+        )
+    w, h, t = HALF_WIDTH, HEIGHT, wall_t
+    return f"""
+<mujoco model="bounce">
+  <option timestep="{DT / SUBSTEPS:.10f}" integrator="RK4" gravity="0 0 -9.81"/>
+  <visual><global offwidth="256" offheight="256"/><headlight ambient="0.5 0.5 0.5" diffuse="0.5 0.5 0.5"/></visual>
+  <default>
+    <!-- frictionless, bouncy contacts: damping ratio 0.1 on a 10 ms time constant -->
+    <geom condim="1" solref="0.01 0.1" solimp="0.95 0.99 0.001"/>
+  </default>
+  <worldbody>
+    <body name="back" pos="0 0.4 {h / 2}"><geom type="box" size="{w + 2 * t} 0.01 {h / 2 + 2 * t}"
+      rgba="0.92 0.92 0.92 1" contype="0" conaffinity="0" density="0"/></body>
+    <body name="floor" pos="0 0 {-t}"><geom type="box" size="{w + 2 * t} 0.3 {t}" rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="ceiling" pos="0 0 {h + t}"><geom type="box" size="{w + 2 * t} 0.3 {t}" rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="wall_left" pos="{-w - t} 0 {h / 2}"><geom type="box" size="{t} 0.3 {h / 2}" rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="wall_right" pos="{w + t} 0 {h / 2}"><geom type="box" size="{t} 0.3 {h / 2}" rgba="0.35 0.35 0.35 1" density="0"/></body>
+    {"".join(balls)}
+  </worldbody>
+  <actuator>
+    <motor name="push" joint="ball0_x" gear="{MAX_FORCE}" ctrlrange="-1 1" ctrllimited="true"/>
+  </actuator>
+</mujoco>
+"""
+
+
+class BounceScene(Scene):
+    """Balls bouncing in a box; see the module docstring."""
+
+    name = "bounce"
+    dt = DT
+    max_episode_steps = 240
+    energy_conserved = True
+    camera = CameraSpec(lookat=(0.0, 0.0, HEIGHT / 2), distance=2.75, azimuth=90.0, elevation=0.0)
+
+    def __init__(self, width: int = 64, height: int = 64, n_balls: int = 3):
+        if isinstance(n_balls, bool) or not isinstance(n_balls, int) or not 1 <= n_balls <= 3:
+            raise ValueError(f"bounce: n_balls must be 1, 2 or 3, got {n_balls!r}")
+        self.n_balls = n_balls
+        model = mujoco.MjModel.from_xml_string(bounce_xml(n_balls))
+        data = mujoco.MjData(model)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        super().__init__(model, data, width, height, self.camera)
+        self._rng = np.random.default_rng()
+        self.reset()
+
+    @property
+    def state_dim(self) -> int:
+        return 4 * self.n_balls
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "scene": self.name,
+            "scene_version": SCENE_VERSION,
+            "width": self.width,
+            "height": self.height,
+            "n_balls": self.n_balls,
+            "camera": dataclasses.asdict(self.camera),
+            "radius": RADIUS,
+            "substeps": SUBSTEPS,
+        }
+
+    def _reset(self, seed: int | None) -> None:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        mujoco.mj_resetData(self.model, self.data)
+        lo = np.array([-HALF_WIDTH + RADIUS, RADIUS + 0.3])
+        hi = np.array([HALF_WIDTH - RADIUS, HEIGHT - RADIUS])
+        pos: list[np.ndarray] = []
+        while len(pos) < self.n_balls:
+            p = self._rng.uniform(lo, hi)
+            if all(np.linalg.norm(p - q) > 2.5 * RADIUS for q in pos):
+                pos.append(p)
+        vel = self._rng.uniform(-3.0, 3.0, size=(self.n_balls, 2))
+        self._set_qpos_qvel(np.concatenate(pos), vel.ravel())
+
+    def _step(self, action: np.ndarray) -> None:
+        self.data.ctrl[:] = action
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+
+    def state(self) -> np.ndarray:
+        return self.physics_state()
+
+    def ball_positions(self) -> np.ndarray:
+        """[n_balls, 2] (x, z) in metres."""
+        return self.data.qpos.reshape(self.n_balls, 2).copy()
+
+    @staticmethod
+    def task_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+        return -np.abs(np.asarray(next_state)[..., 0])
+
+    @staticmethod
+    def task_terminated(next_state: np.ndarray) -> np.ndarray:
+        return np.zeros(np.asarray(next_state).shape[:-1], dtype=bool)

@@ -1,0 +1,133 @@
+"""Loading a generated dataset and sampling training windows from it.
+
+`EpisodeDataset(DIR)` reads every shard of a complete dataset into memory (frames stay uint8) and
+checks each file against the manifest, naming the file when one is corrupt. `sample_windows` draws
+random windows of T consecutive frames that never cross an episode boundary; a window that runs past
+the end of a short episode is padded and marked in `mask`.
+
+Within a window, step t holds frame t, the state at frame t, the action taken at frame t, and the
+reward / termination that action led to. The last frame of an episode has no action: its action,
+reward and flags are zero-padded, and `act_mask` is False there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.envs.dataset import MANIFEST, file_sha256, read_manifest
+
+
+class EpisodeDataset:
+    """All episodes of a dataset (or a subset of them, by episode index) in memory.
+
+    Args:
+        root: the dataset directory.
+        episodes: which episode indices to keep (e.g. a held-out split); None keeps all.
+        verify: check every shard's SHA-256 against the manifest (catches silent corruption).
+    """
+
+    def __init__(self, root: str | Path, episodes: list[int] | np.ndarray | None = None, verify: bool = True):
+        import h5py
+
+        self.root = Path(root)
+        self.manifest: dict[str, Any] = read_manifest(self.root)
+        if not self.manifest.get("complete"):
+            raise ValueError(f"{self.root}: dataset is incomplete; rerun the generate command to resume it")
+        keep = None if episodes is None else {int(e) for e in episodes}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in
+                                              ("frames", "states", "physics", "actions", "rewards",
+                                               "terminated", "truncated", "contacts", "energy")}
+        lengths, ids = [], []
+        for name, rec in sorted(self.manifest["shards"].items()):
+            path = self.root / name
+            if not path.is_file():
+                raise ValueError(f"{path}: shard listed in {MANIFEST} is missing")
+            if verify and (path.stat().st_size != rec["bytes"] or file_sha256(path) != rec["sha256"]):
+                raise ValueError(f"{path}: corrupt shard (size or SHA-256 differs from {MANIFEST})")
+            try:
+                with h5py.File(path, "r") as f:
+                    for key in f["episodes"]:
+                        g = f["episodes"][key]
+                        ep = int(g.attrs["episode"])
+                        if keep is not None and ep not in keep:
+                            continue
+                        L = int(g.attrs["length"])
+                        for k in ("frames", "states", "physics", "contacts", "energy"):
+                            parts[k].append(g[k][()])
+                        for k in ("actions", "rewards", "terminated", "truncated"):
+                            a = g[k][()]
+                            pad = np.zeros((1, *a.shape[1:]), dtype=a.dtype)
+                            parts[k].append(np.concatenate([a, pad]))  # frame-aligned: L+1 rows
+                        lengths.append(L + 1)
+                        ids.append(ep)
+            except (OSError, KeyError) as exc:
+                raise ValueError(f"{path}: corrupt or unreadable shard ({exc})") from exc
+        if not lengths:
+            raise ValueError(f"{self.root}: no episodes selected")
+        order = np.argsort(ids, kind="stable")
+        self.episode_ids = np.asarray(ids)[order]
+        self.lengths = np.asarray(lengths, dtype=np.int64)[order]  # frames per episode (actions + 1)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        self.arrays = {k: np.concatenate([v[i] for i in order]) for k, v in parts.items()}
+        self.state_mean = np.asarray(self.manifest["stats"]["state_mean"], dtype=np.float32)
+        self.state_std = np.asarray(self.manifest["stats"]["state_std"], dtype=np.float32)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def episode(self, i: int) -> dict[str, np.ndarray]:
+        """Arrays of the i-th loaded episode (frame-aligned; the last action row is padding)."""
+        s, n = self.offsets[i], self.lengths[i]
+        return {k: v[s : s + n] for k, v in self.arrays.items()}
+
+
+class WindowSampler:
+    """Draws random training windows of `T` frames from an `EpisodeDataset` as torch tensors.
+
+    Window starts are uniform over all positions where a window fits in its episode; an episode with
+    fewer than T frames contributes one start, padded, with `mask` False past its end.
+    """
+
+    def __init__(self, data: EpisodeDataset, T: int, seed: int = 0):
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"window length T must be an int >= 1, got {T!r}")
+        self.data, self.T = data, T
+        n_starts = np.maximum(data.lengths - T + 1, 1)
+        self._starts_ep = np.repeat(np.arange(len(data)), n_starts)
+        self._starts = np.concatenate([np.arange(n) for n in n_starts])
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """A batch: frames uint8 [B,T,H,W,3], states/actions float32 [B,T,*], rewards float32 [B,T],
+        terminated/truncated/mask/act_mask bool [B,T]."""
+        pick = self.rng.integers(len(self._starts), size=batch_size)
+        ep, start = self._starts_ep[pick], self._starts[pick]
+        t = np.arange(self.T)
+        length = self.data.lengths[ep]
+        mask = (start[:, None] + t[None]) < length[:, None]  # [B, T]
+        local = np.minimum(start[:, None] + t[None], length[:, None] - 1)
+        idx = self.data.offsets[ep][:, None] + local  # [B, T] rows of the flat arrays
+        a = self.data.arrays
+        act_mask = mask & ((start[:, None] + t[None]) < length[:, None] - 1)
+        out = {
+            "frames": torch.from_numpy(a["frames"][idx]),
+            "states": torch.from_numpy(a["states"][idx].astype(np.float32)),
+            "actions": torch.from_numpy(np.where(act_mask[..., None], a["actions"][idx], 0).astype(np.float32)),
+            "rewards": torch.from_numpy(np.where(act_mask, a["rewards"][idx], 0).astype(np.float32)),
+            "terminated": torch.from_numpy(act_mask & a["terminated"][idx]),
+            "truncated": torch.from_numpy(act_mask & a["truncated"][idx]),
+            "mask": torch.from_numpy(mask),
+            "act_mask": torch.from_numpy(act_mask),
+        }
+        return out
+
+    def __iter__(self):
+        raise TypeError("WindowSampler is not iterable; call sample(batch_size)")

@@ -1,0 +1,1 @@
+"""Paired-rollout evaluation against MuJoCo: metrics, harness, reports and videos."""

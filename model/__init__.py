@@ -1,0 +1,1 @@
+"""The learned world: tokenizer, dynamics transformer, pruning router, MoE, heads and `WorldModel`."""

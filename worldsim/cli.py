@@ -1,0 +1,214 @@
+"""The `worldsim` command line. Every command has `--help`; `worldsim --version` prints the version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from worldsim._version import __version__
+
+
+def _cmd_scenes(args: argparse.Namespace) -> int:
+    from worldsim.envs import SCENE_DESCRIPTIONS, list_scenes, make_scene
+
+    rows = []
+    for name in list_scenes():
+        with make_scene(name) as s:
+            rows.append({"scene": name, "dt": s.dt, "fps": round(1 / s.dt, 3), "max_episode_steps": s.max_episode_steps,
+                         "state_dim": s.state_dim, "action_dim": int(s.action_space.shape[0]),
+                         "energy_conserved": s.energy_conserved, "description": SCENE_DESCRIPTIONS[name]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'scene':<22}{'dt (s)':>9}{'steps':>7}{'state':>7}{'action':>8}  description")
+    for r in rows:
+        print(f"{r['scene']:<22}{r['dt']:>9.4f}{r['max_episode_steps']:>7}{r['state_dim']:>7}{r['action_dim']:>8}  "
+              f"{r['description']}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    if args.checkpoint is not None:
+        from worldsim.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)
+        info: dict[str, Any] = {
+            "checkpoint": str(args.checkpoint),
+            "kind": ckpt.kind,
+            "worldsim_version": ckpt.worldsim_version,
+            "params_total": int(sum(t.numel() for t in ckpt.tensors.values())),
+            "tensors": len(ckpt.tensors),
+            "config": ckpt.config,
+        }
+    else:
+        import gymnasium
+        import mujoco
+
+        from worldsim.runtime import resolve_device
+
+        info = {
+            "worldsim": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "mujoco": mujoco.__version__,
+            "gymnasium": gymnasium.__version__,
+            "device_auto": str(resolve_device("auto")),
+            "cuda_available": torch.cuda.is_available(),
+        }
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:
+            info["triton"] = None
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for k, v in info.items():
+            print(f"{k:<20}{json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from worldsim.envs import make_scene
+    from worldsim.envs.policies import make_policy
+    from worldsim.video import write_video
+
+    scene = make_scene(args.scene, args.size, args.size)
+    policy = make_policy(args.policy)
+    try:
+        scene.reset(seed=args.seed)
+        policy.reset(scene, args.seed)
+        frames, ret = [scene.render()], 0.0
+        steps = args.steps or scene.max_episode_steps
+        for _ in range(steps):
+            r = scene.step(policy.act(scene))
+            frames.append(scene.render())
+            ret += r.reward
+            if r.terminated:
+                break
+    finally:
+        scene.close()
+    out = write_video(args.out, np.stack(frames), fps=1 / scene.dt, scale=args.scale)
+    print(f"wrote {out}: {len(frames)} frames of {args.scene} at {1 / scene.dt:.1f} fps, "
+          f"policy {args.policy}, seed {args.seed}, task return {ret:.2f}")
+    return 0
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from worldsim.envs.dataset import GenerateSpec, generate
+
+    options = tuple(sorted({"n_balls": args.n_balls}.items())) if args.n_balls is not None else ()
+    spec = GenerateSpec(scene=args.scene, out=args.out, episodes=args.episodes, policy=args.policy, seed=args.seed,
+                        workers=args.workers, shard_size=args.shard_size, width=args.size, height=args.size,
+                        max_steps=args.max_steps, scene_options=options)
+    m = generate(spec, progress_bar=not args.quiet)
+    fps = m["_generated_frames"] / max(m["_elapsed_s"], 1e-9)
+    print(f"{args.out}: {m['episodes']} episodes, {m['stats']['frames']} frames "
+          f"({m['_generated_frames']} new, {fps:.0f} frames/s with {args.workers} worker(s))")
+    return 0
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from worldsim.envs.dataset import read_manifest
+
+    m = read_manifest(args.dir)
+    root = Path(args.dir)
+    shards = m.get("shards", {})
+    info = {
+        "dir": str(root),
+        "scene": m["scene"],
+        "policy": m["policy"],
+        "seed": m["seed"],
+        "complete": m["complete"],
+        "episodes": m["episodes"],
+        "episodes_written": sum(r["num_episodes"] for r in shards.values()),
+        "shards": len(shards),
+        "steps": sum(r["steps"] for r in shards.values()),
+        "frames": sum(r["frames"] for r in shards.values()),
+        "bytes": sum(r["bytes"] for r in shards.values()),
+        "frame_size": [m["height"], m["width"]],
+        "state_mean": m.get("stats", {}).get("state_mean"),
+        "state_std": m.get("stats", {}).get("state_std"),
+        "versions": m["versions"],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for k, v in info.items():
+        if k in ("state_mean", "state_std") and v is not None:
+            v = "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+        print(f"{k:<18}{v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="worldsim", description="A learned world-model simulator for robotics and RL.")
+    p.add_argument("--version", action="version", version=f"worldsim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("scenes", help="list the MuJoCo scenes", description="List the registered MuJoCo scenes.")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_scenes)
+
+    s = sub.add_parser("info", help="versions and devices, or a checkpoint's contents",
+                       description="Print versions and the auto device, or describe a checkpoint directory.")
+    s.add_argument("checkpoint", nargs="?", type=Path, help="a checkpoint directory (optional)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("render", help="render one real MuJoCo episode to mp4",
+                       description="Roll out one seeded episode of a scene in MuJoCo and write it to an mp4.")
+    s.add_argument("--scene", default="Reacher-v5", help="scene name (see `worldsim scenes`)")
+    s.add_argument("--policy", default="scripted", help="random, smooth, scripted or mixed")
+    s.add_argument("--seed", type=int, default=0, help="episode seed")
+    s.add_argument("--steps", type=int, default=None, help="steps (default: the scene's episode length)")
+    s.add_argument("--size", type=int, default=64, help="frame size in pixels (a multiple of 16)")
+    s.add_argument("--scale", type=int, default=4, help="repeat each pixel this many times in the video")
+    s.add_argument("--out", required=True, help="output .mp4 path")
+    s.set_defaults(func=_cmd_render)
+
+    data = sub.add_parser("data", help="generate and inspect datasets", description="Dataset commands.")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    s = dsub.add_parser("generate", help="generate a dataset (resumable)",
+                        description="Generate a dataset of MuJoCo episodes; rerun the same command to resume.")
+    s.add_argument("--scene", required=True, help="scene name (see `worldsim scenes`)")
+    s.add_argument("--episodes", type=int, required=True, help="number of episodes")
+    s.add_argument("--policy", default="mixed", help="random, smooth, scripted or mixed")
+    s.add_argument("--seed", type=int, default=0, help="dataset seed")
+    s.add_argument("--workers", type=int, default=1, help="worker processes (one renderer each)")
+    s.add_argument("--shard-size", type=int, default=16, help="episodes per shard")
+    s.add_argument("--size", type=int, default=64, help="frame size in pixels (a multiple of 16)")
+    s.add_argument("--max-steps", type=int, default=None, help="episode length cap (default: the scene's)")
+    s.add_argument("--n-balls", type=int, default=None, help="bounce only: number of balls (1-3)")
+    s.add_argument("--out", required=True, help="dataset directory")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_data_generate)
+    s = dsub.add_parser("info", help="counts, sizes and state statistics of a dataset",
+                        description="Print counts, sizes and per-dimension state mean/std of a dataset.")
+    s.add_argument("dir", help="dataset directory")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_data_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError) as exc:
+        print(f"worldsim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

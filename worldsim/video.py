@@ -1,0 +1,40 @@
+"""Writing frames to mp4, atomically (a temporary file renamed into place)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1) -> Path:
+    """Write uint8 frames [T, H, W, 3] to an H.264 mp4 at `fps`, each pixel repeated `scale` times.
+
+    Raises:
+        ValueError: on frames of the wrong shape or dtype, or a non-positive fps / scale.
+    """
+    import imageio.v2 as imageio
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}")
+    if not fps > 0 or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"fps must be > 0 and scale an int >= 1, got fps={fps!r} scale={scale!r}")
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"video path must end in .mp4, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
+    try:
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=16,
+                                ffmpeg_log_level="error") as w:
+            for f in frames:
+                w.append_data(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
