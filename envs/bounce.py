@@ -88,6 +88,7 @@ class BounceScene(Scene):
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         super().__init__(model, data, width, height, self.camera)
         self._rng = np.random.default_rng()
+        self._step_contacts = None
         self.reset()
 
     @property
@@ -106,7 +107,7 @@ class BounceScene(Scene):
             "substeps": SUBSTEPS,
         }
 
-    def _reset(self, seed: int | None) -> None:
+    def _reset_balls(self, seed: int | None) -> None:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
@@ -122,7 +123,25 @@ class BounceScene(Scene):
 
     def _step(self, action: np.ndarray) -> None:
         self.data.ctrl[:] = action
-        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        # Ball-ball impacts last a few milliseconds, far less than a step: record contacts at every
+        # substep so `contacts()` reports each one in the step it happened.
+        self._step_contacts = np.zeros(len(self.contact_pairs), dtype=bool)
+        for _ in range(SUBSTEPS):
+            mujoco.mj_step(self.model, self.data)
+            self._step_contacts |= super().contacts()
+
+    def _reset(self, seed: int | None) -> None:
+        self._step_contacts = None
+        self._reset_balls(seed)
+
+    def contacts(self) -> np.ndarray:
+        """Pairs in contact at any physics substep of the last step (at reset: in contact now)."""
+        now = super().contacts()
+        return now if self._step_contacts is None else now | self._step_contacts
+
+    def set_physics_state(self, physics_state: np.ndarray) -> None:
+        self._step_contacts = None
+        super().set_physics_state(physics_state)
 
     def state(self) -> np.ndarray:
         return self.physics_state()

@@ -85,7 +85,7 @@ class ReacherScene(GymTaskScene):
     def task_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
         # Gymnasium v5: -||fingertip - target|| - 1.0 * ||a||^2 (v5 reward weights 1 and 1); the
         # observation's last two entries are (fingertip - target)[:2], and both bodies share z.
-        s, a = np.asarray(next_state), np.asarray(action)
+        s, a = np.asarray(next_state, np.float64), np.asarray(action, np.float64)
         return -np.linalg.norm(s[..., 8:10], axis=-1) - np.square(a).sum(-1)
 
     @staticmethod
@@ -119,7 +119,7 @@ class PusherScene(GymTaskScene):
     def task_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
         # Gymnasium v5: -0.5 ||object - tips_arm|| - 1.0 ||object - goal|| - 0.1 ||a||^2, with
         # tips_arm, object and goal at observation[14:17], [17:20], [20:23].
-        s, a = np.asarray(next_state), np.asarray(action)
+        s, a = np.asarray(next_state, np.float64), np.asarray(action, np.float64)
         tips, obj, goal = s[..., 14:17], s[..., 17:20], s[..., 20:23]
         return (
             -0.5 * np.linalg.norm(obj - tips, axis=-1)

@@ -107,7 +107,7 @@ class WindowSampler:
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A batch: frames uint8 [B,T,H,W,3], states/actions float32 [B,T,*], rewards float32 [B,T],
-        terminated/truncated/mask/act_mask bool [B,T]."""
+        terminated/truncated/mask/act_mask bool [B,T]; episode/start int64 [B]."""
         pick = self.rng.integers(len(self._starts), size=batch_size)
         ep, start = self._starts_ep[pick], self._starts[pick]
         t = np.arange(self.T)
@@ -126,6 +126,9 @@ class WindowSampler:
             "truncated": torch.from_numpy(act_mask & a["truncated"][idx]),
             "mask": torch.from_numpy(mask),
             "act_mask": torch.from_numpy(act_mask),
+            # Where each window came from: index into the loaded episodes, and first frame.
+            "episode": torch.from_numpy(ep.astype(np.int64)),
+            "start": torch.from_numpy(start.astype(np.int64)),
         }
         return out
 

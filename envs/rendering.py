@@ -116,6 +116,7 @@ class FrameRenderer:
                 np.eye(3).ravel(),
                 np.asarray(rgba, dtype=np.float32),
             )
+            scn.geoms[scn.ngeom].emission = 0.5  # lit the same from any side: a clear blob
             scn.ngeom += 1
         return self._renderer.render().copy()
 
