@@ -327,9 +327,9 @@ def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
     bar = tqdm(total=total * (max_steps + 1), unit="frame", desc=f"{spec.scene}", disable=not progress_bar,
                dynamic_ncols=True)
     t0 = time.perf_counter()
+    progress = _Progress(bar)
     try:
         if spec.workers == 1 or len(plan) <= 1:
-            progress = _Inline(bar)
             _worker_init(spec, progress)
             try:
                 for index, first, count in plan:
@@ -345,16 +345,16 @@ def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
             with ctx.Pool(min(spec.workers, len(plan)), _worker_init, (spec, queue)) as pool:
                 pending = [pool.apply_async(_generate_shard, (spec, i, f, c, max_steps)) for i, f, c in plan]
                 while pending:
-                    _drain(queue, bar)
+                    _drain(queue, progress)
                     for job in [j for j in pending if j.ready()]:
                         rec = job.get()
                         manifest["shards"][rec["file"]] = rec
                         _write_manifest(root, manifest)
                         pending.remove(job)
                     time.sleep(0.05)
-                _drain(queue, bar)
+                _drain(queue, progress)
     finally:
-        bar.total = bar.n  # episodes that terminate early make fewer frames than the bound
+        bar.total = progress.n  # episodes that terminate early make fewer frames than the bound
         bar.close()
     elapsed = time.perf_counter() - t0
 
@@ -371,25 +371,26 @@ def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
     manifest["complete"] = True
     _write_manifest(root, manifest)
     manifest["_elapsed_s"] = elapsed
-    manifest["_generated_frames"] = int(bar.n)
+    manifest["_generated_frames"] = progress.n
     return manifest
 
 
-class _Inline:
-    """A stand-in for the progress queue when generating in this process."""
+class _Progress:
+    """Counts generated frames (the bar may be disabled) and shows them on the bar."""
 
     def __init__(self, bar: Any):
-        self.bar = bar
+        self.bar, self.n = bar, 0
 
     def put(self, n: int) -> None:
+        self.n += n
         self.bar.update(n)
 
 
-def _drain(queue: Any, bar: Any) -> None:
+def _drain(queue: Any, progress: _Progress) -> None:
     import queue as _q
 
     while True:
         try:
-            bar.update(queue.get_nowait())
+            progress.put(queue.get_nowait())
         except _q.Empty:
             return

@@ -64,11 +64,13 @@ class Scene(abc.ABC):
             for ai, a in enumerate(self._tracked)
             for b in self._tracked[ai + 1 :]
         ]
-        self._pair_index = {
-            (a, b): k for k, (a, b) in enumerate((self._tracked[i], self._tracked[j])
-                                                 for i in range(len(self._tracked))
-                                                 for j in range(i + 1, len(self._tracked)))
-        }
+        # pair_matrix[a, b] = index into contact_pairs of bodies a, b (symmetric), or -1.
+        self._pair_matrix = np.full((model.nbody, model.nbody), -1, dtype=np.int64)
+        k = 0
+        for ai, a in enumerate(self._tracked):
+            for b in self._tracked[ai + 1 :]:
+                self._pair_matrix[a, b] = self._pair_matrix[b, a] = k
+                k += 1
 
     # --- the per-scene parts -------------------------------------------------------------------------
 
@@ -188,11 +190,10 @@ class Scene(abc.ABC):
     def contacts(self) -> np.ndarray:
         """Which `contact_pairs` touch now: bool [len(contact_pairs)]."""
         out = np.zeros(len(self.contact_pairs), dtype=bool)
-        for c in self.data.contact[: self.data.ncon]:
-            a, b = self.model.geom_bodyid[c.geom1], self.model.geom_bodyid[c.geom2]
-            k = self._pair_index.get((min(a, b), max(a, b)))
-            if k is not None:
-                out[k] = True
+        if self.data.ncon:
+            contact = self.data.contact
+            k = self._pair_matrix[self.model.geom_bodyid[contact.geom1], self.model.geom_bodyid[contact.geom2]]
+            out[k[k >= 0]] = True
         return out
 
     def contact_events(self) -> list[tuple[str, str]]:

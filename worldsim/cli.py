@@ -151,6 +151,53 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from worldsim.model.tokenizer import TokenizerConfig
+    from worldsim.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels))
+    cfg = TokenizerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                               save_every=args.save_every, val_fraction=args.val_fraction)
+    metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
+                              progress=not args.quiet)
+    if metrics:
+        print(f"wrote {args.out}: held-out PSNR {metrics['val_psnr']:.2f} dB")
+    return 0
+
+
+def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from worldsim.envs import list_scenes
+    from worldsim.eval.metrics import code_usage
+    from worldsim.model.tokenizer import Tokenizer
+    from worldsim.tokenizer_eval import evaluate_tokenizer
+
+    scenes = list_scenes() if args.scene == "all" else [args.scene]
+    results, all_codes = [], []
+    for scene in scenes:
+        tok = Tokenizer.from_pretrained(args.checkpoint or scene, device=args.device)
+        r = evaluate_tokenizer(tok, scene, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
+        all_codes.append(r.pop("_codes").reshape(-1))
+        results.append(r)
+    if len(results) == 1:
+        report: dict[str, Any] = results[0]
+    else:
+        report = {"scene": "all", "scenes": results, "psnr": min(r["psnr"] for r in results),
+                  "ssim": min(r["ssim"] for r in results),
+                  "code_usage": code_usage(torch.cat(all_codes), results[0]["codebook_size"]),
+                  "note": "psnr and ssim are the worst scene's; code_usage is over all scenes' frames"}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{'scene':<22}{'frames':>8}{'PSNR dB':>9}{'SSIM':>8}{'codes used':>12}")
+        for r in results:
+            print(f"{r['scene']:<22}{r['frames']:>8}{r['psnr']:>9.2f}{r['ssim']:>8.4f}{r['code_usage']:>12.1%}")
+        if len(results) > 1:
+            print(f"{'all (codes over all)':<22}{'':>8}{'':>9}{'':>8}{report['code_usage']:>12.1%}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldsim", description="A learned world-model simulator for robotics and RL.")
     p.add_argument("--version", action="version", version=f"worldsim {__version__}")
@@ -198,6 +245,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", help="dataset directory")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_data_info)
+
+    train = sub.add_parser("train", help="train models", description="Training commands.")
+    tsub = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    s = tsub.add_parser("tokenizer", help="train the video tokenizer (resumable)",
+                        description="Train the video tokenizer on one or more datasets; rerun to resume.")
+    s.add_argument("--data", nargs="+", required=True, help="dataset directories (frames drawn evenly from each)")
+    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
+    s.add_argument("--steps", type=int, default=3000, help="optimiser steps")
+    s.add_argument("--batch-size", type=int, default=32, help="frames per step (per process)")
+    s.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    s.add_argument("--channels", type=int, nargs=3, default=[32, 64, 128], help="widths at 32, 16 and 8 px")
+    s.add_argument("--levels", type=int, nargs="+", default=[8, 5, 5, 5], help="FSQ levels per latent channel")
+    s.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of each dataset's episodes")
+    s.add_argument("--save-every", type=int, default=200, help="steps between resumable checkpoints")
+    s.add_argument("--seed", type=int, default=0, help="training seed")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train_tokenizer)
+
+    tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")
+    toksub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")
+    s = toksub.add_parser("eval", help="PSNR, SSIM and code usage on fresh episodes",
+                          description="Generate fresh seeded episodes and score the tokenizer's reconstructions.")
+    s.add_argument("--scene", required=True, help="a scene name, or 'all'")
+    s.add_argument("--checkpoint", default=None, help="tokenizer checkpoint (default: the shipped one)")
+    s.add_argument("--episodes", type=int, default=8, help="fresh episodes per scene")
+    s.add_argument("--seed", type=int, default=1000, help="episode seed (training data used 1)")
+    s.add_argument("--max-steps", type=int, default=100, help="steps per episode at most")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_tokenizer_eval)
     return p
 
 

@@ -1,0 +1,228 @@
+"""The video tokenizer: 64x64 RGB frames <-> an 8x8 grid of discrete FSQ codes, one frame at a time.
+
+A convolutional encoder (a stride-2 stem, residual blocks with group norm, two more stride-2 stages)
+maps a frame to an 8x8 grid of `len(levels)` channels; FSQ rounds each to a code in
+[0, prod(levels)); a mirrored decoder maps codes back to pixels. Full-resolution convolutions are
+kept to the last layer: on two CPU cores they cost about 10x more per step than the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldsim.config import ConfigBase
+from worldsim.model.fsq import FSQ
+
+
+@dataclass(frozen=True)
+class TokenizerConfig(ConfigBase):
+    """Tokenizer shape. `channels` are the widths at 32x32, 16x16 and 8x8 (for 64x64 frames)."""
+
+    image_size: int = 64
+    channels: tuple[int, ...] = (32, 64, 128)
+    levels: tuple[int, ...] = (8, 5, 5, 5)
+    res_blocks: int = 1
+    groups: int = 8
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 16:
+            raise ValueError(f"TokenizerConfig.image_size must be a positive multiple of 16, got {self.image_size}")
+        if len(self.channels) != 3 or any(c <= 0 or c % self.groups for c in self.channels):
+            raise ValueError(
+                f"TokenizerConfig.channels must be 3 positive multiples of groups={self.groups}, got {self.channels}"
+            )
+        if any(l < 2 for l in self.levels):
+            raise ValueError(f"TokenizerConfig.levels must all be >= 2, got {self.levels}")
+        if self.res_blocks < 0:
+            raise ValueError(f"TokenizerConfig.res_blocks must be >= 0, got {self.res_blocks}")
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side: the image is downsampled 8x."""
+        return self.image_size // 8
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid**2
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.levels)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int, groups: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+            nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        c0, c1, c2 = cfg.channels
+        g, n = cfg.groups, cfg.res_blocks
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c0, 4, stride=2, padding=1),  # 64 -> 32
+            *[ResBlock(c0, g) for _ in range(n)],
+            nn.Conv2d(c0, c1, 4, stride=2, padding=1),  # 32 -> 16
+            *[ResBlock(c1, g) for _ in range(n)],
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),  # 16 -> 8
+            *[ResBlock(c2, g) for _ in range(n + 1)],
+            nn.GroupNorm(g, c2), nn.SiLU(), nn.Conv2d(c2, len(cfg.levels), 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        c0, c1, c2 = cfg.channels
+        g, n = cfg.groups, cfg.res_blocks
+        self.net = nn.Sequential(
+            nn.Conv2d(len(cfg.levels), c2, 3, padding=1),
+            *[ResBlock(c2, g) for _ in range(n + 1)],
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1),  # 8 -> 16
+            *[ResBlock(c1, g) for _ in range(n)],
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1),  # 16 -> 32
+            *[ResBlock(c0, g) for _ in range(n)],
+            nn.GroupNorm(g, c0), nn.SiLU(),
+            nn.ConvTranspose2d(c0, c0 // 2, 4, stride=2, padding=1),  # 32 -> 64
+            nn.SiLU(), nn.Conv2d(c0 // 2, 3, 3, padding=1),
+        )
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return self.net(q)
+
+
+def image_gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences: keeps small objects' edges sharp."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    return (dx(pred) - dx(target)).abs().mean() + (dy(pred) - dy(target)).abs().mean()
+
+
+class Tokenizer(nn.Module):
+    """Frames <-> discrete tokens.
+
+    `encode(frames uint8 [B, T, H, W, 3]) -> tokens long [B, T, h, w]` and `decode(tokens) -> frames`
+    (also [N, H, W, 3] <-> [N, h, w]), batched, on the module's device. `forward(frames)` is the
+    training step: it returns (loss, logs).
+    """
+
+    def __init__(self, cfg: TokenizerConfig = TokenizerConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.fsq = FSQ(cfg.levels)
+        self.decoder = Decoder(cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- tensors in [-1, 1], channels first ------------------------------------------------------
+
+    def _to_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
+        return frames.to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, 3, H, W] in [-1, 1] -> (latents [N, d, h, w], codes [N, h, w])."""
+        z = self.encoder(x).permute(0, 2, 3, 1)  # [N, h, w, d]
+        q, codes = self.fsq(z)
+        return q.permute(0, 3, 1, 2), codes
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training step on uint8 frames [N, H, W, 3]: L1 + L2 + gradient-domain reconstruction loss."""
+        x = self._to_input(self._check_frames(frames))
+        q, codes = self.quantize(x)
+        rec = self.decoder(q)
+        l1 = (rec - x).abs().mean()
+        l2 = F.mse_loss(rec, x)
+        grad = image_gradient_loss(rec, x)
+        loss = l1 + l2 + grad
+        with torch.no_grad():
+            mse01 = F.mse_loss(rec.clamp(-1, 1), x) / 4  # MSE on [0, 1] pixels
+            psnr = -10 * torch.log10(mse01.clamp_min(1e-10))
+        return loss, {"loss": loss.item(), "l1": l1.item(), "l2": l2.item(), "grad": grad.item(),
+                      "psnr": psnr.item(), "codes_in_batch": int(codes.unique().numel())}
+
+    # --- the public API on uint8 frames ----------------------------------------------------------
+
+    def _check_frames(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(frames)
+        if not isinstance(frames, torch.Tensor):
+            raise TypeError(f"frames must be a torch.Tensor or numpy array, got {type(frames).__name__}")
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"frames must be uint8 (0-255), got {frames.dtype}")
+        s = self.cfg.image_size
+        if frames.ndim not in (4, 5) or tuple(frames.shape[-3:]) != (s, s, 3):
+            raise ValueError(f"frames must be [B, T, {s}, {s}, 3] or [N, {s}, {s}, 3] uint8, got {tuple(frames.shape)}")
+        return frames
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor | np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        """uint8 frames [B, T, H, W, 3] (or [N, H, W, 3]) -> codes long [B, T, h, w] (or [N, h, w])."""
+        frames = self._check_frames(frames)
+        lead = frames.shape[:-3]
+        flat = frames.reshape(-1, *frames.shape[-3:])
+        out = [self.quantize(self._to_input(flat[i : i + batch_size]))[1] for i in range(0, len(flat), batch_size)]
+        codes = torch.cat(out) if out else torch.zeros(0, self.cfg.grid, self.cfg.grid, dtype=torch.long)
+        return codes.reshape(*lead, self.cfg.grid, self.cfg.grid)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor | np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        """codes [B, T, h, w] (or [N, h, w]) -> uint8 frames [B, T, H, W, 3] (or [N, H, W, 3])."""
+        if isinstance(tokens, np.ndarray):
+            tokens = torch.from_numpy(tokens)
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor or numpy array, got {type(tokens).__name__}")
+        g = self.cfg.grid
+        if tokens.ndim not in (3, 4) or tuple(tokens.shape[-2:]) != (g, g):
+            raise ValueError(f"tokens must be [B, T, {g}, {g}] or [N, {g}, {g}], got {tuple(tokens.shape)}")
+        lead = tokens.shape[:-2]
+        flat = tokens.reshape(-1, g, g).to(self.device)
+        frames = []
+        for i in range(0, len(flat), batch_size):
+            q = self.fsq.codes_to_latents(flat[i : i + batch_size]).permute(0, 3, 1, 2)
+            x = self.decoder(q).clamp(-1, 1)
+            frames.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
+        s = self.cfg.image_size
+        out = torch.cat(frames) if frames else torch.zeros(0, s, s, 3, dtype=torch.uint8)
+        return out.reshape(*lead, s, s, 3)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+        from worldsim.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self, self.cfg, kind="tokenizer", extra=extra, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+        """Load a tokenizer checkpoint directory, or the shipped one for a scene name."""
+        from worldsim.checkpoint import load_checkpoint, load_state_into
+        from worldsim.pretrained import resolve_checkpoint
+        from worldsim.runtime import resolve_device
+
+        path = resolve_checkpoint(name_or_path, kind="tokenizer")
+        ck = load_checkpoint(path, kind="tokenizer", config_cls=TokenizerConfig)
+        model = cls(ck.config)
+        load_state_into(model, ck.tensors, source=str(path))
+        return model.to(resolve_device(device)).eval()
