@@ -16,7 +16,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from worldsim.envs import list_scenes, make_scene
 from worldsim.envs.dataset import GenerateSpec, generate
 

@@ -18,7 +18,6 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
-
 from worldsim.envs.rendering import CameraSpec
 from worldsim.envs.scene import Scene
 
@@ -57,10 +56,14 @@ def bounce_xml(n_balls: int) -> str:
   <worldbody>
     <body name="back" pos="0 0.4 {h / 2}"><geom type="box" size="{w + 2 * t} 0.01 {h / 2 + 2 * t}"
       rgba="0.92 0.92 0.92 1" contype="0" conaffinity="0" density="0"/></body>
-    <body name="floor" pos="0 0 {-t}"><geom type="box" size="{w + 2 * t} 0.3 {t}" rgba="0.35 0.35 0.35 1" density="0"/></body>
-    <body name="ceiling" pos="0 0 {h + t}"><geom type="box" size="{w + 2 * t} 0.3 {t}" rgba="0.35 0.35 0.35 1" density="0"/></body>
-    <body name="wall_left" pos="{-w - t} 0 {h / 2}"><geom type="box" size="{t} 0.3 {h / 2}" rgba="0.35 0.35 0.35 1" density="0"/></body>
-    <body name="wall_right" pos="{w + t} 0 {h / 2}"><geom type="box" size="{t} 0.3 {h / 2}" rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="floor" pos="0 0 {-t}"><geom type="box" size="{w + 2 * t} 0.3 {t}"
+      rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="ceiling" pos="0 0 {h + t}"><geom type="box" size="{w + 2 * t} 0.3 {t}"
+      rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="wall_left" pos="{-w - t} 0 {h / 2}"><geom type="box" size="{t} 0.3 {h / 2}"
+      rgba="0.35 0.35 0.35 1" density="0"/></body>
+    <body name="wall_right" pos="{w + t} 0 {h / 2}"><geom type="box" size="{t} 0.3 {h / 2}"
+      rgba="0.35 0.35 0.35 1" density="0"/></body>
     {"".join(balls)}
   </worldbody>
   <actuator>

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from worldsim.envs.dataset import MANIFEST, file_sha256, read_manifest
 
 

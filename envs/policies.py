@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import mujoco
 import numpy as np
-
 from worldsim.envs.scene import Scene
 
 

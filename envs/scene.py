@@ -16,7 +16,6 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
-
 from worldsim.envs.rendering import CameraSpec, FrameRenderer, check_frame_size
 
 

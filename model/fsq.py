@@ -47,7 +47,8 @@ class FSQ(nn.Module):
         if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"codes must be in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+            lo, hi = int(codes.min()), int(codes.max())
+            raise ValueError(f"codes must be in [0, {self.codebook_size}), got [{lo}, {hi}]")
         digits = (codes.long().unsqueeze(-1) // self.basis) % self.levels
         half_width = self.levels // 2
         return (digits - half_width).float() / half_width.float()

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from worldsim.model.fsq import FSQ
 
 from worldsim.config import ConfigBase
-from worldsim.model.fsq import FSQ
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> t
     for d in data_dirs:
         m = read_manifest(d)
         if m["height"] != image_size or m["width"] != image_size:
-            raise ValueError(f"{d}: frames are {m['height']}x{m['width']}, the tokenizer takes {image_size}x{image_size}")
+            size = f"{m['height']}x{m['width']}"
+            raise ValueError(f"{d}: frames are {size}, the tokenizer takes {image_size}x{image_size}")
         tr, va = split_episodes(m["episodes"], val_fraction)
         train.append(EpisodeDataset(d, episodes=tr).arrays["frames"])
         val.append(EpisodeDataset(d, episodes=va, verify=False).arrays["frames"])
@@ -127,7 +128,8 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
             rng = np.random.default_rng([cfg.seed, rank, step])
     train_model: torch.nn.Module = model
     if distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ids = [dev.index] if dev.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
     bar = tqdm(total=cfg.steps, initial=step, desc="tokenizer", disable=not progress or rank != 0, dynamic_ncols=True)
     t0, logs = time.perf_counter(), {}
@@ -160,8 +162,21 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
                    extra={"steps": step, "train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs],
                           "val_psnr": metrics["val_psnr"], "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:
+        check_replicas_agree(model)
         import torch.distributed as dist
 
-        dist.barrier()
         dist.destroy_process_group()
     return metrics
+
+
+def check_replicas_agree(model: torch.nn.Module) -> None:
+    """Under DDP, every rank must hold the same weights: compare a checksum of each parameter."""
+    import torch.distributed as dist
+
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+    lo, hi = sums.clone(), sums.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        bad = int((lo != hi).nonzero()[0])
+        raise RuntimeError(f"DDP replicas disagree on parameter #{bad} after training")

@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from worldsim.cli import main
 from worldsim.envs.dataset import GenerateSpec, generate, read_manifest
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
+
+from worldsim.cli import main
 
 ARRAYS = ("frames", "states", "physics", "contacts", "energy", "actions", "rewards", "terminated", "truncated")
 
@@ -75,7 +75,7 @@ def test_dataset_episodes_replay_in_mujoco(reference):
     with make_scene("Reacher-v5") as s:
         s.reset(physics_state=e["physics"][0])
         for t, a in enumerate(e["actions"]):
-            r = s.step(a)
+            s.step(a)
             np.testing.assert_allclose(s.physics_state(), e["physics"][t + 1], atol=1e-12)
             np.testing.assert_array_equal(s.render(), e["frames"][t + 1])
 

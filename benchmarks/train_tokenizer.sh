@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduces the shipped tokenizer (worldsim/weights/tokenizer): the four training datasets, the
+# training run, and the held-out evaluation. Every step resumes where a killed run stopped.
+# Usage: bash benchmarks/train_tokenizer.sh [DATA_DIR] [RUN_DIR]
+set -euo pipefail
+DATA=${1:-data}
+RUN=${2:-runs}
+STEPS=${STEPS:-3000}
+worldsim data generate --scene Reacher-v5 --episodes 400 --seed 1 --out "$DATA/reacher" --workers 2
+worldsim data generate --scene bounce --episodes 120 --seed 1 --out "$DATA/bounce" --workers 2
+worldsim data generate --scene InvertedPendulum-v5 --episodes 150 --max-steps 200 --seed 1 --out "$DATA/pendulum" --workers 2
+worldsim data generate --scene Pusher-v5 --episodes 120 --seed 1 --out "$DATA/pusher" --workers 2
+time worldsim train tokenizer --data "$DATA/reacher" "$DATA/bounce" "$DATA/pendulum" "$DATA/pusher" \
+    --out "$RUN/tokenizer" --steps "$STEPS" --batch-size 32 --lr 2e-3 --save-every 250 --seed 0 --fp16
+# Held-out: fresh episodes from seed 1000 (training used seed 1).
+worldsim tokenizer eval --scene all --checkpoint "$RUN/tokenizer" --episodes 8 --seed 1000

@@ -1,0 +1,94 @@
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+from worldsim.envs.dataset import GenerateSpec, generate
+from worldsim.model.tokenizer import TokenizerConfig
+
+import worldsim.train_tokenizer as tt
+from worldsim.checkpoint import load_checkpoint
+from worldsim.cli import main
+from worldsim.train_tokenizer import TokenizerTrainConfig, split_episodes, train_tokenizer
+
+TINY = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokdata") / "reacher"
+    generate(GenerateSpec(scene="Reacher-v5", out=str(root), episodes=5, seed=1, shard_size=5, max_steps=6),
+             progress_bar=False)
+    return root
+
+
+def test_split_holds_out_the_last_episodes():
+    assert split_episodes(10, 0.2) == (list(range(8)), [8, 9])
+    assert split_episodes(3, 0.1) == ([0, 1], [2])
+    with pytest.raises(ValueError, match="too small"):
+        split_episodes(1, 0.1)
+
+
+def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path, monkeypatch):
+    cfg = TokenizerTrainConfig(steps=4, batch_size=4, save_every=2, warmup=1)
+    train_tokenizer([str(dataset)], tmp_path / "straight", TINY, cfg, device="cpu", progress=False)
+
+    calls = {"n": 0}
+    real_validate = tt.validate
+
+    def validate_then_die(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # at step 4, after the step-2 state was saved
+            raise KeyboardInterrupt
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(tt, "validate", validate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer([str(dataset)], tmp_path / "killed", TINY, cfg, device="cpu", progress=False)
+    assert not (tmp_path / "killed").exists()
+    assert load_checkpoint(tmp_path / "killed.train").extra["step"] == 2
+    monkeypatch.setattr(tt, "validate", real_validate)
+    train_tokenizer([str(dataset)], tmp_path / "killed", TINY, cfg, device="cpu", progress=False)
+
+    a = load_checkpoint(tmp_path / "straight").tensors
+    b = load_checkpoint(tmp_path / "killed").tensors
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_cli_train_then_eval(dataset, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "tk"
+    assert main(["train", "tokenizer", "--data", str(dataset), "--out", str(out), "--steps", "2",
+                 "--batch-size", "4", "--channels", "8", "16", "16", "--levels", "5", "4", "3",
+                 "--save-every", "1", "--quiet", "--fp16", "--device", "cpu"]) == 0
+    ck = load_checkpoint(out)
+    assert all(t.dtype == torch.float16 for t in ck.tensors.values() if t.is_floating_point())
+    capsys.readouterr()
+    assert main(["tokenizer", "eval", "--scene", "Reacher-v5", "--checkpoint", str(out), "--episodes", "1",
+                 "--max-steps", "4", "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= {"psnr", "ssim", "code_usage"} and report["frames"] == 5
+
+
+def test_frames_of_the_wrong_size_are_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match="frames are 64x64, the tokenizer takes 32x32"):
+        train_tokenizer([str(dataset)], tmp_path / "x", TokenizerConfig(image_size=32, channels=(8, 16, 16)),
+                        TokenizerTrainConfig(steps=1), device="cpu", progress=False)
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_keeps_replicas_equal(dataset, tmp_path):
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "worldsim", "train", "tokenizer",
+                        "--data", str(dataset), "--out", str(out), "--steps", "3", "--batch-size", "2",
+                        "--channels", "8", "16", "16", "--levels", "5", "4", "3", "--save-every", "3",
+                        "--quiet", "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(out).extra["steps"] == 3
