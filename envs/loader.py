@@ -82,6 +82,12 @@ class EpisodeDataset:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def add_array(self, name: str, values: np.ndarray) -> None:
+        """Attach a frame-aligned array (e.g. the tokenizer's codes of every frame) for sampling."""
+        if len(values) != self.num_frames:
+            raise ValueError(f"{name}: expected {self.num_frames} rows (one per frame), got {len(values)}")
+        self.arrays[name] = values
+
     def episode(self, i: int) -> dict[str, np.ndarray]:
         """Arrays of the i-th loaded episode (frame-aligned; the last action row is padding)."""
         s, n = self.offsets[i], self.lengths[i]
@@ -95,10 +101,13 @@ class WindowSampler:
     fewer than T frames contributes one start, padded, with `mask` False past its end.
     """
 
-    def __init__(self, data: EpisodeDataset, T: int, seed: int = 0):
+    def __init__(self, data: EpisodeDataset, T: int, seed: int = 0, keys: tuple[str, ...] = ("frames",)):
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"window length T must be an int >= 1, got {T!r}")
-        self.data, self.T = data, T
+        missing = [k for k in keys if k not in data.arrays]
+        if missing:
+            raise ValueError(f"keys {missing} are not arrays of the dataset; have {sorted(data.arrays)}")
+        self.data, self.T, self.keys = data, T, keys
         n_starts = np.maximum(data.lengths - T + 1, 1)
         self._starts_ep = np.repeat(np.arange(len(data)), n_starts)
         self._starts = np.concatenate([np.arange(n) for n in n_starts])
@@ -116,8 +125,8 @@ class WindowSampler:
         idx = self.data.offsets[ep][:, None] + local  # [B, T] rows of the flat arrays
         a = self.data.arrays
         act_mask = mask & ((start[:, None] + t[None]) < length[:, None] - 1)
-        out = {
-            "frames": torch.from_numpy(a["frames"][idx]),
+        out = {k: torch.from_numpy(a[k][idx]) for k in self.keys}
+        out |= {
             "states": torch.from_numpy(a["states"][idx].astype(np.float32)),
             "actions": torch.from_numpy(np.where(act_mask[..., None], a["actions"][idx], 0).astype(np.float32)),
             "rewards": torch.from_numpy(np.where(act_mask, a["rewards"][idx], 0).astype(np.float32)),

@@ -165,6 +165,19 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_dynamics(args: argparse.Namespace) -> int:
+    from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
+
+    cfg = DynamicsTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              save_every=args.save_every, balance=not args.no_balance)
+    metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
+                             context=args.context, progress=not args.quiet)
+    if metrics:
+        print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
+              f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
+    return 0
+
+
 def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -264,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train_tokenizer)
+
+    s = tsub.add_parser("dynamics", help="train the dynamics transformer (resumable)",
+                        description="Train the dynamics transformer on a dataset's tokens; rerun to resume.")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--tokenizer", required=True, help="tokenizer checkpoint, or a scene name for the shipped one")
+    s.add_argument("--preset", default="v4", help="v4, dense, v4-gpu or dense-gpu")
+    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
+    s.add_argument("--steps", type=int, default=4000, help="optimiser steps")
+    s.add_argument("--batch-size", type=int, default=16, help="windows per step (per process)")
+    s.add_argument("--context", type=int, default=4, help="context window in steps")
+    s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    s.add_argument("--save-every", type=int, default=250, help="steps between resumable checkpoints")
+    s.add_argument("--seed", type=int, default=0, help="training seed")
+    s.add_argument("--no-balance", action="store_true", help="turn off the MoE bias update (for contrast)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train_dynamics)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")
     toksub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")

@@ -1,0 +1,255 @@
+"""The V4 dynamics transformer: one spatiotemporal token stream, block-causal, pruned and MoE.
+
+Per time step t the stream holds S = N + 2 tokens: [action a_t, state s_t, frame codes z_t (N)].
+Attention is block-causal (full within a step, causal across steps) over a window of `context` steps;
+time enters as a rotary embedding of the step index, so cached keys stay valid as the window slides.
+From step t's outputs the heads predict, in one pass: every code of frame t+1 (at the same grid
+position), the state s_{t+1} (as a change of the normalised state, from the state token), and the
+reward and termination of a_t (from the action token).
+
+Switches (see `DynamicsConfig`):
+- `prune`: from layer `prune_from` on, a scorer keeps the top `capacity` of each step's frame tokens;
+  only they (and the action and state tokens) go through attention and FFN, as queries and as keys;
+  the rest ride the residual stream unchanged. The kept tokens' block output is scaled by the
+  scorer's sigmoid, so it learns (Mixture-of-Depths, https://arxiv.org/abs/2404.02258).
+- `moe`: the FFN is a hierarchical MoE with load-aware routing (`worldsim.model.moe`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldsim.config import ConfigBase
+from worldsim.kernels import block_causal_attention, gather_tokens, scatter_tokens
+from worldsim.model.moe import HierarchicalMoE, SwiGLU
+
+
+@dataclass(frozen=True)
+class DynamicsConfig(ConfigBase):
+    state_dim: int = 10
+    action_dim: int = 2
+    grid: int = 8
+    codebook_size: int = 1000
+    width: int = 192
+    layers: int = 4
+    heads: int = 4
+    context: int = 4
+    ffn_hidden: int = 512
+    prune: bool = False
+    capacity: float = 0.7
+    prune_from: int = 2
+    moe: bool = False
+    experts: int = 8
+    expert_groups: int = 4
+    top_groups: int = 2
+    top_k: int = 2
+    expert_hidden: int = 128
+    shared_hidden: int = 256
+    bias_gamma: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("state_dim", "action_dim", "grid", "codebook_size", "width", "layers", "heads", "context",
+                     "ffn_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DynamicsConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.width % (2 * self.heads):
+            raise ValueError(f"DynamicsConfig.width ({self.width}) must be a multiple of 2 * heads ({self.heads})")
+        if not 0 < self.capacity <= 1:
+            raise ValueError(f"DynamicsConfig.capacity must be in (0, 1], got {self.capacity}")
+        if not 0 <= self.prune_from <= self.layers:
+            raise ValueError(f"DynamicsConfig.prune_from must be in [0, layers={self.layers}], got {self.prune_from}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.tokens_per_frame + 2
+
+    @property
+    def kept_frame_tokens(self) -> int:
+        return max(1, math.ceil(self.capacity * self.tokens_per_frame)) if self.prune else self.tokens_per_frame
+
+
+def rotary(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, L, hd] by angles of the time step [L] (rotary embedding over time only)."""
+    hd = x.shape[-1]
+    freq = 1.0 / (100.0 ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
+    ang = step.float()[:, None] * freq[None]  # [L, hd/2]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class KVCache:
+    """Keys and values of past steps for one layer: k, v [B, H, L, hd], step [L]."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.step: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
+        if self.k is None:
+            self.k, self.v, self.step = k, v, step
+        else:
+            self.k = torch.cat([self.k, k], 2)
+            self.v = torch.cat([self.v, v], 2)
+            self.step = torch.cat([self.step, step])
+        keep = self.step > self.step.max() - window
+        if not bool(keep.all()):
+            self.k, self.v, self.step = self.k[:, :, keep], self.v[:, :, keep], self.step[keep]
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.out = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, window: int) -> torch.Tensor:
+        """x [B, L, D] with step [L]; with a cache, x is the new step's tokens and keys include the cache."""
+        b, l, d = x.shape
+        q, k, v = self.qkv(x).view(b, l, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, step), rotary(k, step)
+        k_step = step
+        if cache is not None:
+            cache.extend(k, v, step, window)
+            k, v, k_step = cache.k, cache.v, cache.step
+        y = block_causal_attention(q, k, v, step, k_step)
+        return self.out(y.transpose(1, 2).reshape(b, l, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; optionally pruned (top-capacity frame tokens per step)."""
+
+    def __init__(self, cfg: DynamicsConfig, pruned: bool):
+        super().__init__()
+        d = cfg.width
+        self.cfg, self.pruned = cfg, pruned
+        self.norm1, self.norm2 = nn.RMSNorm(d), nn.RMSNorm(d)
+        self.attn = Attention(d, cfg.heads)
+        if cfg.moe:
+            self.ffn: nn.Module = HierarchicalMoE(d, cfg.experts, cfg.expert_groups, cfg.top_groups, cfg.top_k,
+                                                  cfg.expert_hidden, cfg.shared_hidden, cfg.bias_gamma)
+        else:
+            self.ffn = SwiGLU(d, cfg.ffn_hidden)
+        self.scorer = nn.Linear(d, 1) if pruned else None
+        self.last_kept: torch.Tensor | None = None
+
+    def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        h = x + self.attn(self.norm1(x), step, cache, self.cfg.context)
+        return h + self.ffn(self.norm2(h))
+
+    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x [B, T*S, D] laid out step by step, step [T*S]."""
+        if not self.pruned:
+            return self._core(x, step, cache)
+        b, L, d = x.shape
+        S, N, k = self.cfg.tokens_per_step, self.cfg.tokens_per_frame, self.cfg.kept_frame_tokens
+        T = L // S
+        score = self.scorer(x.view(b, T, S, d)[:, :, 2:]).squeeze(-1)  # [B, T, N]
+        top = score.topk(k, dim=-1).indices.sort(dim=-1).values  # [B, T, k], in grid order
+        local = torch.cat([torch.tensor([0, 1], device=x.device).expand(b, T, 2), top + 2], dim=-1)  # [B, T, M]
+        index = (local + torch.arange(T, device=x.device)[None, :, None] * S).reshape(b, -1)  # [B, T*M]
+        self.last_kept = index
+        kept = gather_tokens(x, index)
+        kept_step = step.view(T, S)[:, :1].expand(T, k + 2).reshape(-1)
+        delta = self._core(kept, kept_step, cache) - kept
+        gate = torch.cat([torch.ones(b, T, 2, device=x.device, dtype=x.dtype),
+                          torch.sigmoid(score.gather(-1, top))], dim=-1).reshape(b, -1, 1)
+        return scatter_tokens(x, index, kept + gate * delta)
+
+
+class Dynamics(nn.Module):
+    """The transformer over the token stream; `forward(batch) -> (loss, logs)` lives in the trainer,
+    which knows the data; this module maps inputs to predictions."""
+
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.width
+        self.code_emb = nn.Embedding(cfg.codebook_size, d)
+        self.pos_emb = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
+        self.type_emb = nn.Parameter(torch.randn(3, d) * 0.02)  # action, state, frame
+        self.action_in = nn.Linear(cfg.action_dim, d)
+        self.state_in = nn.Linear(cfg.state_dim, d)
+        self.blocks = nn.ModuleList(
+            Block(cfg, pruned=cfg.prune and i >= cfg.prune_from) for i in range(cfg.layers)
+        )
+        self.norm = nn.RMSNorm(d)
+        self.frame_head = nn.Linear(d, cfg.codebook_size)
+        self.state_head = nn.Linear(d, cfg.state_dim)
+        self.reward_head = nn.Linear(d, 1)
+        self.term_head = nn.Linear(d, 1)
+
+    def embed(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """codes [B, T, N] long, states [B, T, S_dim] (normalised), actions [B, T, A] -> [B, T*(N+2), D]."""
+        b, t, n = codes.shape
+        frame = self.code_emb(codes) + self.pos_emb + self.type_emb[2]
+        act = self.action_in(actions).unsqueeze(2) + self.type_emb[0]
+        st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
+        return torch.cat([act, st, frame], dim=2).reshape(b, t * (n + 2), -1)
+
+    def heads(self, h: torch.Tensor, t: int) -> dict[str, torch.Tensor]:
+        """Final hidden [B, T*S, D] -> predictions for each step's next frame, state, reward, termination."""
+        b = h.shape[0]
+        h = self.norm(h).view(b, t, self.cfg.tokens_per_step, -1)
+        return {
+            "code_logits": self.frame_head(h[:, :, 2:]),  # [B, T, N, V]
+            "state_delta": self.state_head(h[:, :, 1]),  # [B, T, S_dim]
+            "reward": self.reward_head(h[:, :, 0]).squeeze(-1),  # [B, T]
+            "term_logit": self.term_head(h[:, :, 0]).squeeze(-1),  # [B, T]
+        }
+
+    def forward(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+                first_step: int = 0) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass over T steps (T <= context): predictions for every step."""
+        b, t, n = codes.shape
+        if t > self.cfg.context:
+            raise ValueError(f"window of {t} steps exceeds the context of {self.cfg.context}")
+        step = torch.arange(first_step, first_step + t, device=codes.device).repeat_interleave(n + 2)
+        h = self.embed(codes, states, actions)
+        for blk in self.blocks:
+            h = blk(h, step)
+        return self.heads(h, t)
+
+    def step_with_cache(self, caches: list[KVCache], codes: torch.Tensor, states: torch.Tensor,
+                        actions: torch.Tensor, step_index: int) -> dict[str, torch.Tensor]:
+        """One new step (codes [B, 1, N], ...) against the caches, which it extends."""
+        n = codes.shape[-1]
+        step = torch.full((n + 2,), step_index, device=codes.device, dtype=torch.long)
+        h = self.embed(codes, states, actions)
+        for blk, cache in zip(self.blocks, caches):
+            h = blk(h, step, cache)
+        return self.heads(h, 1)
+
+    def moe_layers(self) -> list[HierarchicalMoE]:
+        return [b.ffn for b in self.blocks if isinstance(b.ffn, HierarchicalMoE)]
+
+
+# Named presets: keyword overrides of DynamicsConfig. `dense` has no pruning and a dense FFN sized to
+# the MoE's *active* parameters (shared 256 + top-2 x 128 = 512 hidden), so the two differ only in
+# the V4 switches. The CPU sizes train in about an hour on two cores; the GPU sizes are wider and deeper.
+PRESETS: dict[str, dict] = {
+    "dense": dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False),
+    "v4": dict(width=192, layers=4, heads=4, prune=True, capacity=0.5, prune_from=1, moe=True, experts=8,
+               expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256),
+    "dense-gpu": dict(width=512, layers=8, heads=8, ffn_hidden=1536, prune=False, moe=False),
+    "v4-gpu": dict(width=512, layers=8, heads=8, prune=True, capacity=0.5, prune_from=2, moe=True, experts=16,
+                   expert_groups=4, top_groups=2, top_k=2, expert_hidden=384, shared_hidden=768),
+}
+
+
+def preset_config(name: str, **fields) -> DynamicsConfig:
+    """A preset's DynamicsConfig, with data-dependent fields (state_dim, action_dim, ...) filled in."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return DynamicsConfig(**{**PRESETS[name], **fields})

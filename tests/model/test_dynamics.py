@@ -1,0 +1,196 @@
+import pytest
+import torch
+
+from worldsim.model.dynamics import PRESETS, Block, Dynamics, DynamicsConfig, KVCache, preset_config
+from worldsim.model.moe import HierarchicalMoE, hierarchical_route, load_stats
+
+SMALL = dict(state_dim=3, action_dim=2, grid=4, codebook_size=37, width=32, layers=4, heads=2, context=4,
+             ffn_hidden=64, expert_hidden=16, shared_hidden=32)
+DENSE = DynamicsConfig(**SMALL)
+V4 = DynamicsConfig(**SMALL, prune=True, capacity=0.6, prune_from=1, moe=True, experts=8, expert_groups=4,
+                    top_groups=2, top_k=2)
+
+
+def inputs(B=2, T=4, cfg=DENSE, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, cfg.codebook_size, (B, T, cfg.tokens_per_frame), generator=g),
+            torch.randn(B, T, cfg.state_dim, generator=g), torch.randn(B, T, cfg.action_dim, generator=g))
+
+
+@pytest.fixture(params=["dense", "v4"])
+def model(request):
+    torch.manual_seed(0)
+    return Dynamics(DENSE if request.param == "dense" else V4).eval()
+
+
+def test_no_information_flows_from_the_future(model):
+    codes, states, actions = inputs()
+    with torch.no_grad():
+        a = model(codes, states, actions)
+        codes2, states2, actions2 = codes.clone(), states.clone(), actions.clone()
+        codes2[:, 2:] = (codes2[:, 2:] + 5) % model.cfg.codebook_size
+        states2[:, 2:] += 3.0
+        actions2[:, 2:] -= 1.0
+        b = model(codes2, states2, actions2)
+    for k in a:
+        torch.testing.assert_close(a[k][:, :2], b[k][:, :2], rtol=0, atol=1e-5)
+        assert not torch.allclose(a[k][:, 2:], b[k][:, 2:])
+
+
+def test_tokens_within_a_step_see_each_other(model):
+    codes, states, actions = inputs()
+    with torch.no_grad():
+        a = model(codes, states, actions)
+        actions2 = actions.clone()
+        actions2[:, 1] += 1.0  # the action token of step 1 changes the frame predictions of step 1
+        b = model(codes, states, actions2)
+    assert not torch.allclose(a["code_logits"][:, 1], b["code_logits"][:, 1])
+
+
+def test_kv_cache_stepping_equals_the_full_forward(model):
+    codes, states, actions = inputs()
+    with torch.no_grad():
+        full = model(codes, states, actions)
+        caches = [KVCache() for _ in model.blocks]
+        steps = [model.step_with_cache(caches, codes[:, t : t + 1], states[:, t : t + 1], actions[:, t : t + 1], t)
+                 for t in range(4)]
+    for k in full:
+        torch.testing.assert_close(torch.cat([s[k] for s in steps], 1), full[k], rtol=1e-4, atol=1e-5)
+
+
+def test_kv_cache_window_slides(model):
+    """Beyond `context` steps the cache holds only the last `context` steps' keys, at every layer."""
+    codes, states, actions = inputs(T=7)
+    with torch.no_grad():
+        caches = [KVCache() for _ in model.blocks]
+        for t in range(7):
+            out = model.step_with_cache(caches, codes[:, t : t + 1], states[:, t : t + 1], actions[:, t : t + 1], t)
+            assert all(int(c.step.min()) == max(0, t - 3) and int(c.step.max()) == t for c in caches)
+            per_step = [c.k.shape[2] // len(c.step.unique()) for c in caches]
+            assert all(c.k.shape[2] == len(c.step) for c in caches)
+    assert torch.isfinite(out["code_logits"]).all()
+    assert per_step[0] == model.cfg.tokens_per_step
+
+
+def test_pruning_keeps_exactly_capacity_and_leaves_dropped_tokens_unchanged():
+    torch.manual_seed(0)
+    blk = Block(V4, pruned=True).eval()
+    T, S, N = 3, V4.tokens_per_step, V4.tokens_per_frame
+    x = torch.randn(2, T * S, V4.width)
+    step = torch.arange(T).repeat_interleave(S)
+    with torch.no_grad():
+        y = blk(x, step)
+    kept = blk.last_kept  # [B, T*M]
+    k = V4.kept_frame_tokens
+    assert k == 10 and kept.shape == (2, T * (k + 2))  # ceil(0.6 * 16)
+    for b in range(2):
+        idx = set(kept[b].tolist())
+        for t in range(T):
+            assert t * S in idx and t * S + 1 in idx  # action and state always kept
+            assert len([i for i in idx if t * S + 2 <= i < (t + 1) * S]) == k
+        dropped = sorted(set(range(T * S)) - idx)
+        torch.testing.assert_close(y[b, dropped], x[b, dropped], rtol=0, atol=0)
+        assert not torch.allclose(y[b, sorted(idx)], x[b, sorted(idx)])
+
+
+def test_all_kept_pruning_is_the_dense_block():
+    cfg = DynamicsConfig(**SMALL, prune=True, capacity=1.0, prune_from=0)
+    torch.manual_seed(0)
+    blk = Block(cfg, pruned=True).eval()
+    x = torch.randn(1, 2 * cfg.tokens_per_step, cfg.width)
+    step = torch.arange(2).repeat_interleave(cfg.tokens_per_step)
+    with torch.no_grad():
+        y = blk(x, step)
+        dense = blk._core(x, step, None)
+    gate = torch.sigmoid(blk.scorer(x)).view(1, 2, -1, 1)[:, :, 2:]
+    delta = (dense - x).view(1, 2, cfg.tokens_per_step, -1)
+    expect = x.view(1, 2, cfg.tokens_per_step, -1).clone()
+    expect[:, :, :2] += delta[:, :, :2]
+    expect[:, :, 2:] += gate * delta[:, :, 2:]
+    torch.testing.assert_close(y, expect.view_as(y), rtol=1e-5, atol=1e-5)
+
+
+def test_scorer_learns_through_the_kept_tokens():
+    torch.manual_seed(0)
+    blk = Block(V4, pruned=True)
+    x = torch.randn(1, 2 * V4.tokens_per_step, V4.width)
+    blk(x, torch.arange(2).repeat_interleave(V4.tokens_per_step)).sum().backward()
+    assert blk.scorer.weight.grad is not None and blk.scorer.weight.grad.abs().sum() > 0
+
+
+def test_routing_invariants():
+    torch.manual_seed(0)
+    n, e, g, tg, k = 500, 16, 4, 2, 3
+    aff = torch.rand(n, e)
+    bias = torch.randn(e) * 0.1
+    index, weight = hierarchical_route(aff, bias, g, tg, k)
+    assert index.shape == (n, k) and torch.allclose(weight.sum(-1), torch.ones(n))
+    biased = (aff + bias).view(n, g, e // g)
+    group_score = biased.topk(2, dim=-1).values.sum(-1)
+    chosen = group_score.topk(tg, dim=-1).indices
+    for i in range(n):
+        groups = set(chosen[i].tolist())
+        assert len(set(index[i].tolist())) == k  # k distinct experts
+        assert {int(x) // (e // g) for x in index[i]} <= groups  # all inside the selected groups
+        allowed = [x for x in range(e) if x // (e // g) in groups]
+        best = sorted(allowed, key=lambda x: -float(aff[i, x] + bias[x]))[:k]
+        assert set(best) == set(index[i].tolist())  # the top-k inside them
+        torch.testing.assert_close(weight[i], aff[i, index[i]] / aff[i, index[i]].sum())
+    load = torch.bincount(index.reshape(-1), minlength=e)
+    assert int(load.sum()) == n * k
+
+
+def test_bias_update_moves_towards_balance():
+    torch.manual_seed(0)
+    moe = HierarchicalMoE(16, experts=4, groups=2, top_groups=1, top_k=2, expert_hidden=8, shared_hidden=8,
+                          bias_gamma=0.01).train()
+    moe(torch.randn(64, 16))
+    load = moe.load_acc.clone()
+    assert int(load.sum()) == 64 * 2
+    moe.update_bias()
+    expected = 0.01 * torch.sign(load.mean() - load)
+    torch.testing.assert_close(moe.bias, expected)
+    assert moe.load_acc.sum() == 0
+    moe.balance = False
+    moe(torch.randn(64, 16))
+    moe.update_bias()
+    torch.testing.assert_close(moe.bias, expected)  # the contrast run never moves the bias
+
+
+def test_bias_update_balances_a_skewed_router():
+    """Routing alone (no expert FFNs), bias updated after every batch: a skewed router gets balanced."""
+    torch.manual_seed(0)
+    moe = HierarchicalMoE(16, experts=8, groups=4, top_groups=2, top_k=2, expert_hidden=8, shared_hidden=8,
+                          bias_gamma=0.02)
+    with torch.no_grad():
+        moe.router.weight[0] += 2.0  # expert 0 wins everything
+        x = torch.randn(256, 16).abs()
+        affinity = torch.sigmoid(moe.router(x))
+    loads = []
+    for _ in range(200):
+        index, _ = hierarchical_route(affinity, moe.bias, moe.groups, moe.top_groups, moe.top_k)
+        load = torch.bincount(index.reshape(-1), minlength=8).float()
+        loads.append(load)
+        moe.load_acc += load
+        moe.update_bias()
+    before, after = load_stats(loads[0]), load_stats(torch.stack(loads[-20:]).mean(0))
+    # A fixed-size sign step settles into a small oscillation around balance (measured: 0.15 here).
+    assert before["maxvio"] > 2 and after["maxvio"] < 0.2 and after["dead_experts"] == 0
+
+
+def test_load_stats():
+    s = load_stats(torch.tensor([2.0, 1.0, 1.0, 0.0]))
+    assert s == {"maxvio": 1.0, "min_load": 0.0, "dead_experts": 1}
+
+
+def test_presets_and_config_checks():
+    assert {"v4", "dense"} <= set(PRESETS)
+    v4, dense = preset_config("v4"), preset_config("dense")
+    assert v4.prune and v4.moe and not dense.prune and not dense.moe
+    assert dense.ffn_hidden == v4.shared_hidden + v4.top_k * v4.expert_hidden  # same active FFN size
+    with pytest.raises(ValueError, match="unknown preset 'v5'"):
+        preset_config("v5")
+    with pytest.raises(ValueError, match=r"capacity must be in \(0, 1\], got 0"):
+        DynamicsConfig(capacity=0.0)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        Dynamics(DENSE)(*inputs(T=5))

@@ -1,0 +1,236 @@
+"""Training the dynamics transformer on a dataset's token stream, resumably, with torchrun DDP.
+
+    worldsim train dynamics --data data/reacher --tokenizer Reacher-v5 --preset v4 --out runs/reacher-v4
+
+All frames are encoded once with the (frozen) tokenizer. Each step draws windows of context + 1
+steps; the model sees the first `context` and predicts each next frame's codes, state, reward and
+termination. Against drift: (1) a share of input codes is replaced by random codes; (2) with
+probability `rollout_prob` a second pass feeds the model its own predictions of frames and states
+(open-loop inputs) and adds that loss.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldsim.config import ConfigBase
+from worldsim.model.dynamics import preset_config
+from worldsim.model.moe import load_stats
+from worldsim.model.tokenizer import Tokenizer
+from worldsim.model.world_model import WorldModel, WorldModelConfig
+from worldsim.runtime import resolve_device, seed_everything
+from worldsim.train_tokenizer import split_episodes
+from worldsim.trainstate import load_train_state, save_train_state
+
+
+@dataclass(frozen=True)
+class DynamicsTrainConfig(ConfigBase):
+    steps: int = 4000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 100
+    corrupt_prob: float = 0.1
+    rollout_prob: float = 0.5
+    val_fraction: float = 0.1
+    save_every: int = 250
+    seed: int = 0
+    balance: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DynamicsTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("corrupt_prob", "rollout_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def encode_dataset(data, tok: Tokenizer, batch: int = 512) -> np.ndarray:
+    frames = data.arrays["frames"]
+    codes = [tok.encode(torch.from_numpy(frames[i : i + batch])).reshape(-1, tok.cfg.tokens_per_frame)
+             for i in range(0, len(frames), batch)]
+    return torch.cat(codes).cpu().numpy().astype(np.int16)
+
+
+def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
+               rng: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss on a window batch (codes [B, K+1, N], states, actions, rewards, terminated, act_mask)."""
+    dyn, K = wm.dynamics, wm.cfg.dynamics.context
+    dev = wm.device
+    codes = batch["codes"].to(dev).long()
+    states = wm.normalize_state(batch["states"].to(dev))
+    actions, valid = batch["actions"].to(dev), batch["act_mask"].to(dev)[:, :K]
+    rewards = (batch["rewards"].to(dev) - wm.reward_mean) / wm.reward_std
+    term = batch["terminated"].to(dev).float()
+    inp = codes[:, :K]
+    if cfg.corrupt_prob > 0 and dyn.training:
+        noise = torch.rand(inp.shape, device=dev, generator=rng) < cfg.corrupt_prob
+        inp = torch.where(noise, torch.randint_like(inp, wm.cfg.dynamics.codebook_size), inp)
+
+    def one_pass(inp_codes: torch.Tensor, inp_states: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        out = dyn(inp_codes, inp_states, actions[:, :K])
+        m = valid.float()
+        denom = m.sum().clamp_min(1)
+        ce = F.cross_entropy(out["code_logits"].flatten(0, 2).float(), codes[:, 1:].flatten(), reduction="none")
+        ce = (ce.view(m.shape[0], K, -1).mean(-1) * m).sum() / denom
+        target_delta = states[:, 1:] - inp_states
+        st = ((out["state_delta"] - target_delta).pow(2).mean(-1) * m).sum() / denom
+        rw = ((out["reward"] - rewards[:, :K]).pow(2) * m).sum() / denom
+        te = (F.binary_cross_entropy_with_logits(out["term_logit"], term[:, :K], reduction="none") * m).sum() / denom
+        with torch.no_grad():
+            acc = ((out["code_logits"].argmax(-1) == codes[:, 1:]).float().mean(-1) * m).sum() / denom
+        return ce + st + rw + te, {"ce": ce.item(), "state_mse": st.item(), "reward_mse": rw.item(),
+                                   "term_bce": te.item(), "token_acc": acc.item()}, out
+
+    loss, logs, out = one_pass(inp, states[:, :K])
+    if dyn.training and cfg.rollout_prob > 0 and torch.rand((), generator=rng).item() < cfg.rollout_prob:
+        # Open-loop inputs: steps 1..K-1 take the model's own predicted frame and state.
+        pred_codes = out["code_logits"].argmax(-1).detach()
+        pred_states = (states[:, :K] + out["state_delta"]).detach()
+        roll_codes = torch.cat([inp[:, :1], pred_codes[:, : K - 1]], 1)
+        roll_states = torch.cat([states[:, :1], pred_states[:, : K - 1]], 1)
+        loss2, logs2, _ = one_pass(roll_codes, roll_states)
+        loss = loss + loss2
+        logs["rollout_ce"] = logs2["ce"]
+        logs["rollout_state_mse"] = logs2["state_mse"]
+    logs["loss"] = loss.item()
+    return loss, logs
+
+
+def lr_at(step: int, cfg: DynamicsTrainConfig) -> float:
+    import math
+
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8) -> dict[str, float]:
+    wm.eval()
+    logs: dict[str, list[float]] = {}
+    loads = []
+    for _ in range(batches):
+        _, lg = batch_loss(wm, sampler.sample(cfg.batch_size), cfg)
+        for k, v in lg.items():
+            logs.setdefault(k, []).append(v)
+        loads += [m.last_load for m in wm.dynamics.moe_layers()]
+    out = {f"val_{k}": float(np.mean(v)) for k, v in logs.items()}
+    if loads:
+        stats = [load_stats(sum(loads[i::len(wm.dynamics.moe_layers())])) for i in range(len(wm.dynamics.moe_layers()))]
+        out["val_maxvio"] = max(s["maxvio"] for s in stats)
+        out["val_dead_experts"] = sum(s["dead_experts"] for s in stats)
+    wm.train()
+    return out
+
+
+def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
+                   cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
+                   progress: bool = True) -> dict[str, float]:
+    from tqdm import tqdm
+
+    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.loader import EpisodeDataset, WindowSampler
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    dev = resolve_device(device)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    seed_everything(cfg.seed)
+    m = read_manifest(data_dir)
+    tok = Tokenizer.from_pretrained(tokenizer, device=dev)
+    dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
+                            codebook_size=tok.cfg.codebook_size, context=context)
+    wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg))
+    wm.tokenizer.load_state_dict(tok.state_dict())
+    wm.tokenizer.requires_grad_(False)
+    train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
+    train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
+    for d in (train_data, val_data):
+        d.add_array("codes", encode_dataset(d, tok))
+    wm.state_mean.copy_(torch.from_numpy(train_data.state_mean))
+    wm.state_std.copy_(torch.from_numpy(np.maximum(train_data.state_std, 1e-3)))
+    real = np.ones(train_data.num_frames, dtype=bool)
+    real[train_data.offsets + train_data.lengths - 1] = False  # the last frame of an episode has no action
+    r = train_data.arrays["rewards"][real]
+    wm.reward_mean.fill_(float(r.mean()))
+    wm.reward_std.fill_(float(max(r.std(), 1e-3)))
+    wm.to(dev)
+    for layer in wm.dynamics.moe_layers():
+        layer.balance = cfg.balance
+    params = [p for p in wm.dynamics.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    out = Path(out)
+    state_dir = out.with_name(out.name + ".train")
+    step, rng = 0, np.random.default_rng([cfg.seed, rank])
+    if (state_dir / "model.safetensors").is_file():
+        step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model")
+        wm.to(dev)
+    train_model = wm.dynamics
+    if distributed:
+        ids = [dev.index] if dev.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(wm.dynamics, device_ids=ids)
+    sampler = WindowSampler(train_data, T=context + 1, seed=int(rng.integers(2**31)), keys=("codes",))
+    val_sampler = WindowSampler(val_data, T=context + 1, seed=1234, keys=("codes",))
+    gen = torch.Generator(device=dev).manual_seed(int(rng.integers(2**31)))
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"dynamics {preset}", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    t0, logs = time.perf_counter(), {}
+    wm.train()
+    wm.tokenizer.eval()
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        batch = sampler.sample(cfg.batch_size)
+        if distributed:
+            wm.dynamics = train_model  # route the forward through DDP for gradient averaging
+        loss, logs = batch_loss(wm, batch, cfg, gen)
+        if distributed:
+            wm.dynamics = train_model.module
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for layer in wm.dynamics.moe_layers():
+            if distributed:
+                import torch.distributed as dist
+
+                dist.all_reduce(layer.load_acc)
+            layer.update_bias()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['token_acc']:.3f}")
+        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+            logs.update(validate(wm, val_sampler, cfg))
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())))
+            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng,
+                             extra={"train_config": cfg.to_dict(), "data": str(data_dir)})
+    bar.close()
+    metrics: dict[str, float] = {}
+    if rank == 0:
+        metrics = validate(wm, val_sampler, cfg, batches=16)
+        wm.save(out, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir), **metrics,
+                            "train_seconds_this_run": time.perf_counter() - t0})
+    if distributed:
+        from worldsim.train_tokenizer import check_replicas_agree
+
+        check_replicas_agree(wm.dynamics)
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return metrics
