@@ -5,7 +5,7 @@
 set -euo pipefail
 DATA=${1:-data}
 RUN=${2:-runs}
-STEPS=${STEPS:-8000}
+STEPS=${STEPS:-6000}
 worldsim data generate --scene Reacher-v5 --episodes 400 --seed 1 --out "$DATA/reacher" --workers 2
 worldsim data generate --scene bounce --episodes 120 --seed 1 --out "$DATA/bounce" --workers 2
 worldsim data generate --scene InvertedPendulum-v5 --episodes 150 --max-steps 200 --seed 1 --out "$DATA/pendulum" --workers 2

@@ -240,7 +240,7 @@ class Dynamics(nn.Module):
 # the V4 switches. The CPU sizes train in about an hour on two cores; the GPU sizes are wider and deeper.
 PRESETS: dict[str, dict] = {
     "dense": dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False),
-    "v4": dict(width=192, layers=4, heads=4, prune=True, capacity=0.5, prune_from=1, moe=True, experts=8,
+    "v4": dict(width=192, layers=4, heads=4, prune=True, capacity=0.4, prune_from=1, moe=True, experts=8,
                expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256),
     "dense-gpu": dict(width=512, layers=8, heads=8, ffn_hidden=1536, prune=False, moe=False),
     "v4-gpu": dict(width=512, layers=8, heads=8, prune=True, capacity=0.5, prune_from=2, moe=True, experts=16,

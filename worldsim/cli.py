@@ -39,6 +39,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         from worldsim.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(args.checkpoint)
+        if ckpt.kind == "world_model":
+            from worldsim.model.stats import world_model_info
+            from worldsim.model.world_model import WorldModel
+
+            info = {"checkpoint": str(args.checkpoint), "kind": ckpt.kind,
+                    **world_model_info(WorldModel.from_pretrained(args.checkpoint))}
+            print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k:<20}{v}" for k, v in info.items()))
+            return 0
         info: dict[str, Any] = {
             "checkpoint": str(args.checkpoint),
             "kind": ckpt.kind,

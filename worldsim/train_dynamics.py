@@ -61,8 +61,13 @@ def encode_dataset(data, tok: Tokenizer, batch: int = 512) -> np.ndarray:
 
 
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
-               rng: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss on a window batch (codes [B, K+1, N], states, actions, rewards, terminated, act_mask)."""
+               rng: torch.Generator | None = None, force_rollout: bool | None = None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss on a window batch (codes [B, K+1, N], states, actions, rewards, terminated, act_mask).
+
+    The open-loop second pass runs when `force_rollout` says so, or (when it is None) with
+    probability `cfg.rollout_prob`.
+    """
     dyn, K = wm.dynamics, wm.cfg.dynamics.context
     dev = wm.device
     codes = batch["codes"].to(dev).long()
@@ -91,7 +96,9 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
                                    "term_bce": te.item(), "token_acc": acc.item()}, out
 
     loss, logs, out = one_pass(inp, states[:, :K])
-    if dyn.training and cfg.rollout_prob > 0 and torch.rand((), generator=rng).item() < cfg.rollout_prob:
+    if force_rollout is None:
+        force_rollout = dyn.training and cfg.rollout_prob > 0 and torch.rand((), generator=rng).item() < cfg.rollout_prob
+    if force_rollout:
         # Open-loop inputs: steps 1..K-1 take the model's own predicted frame and state.
         pred_codes = out["code_logits"].argmax(-1).detach()
         pred_states = (states[:, :K] + out["state_delta"]).detach()
@@ -103,6 +110,19 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
         logs["rollout_state_mse"] = logs2["state_mse"]
     logs["loss"] = loss.item()
     return loss, logs
+
+
+class Objective(torch.nn.Module):
+    """The training loss as one module, so DDP sees exactly one forward per backward (the open-loop
+    second pass included)."""
+
+    def __init__(self, wm: WorldModel, cfg: DynamicsTrainConfig):
+        super().__init__()
+        self.wm, self.cfg = wm, cfg
+
+    def forward(self, batch: dict[str, torch.Tensor], rollout: bool, rng: torch.Generator | None):
+        cfg = self.cfg if rollout else self.cfg.replace(rollout_prob=0.0)
+        return batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
 
 
 def lr_at(step: int, cfg: DynamicsTrainConfig) -> float:
@@ -181,10 +201,12 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     if (state_dir / "model.safetensors").is_file():
         step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model")
         wm.to(dev)
-    train_model = wm.dynamics
+    objective: torch.nn.Module = Objective(wm, cfg)
     if distributed:
         ids = [dev.index] if dev.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(wm.dynamics, device_ids=ids)
+        # Experts that receive no token on a rank get no gradient there.
+        objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids,
+                                                              find_unused_parameters=dyn_cfg.moe)
     sampler = WindowSampler(train_data, T=context + 1, seed=int(rng.integers(2**31)), keys=("codes",))
     val_sampler = WindowSampler(val_data, T=context + 1, seed=1234, keys=("codes",))
     gen = torch.Generator(device=dev).manual_seed(int(rng.integers(2**31)))
@@ -197,11 +219,9 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         batch = sampler.sample(cfg.batch_size)
-        if distributed:
-            wm.dynamics = train_model  # route the forward through DDP for gradient averaging
-        loss, logs = batch_loss(wm, batch, cfg, gen)
-        if distributed:
-            wm.dynamics = train_model.module
+        # The same decision on every rank (seeded by the step), so all ranks run the same graph.
+        rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
+        loss, logs = objective(batch, rollout, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

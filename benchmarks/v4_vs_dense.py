@@ -1,0 +1,112 @@
+"""V4 against dense, side by side, on held-out episodes of the dataset both were trained on.
+
+    python benchmarks/v4_vs_dense.py --data data/reacher --models v4=runs/reacher-v4 dense=runs/reacher-dense \
+        [nobias=runs/reacher-v4-nobias] [--episodes 32] [--horizon 50]
+
+For each model: FLOPs per environment step (KV-cached, full window, counted), parameters (total and
+active), one-step next-frame token accuracy and state nRMSE (teacher-forced windows), the open-loop
+state nRMSE after `--horizon` steps (context: the first frame only, then the recorded actions), and
+the MoE load on held-out data (MaxVio, min load, dead experts). The held-out episodes are the last 10%
+of the dataset, which training never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from worldsim.envs.dataset import read_manifest
+from worldsim.envs.loader import EpisodeDataset, WindowSampler
+from worldsim.model.moe import load_stats
+from worldsim.model.stats import world_model_info
+from worldsim.model.world_model import WorldModel
+from worldsim.train_dynamics import DynamicsTrainConfig, batch_loss, encode_dataset
+from worldsim.train_tokenizer import split_episodes
+
+
+@torch.no_grad()
+def one_step(wm: WorldModel, data: EpisodeDataset, batches: int = 16) -> dict[str, float]:
+    cfg = DynamicsTrainConfig(batch_size=32, corrupt_prob=0.0, rollout_prob=0.0)
+    sampler = WindowSampler(data, T=wm.cfg.dynamics.context + 1, seed=0, keys=("codes",))
+    acc, st, loads = [], [], []
+    wm.eval()
+    for _ in range(batches):
+        _, logs = batch_loss(wm, sampler.sample(cfg.batch_size), cfg)
+        acc.append(logs["token_acc"])
+        st.append(logs["state_mse"])
+        loads.append([m.last_load for m in wm.dynamics.moe_layers()])
+    out = {"token_acc_1step": float(np.mean(acc)), "state_nrmse_1step": float(np.sqrt(np.mean(st)))}
+    if loads[0]:
+        per_layer = [load_stats(sum(step[i] for step in loads)) for i in range(len(loads[0]))]
+        out["maxvio"] = max(s["maxvio"] for s in per_layer)
+        out["min_load"] = min(s["min_load"] for s in per_layer)
+        out["dead_experts"] = sum(s["dead_experts"] for s in per_layer)
+    return out
+
+
+@torch.no_grad()
+def open_loop(wm: WorldModel, data: EpisodeDataset, horizon: int, episodes: int) -> dict[str, float]:
+    """nRMSE of the state after `horizon` open-loop steps from each episode's first frame."""
+    eps = [i for i in range(len(data)) if data.lengths[i] > horizon][:episodes]
+    if not eps:
+        raise ValueError(f"no held-out episode is longer than {horizon} steps")
+    std = torch.from_numpy(np.maximum(data.state_std, 1e-3))
+    codes = torch.stack([torch.from_numpy(data.episode(i)["codes"][: horizon + 1].astype(np.int64)) for i in eps])
+    states = torch.stack([torch.from_numpy(data.episode(i)["states"][: horizon + 1]).float() for i in eps])
+    actions = torch.stack([torch.from_numpy(data.episode(i)["actions"][:horizon]).float() for i in eps])
+    g = wm.cfg.dynamics.grid
+    h = wm.start(codes[:, :1].view(len(eps), 1, g, g), states[:, :1])
+    errs = []
+    for t in range(horizon):
+        _, s, _, _ = wm.step(h, actions[:, t])
+        errs.append((((s.cpu() - states[:, t + 1]) / std) ** 2).mean(-1).sqrt())
+    errs = torch.stack(errs, 1)  # [E, H]
+    return {f"state_nrmse_{horizon}step": float(errs[:, -1].mean()),
+            f"state_nrmse_mean_1_{horizon}": float(errs.mean()), "open_loop_episodes": len(eps)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="name=checkpoint pairs")
+    p.add_argument("--episodes", type=int, default=32)
+    p.add_argument("--horizon", type=int, default=50)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    m = read_manifest(args.data)
+    _, val_ep = split_episodes(m["episodes"], 0.1)
+    data = EpisodeDataset(args.data, val_ep)
+    rows = {}
+    for spec in args.models:
+        name, path = spec.split("=", 1)
+        wm = WorldModel.from_pretrained(path)
+        if "codes" not in data.arrays:
+            data.add_array("codes", encode_dataset(data, wm.tokenizer))
+        info = world_model_info(wm)
+        rows[name] = {"flops_per_step": info["flops_per_step"], "params_total": info["params_total"],
+                      "params_active": info["params_active"], **one_step(wm, data),
+                      **open_loop(wm, data, args.horizon, args.episodes)}
+    names = list(rows)
+    keys = list(rows[names[0]])
+    print(f"held-out episodes of {args.data} ({len(data)} episodes)")
+    print(f"{'metric':<26}" + "".join(f"{n:>16}" for n in names))
+    for k in keys:
+        cells = []
+        for n in names:
+            v = rows[n].get(k)
+            cells.append(f"{'-':>16}" if v is None else f"{v:>16.4g}" if isinstance(v, float) else f"{v:>16}")
+        print(f"{k:<26}" + "".join(cells))
+    if "dense" in rows:
+        base = rows["dense"]
+        for n in names:
+            if n == "dense":
+                continue
+            r = rows[n]
+            print(f"{n} vs dense: FLOPs/step {1 - r['flops_per_step'] / base['flops_per_step']:+.1%} fewer; "
+                  f"{args.horizon}-step state nRMSE {r[f'state_nrmse_{args.horizon}step'] / base[f'state_nrmse_{args.horizon}step'] - 1:+.1%}")
+
+
+if __name__ == "__main__":
+    main()

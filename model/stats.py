@@ -1,0 +1,63 @@
+"""Counting a world model's parameters and the FLOPs of one environment step."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from worldsim.model.dynamics import Dynamics, KVCache
+
+
+def active_params(dyn: Dynamics) -> int:
+    """Parameters a token passes through: all, less the routed experts it does not visit."""
+    total = sum(p.numel() for p in dyn.parameters())
+    for moe in dyn.moe_layers():
+        per_expert = (moe.w_gate.numel() + moe.w_up.numel() + moe.w_down.numel()) // moe.experts
+        total -= (moe.experts - moe.top_k) * per_expert
+    return total
+
+
+@torch.no_grad()
+def flops_per_step(dyn: Dynamics, batch: int = 1, seed: int = 0) -> int:
+    """FLOPs of one KV-cached step with a full context window behind it (counted by torch's
+    FlopCounterMode: matmuls and attention), per environment."""
+    cfg = dyn.cfg
+    g = torch.Generator().manual_seed(seed)
+    dev = next(dyn.parameters()).device
+    caches = [KVCache() for _ in dyn.blocks]
+
+    def one(t: int) -> None:
+        codes = torch.randint(0, cfg.codebook_size, (batch, 1, cfg.tokens_per_frame), generator=g).to(dev)
+        states = torch.randn(batch, 1, cfg.state_dim, generator=g).to(dev)
+        actions = torch.randn(batch, 1, cfg.action_dim, generator=g).to(dev)
+        dyn.step_with_cache(caches, codes, states, actions, t)
+
+    was_training = dyn.training
+    dyn.eval()
+    for t in range(cfg.context - 1):
+        one(t)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        one(cfg.context - 1)
+    dyn.train(was_training)
+    return int(counter.get_total_flops() // batch)
+
+
+def world_model_info(wm) -> dict:
+    dyn, cfg = wm.dynamics, wm.cfg.dynamics
+    return {
+        "scene": wm.cfg.scene,
+        "preset": wm.cfg.preset,
+        "params_total": int(sum(p.numel() for p in dyn.parameters())),
+        "params_active": int(active_params(dyn)),
+        "params_tokenizer": int(sum(p.numel() for p in wm.tokenizer.parameters())),
+        "tokens_per_step": cfg.tokens_per_step,
+        "context_steps": cfg.context,
+        "flops_per_step": flops_per_step(dyn),
+        "prune_capacity": cfg.capacity if cfg.prune else 1.0,
+        "prune_from_layer": cfg.prune_from if cfg.prune else None,
+        "experts": cfg.experts if cfg.moe else 0,
+        "expert_groups": cfg.expert_groups if cfg.moe else 0,
+        "layers": cfg.layers,
+        "width": cfg.width,
+    }

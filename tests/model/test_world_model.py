@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import torch
+
+from worldsim.cli import main
+from worldsim.model.dynamics import DynamicsConfig
+from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.model.world_model import WorldModel, WorldModelConfig
+
+TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
+DYN = DynamicsConfig(state_dim=3, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
+                     ffn_hidden=64, prune=True, capacity=0.5, prune_from=1, moe=True, experts=4, expert_groups=2,
+                     top_groups=1, top_k=2, expert_hidden=16, shared_hidden=32)
+CFG = WorldModelConfig(scene="test", preset="v4", tokenizer=TOK, dynamics=DYN)
+
+
+@pytest.fixture(scope="module")
+def wm():
+    torch.manual_seed(0)
+    return WorldModel(CFG).eval()
+
+
+def context(B=2, C=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 60, (B, C, 8, 8), generator=g), torch.randn(B, C, 3, generator=g),
+            torch.randn(B, C - 1, 2, generator=g))
+
+
+def rollout(wm, steps=5, temperature=0.0, seed=None):
+    tokens, states, actions = context()
+    h = wm.start(tokens, states, actions, seed=seed)
+    out = []
+    for t in range(steps):
+        out.append(wm.step(h, torch.full((2, 2), 0.1 * t), temperature=temperature))
+    return out
+
+
+def test_step_shapes_and_types(wm):
+    tokens, state, reward, term = rollout(wm, steps=1)[0]
+    assert tokens.shape == (2, 8, 8) and tokens.dtype == torch.long
+    assert state.shape == (2, 3) and reward.shape == (2,) and term.dtype == torch.bool
+    frames = wm.decode(tokens[:, None])
+    assert frames.shape == (2, 1, 64, 64, 3) and frames.dtype == torch.uint8
+
+
+def test_rollouts_run_past_the_context_window(wm):
+    out = rollout(wm, steps=8)
+    assert all(torch.isfinite(s).all() for _, s, _, _ in out)
+
+
+def test_same_seed_same_rollout(wm):
+    for temp, seed in ((0.0, None), (1.0, 7)):
+        a, b = rollout(wm, temperature=temp, seed=seed), rollout(wm, temperature=temp, seed=seed)
+        for x, y in zip(a, b):
+            assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+    c = rollout(wm, temperature=1.0, seed=8)
+    assert any(not torch.equal(x[0], y[0]) for x, y in zip(rollout(wm, temperature=1.0, seed=7), c))
+
+
+def test_bad_inputs(wm):
+    tokens, states, actions = context()
+    with pytest.raises(ValueError, match=r"tokens must be \[B, C, 8, 8\]"):
+        wm.start(tokens[..., :4], states, actions)
+    with pytest.raises(ValueError, match=r"actions must be \[2, 1, 2\]"):
+        wm.start(tokens, states, None)
+    with pytest.raises(ValueError, match="context must hold 1 to 3 steps, got 4"):
+        wm.start(*context(C=4))
+    h = wm.start(tokens, states, actions)
+    with pytest.raises(ValueError, match=r"actions must be \[2, 2\]"):
+        wm.step(h, torch.zeros(2, 3))
+
+
+def test_checkpoint_round_trip_and_info(wm, tmp_path, capsys):
+    wm.save(tmp_path / "wm")
+    again = WorldModel.from_pretrained(tmp_path / "wm")
+    for x, y in zip(rollout(wm), rollout(again)):
+        assert torch.equal(x[0], y[0])
+    assert main(["info", str(tmp_path / "wm"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for k in ("params_total", "params_active", "tokens_per_step", "flops_per_step", "prune_capacity", "experts",
+              "expert_groups"):
+        assert k in info
+    assert info["tokens_per_step"] == 66 and info["params_active"] < info["params_total"]
+    assert info["flops_per_step"] > 0
+
+
+def test_config_mismatch_is_refused():
+    with pytest.raises(ValueError, match="tokenizer codebook 60 != dynamics codebook 1000"):
+        WorldModelConfig(tokenizer=TOK, dynamics=DynamicsConfig())

@@ -1,0 +1,64 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from worldsim.checkpoint import load_checkpoint
+from worldsim.cli import main
+from worldsim.envs.dataset import GenerateSpec, generate
+from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
+from worldsim.model.world_model import WorldModel
+from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dyn")
+    generate(GenerateSpec(scene="Reacher-v5", out=str(root / "data"), episodes=5, seed=1, shard_size=5, max_steps=8),
+             progress_bar=False)
+    torch.manual_seed(0)
+    Tokenizer(TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))).save(root / "tok")
+    return root
+
+
+@pytest.mark.parametrize("preset", ["dense", "v4"])
+def test_train_resume_and_step(setup, tmp_path, preset):
+    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1)
+    out = tmp_path / preset
+    metrics = train_dynamics(str(setup / "data"), str(setup / "tok"), out, preset=preset, cfg=cfg, device="cpu",
+                             context=3, progress=False)
+    assert {"val_token_acc", "val_state_mse"} <= set(metrics)
+    assert load_checkpoint(out.with_name(preset + ".train")).extra["step"] == 2
+    # A rerun with a larger budget resumes from step 2.
+    train_dynamics(str(setup / "data"), str(setup / "tok"), out, preset=preset, cfg=cfg.replace(steps=3),
+                   device="cpu", context=3, progress=False)
+    assert load_checkpoint(out).extra["steps"] == 3
+    wm = WorldModel.from_pretrained(out)
+    assert wm.cfg.preset == preset and wm.cfg.dynamics.prune == (preset == "v4")
+    assert float(wm.state_std.min()) > 0
+
+
+def test_cli_train_dynamics(setup, tmp_path):
+    assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
+                 "dense", "--out", str(tmp_path / "d"), "--steps", "1", "--batch-size", "2", "--context", "2",
+                 "--quiet", "--device", "cpu"]) == 0
+    assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
+                 "v9", "--out", str(tmp_path / "e"), "--steps", "1", "--quiet", "--device", "cpu"]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "worldsim", "train", "dynamics",
+                        "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset", "v4",
+                        "--out", str(tmp_path / "ddp"), "--steps", "3", "--batch-size", "2", "--context", "2",
+                        "--save-every", "3", "--quiet", "--device", "cpu"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "ddp").extra["steps"] == 3
