@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import numpy as np
+
 from worldsim.envs import list_scenes, make_scene
 from worldsim.envs.dataset import GenerateSpec, generate
 

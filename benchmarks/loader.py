@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
 from worldsim.model.tokenizer import Tokenizer
 

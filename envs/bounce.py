@@ -18,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+
 from worldsim.envs.rendering import CameraSpec
 from worldsim.envs.scene import Scene
 

@@ -282,6 +282,7 @@ def _check_identity(root: Path, old: dict[str, Any], new: dict[str, Any]) -> Non
 def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
     """Generate (or resume, or extend) the dataset `spec` describes; returns the final manifest."""
     from tqdm import tqdm
+
     from worldsim.envs.registry import make_scene
 
     root = Path(spec.out)

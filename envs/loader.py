@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from worldsim.envs.dataset import MANIFEST, file_sha256, read_manifest
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import mujoco
 import numpy as np
+
 from worldsim.envs.scene import Scene
 
 

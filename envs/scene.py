@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+
 from worldsim.envs.rendering import CameraSpec, FrameRenderer, check_frame_size
 
 

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from worldsim.config import ConfigBase
@@ -153,7 +152,7 @@ class Block(nn.Module):
         if not self.pruned:
             return self._core(x, step, cache)
         b, L, d = x.shape
-        S, N, k = self.cfg.tokens_per_step, self.cfg.tokens_per_frame, self.cfg.kept_frame_tokens
+        S, k = self.cfg.tokens_per_step, self.cfg.kept_frame_tokens
         T = L // S
         score = self.scorer(x.view(b, T, S, d)[:, :, 2:]).squeeze(-1)  # [B, T, N]
         top = score.topk(k, dim=-1).indices.sort(dim=-1).values  # [B, T, k], in grid order

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from worldsim.model.fsq import FSQ
 
 from worldsim.config import ConfigBase
+from worldsim.model.fsq import FSQ
+from worldsim.model.pretrained import PretrainedMixin
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,16 @@ def image_gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (dx(pred) - dx(target)).abs().mean() + (dy(pred) - dy(target)).abs().mean()
 
 
-class Tokenizer(nn.Module):
+class Tokenizer(PretrainedMixin, nn.Module):
     """Frames <-> discrete tokens.
 
     `encode(frames uint8 [B, T, H, W, 3]) -> tokens long [B, T, h, w]` and `decode(tokens) -> frames`
     (also [N, H, W, 3] <-> [N, h, w]), batched, on the module's device. `forward(frames)` is the
     training step: it returns (loss, logs).
     """
+
+    checkpoint_kind = "tokenizer"
+    config_cls = TokenizerConfig
 
     def __init__(self, cfg: TokenizerConfig = TokenizerConfig()):
         super().__init__()
@@ -208,21 +211,3 @@ class Tokenizer(nn.Module):
         return out.reshape(*lead, s, s, 3)
 
     # --- checkpoints ------------------------------------------------------------------------------
-
-    def save(self, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-        from worldsim.checkpoint import save_checkpoint
-
-        return save_checkpoint(path, self, self.cfg, kind="tokenizer", extra=extra, dtype=dtype)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
-        """Load a tokenizer checkpoint directory, or the shipped one for a scene name."""
-        from worldsim.checkpoint import load_checkpoint, load_state_into
-        from worldsim.pretrained import resolve_checkpoint
-        from worldsim.runtime import resolve_device
-
-        path = resolve_checkpoint(name_or_path, kind="tokenizer")
-        ck = load_checkpoint(path, kind="tokenizer", config_cls=TokenizerConfig)
-        model = cls(ck.config)
-        load_state_into(model, ck.tensors, source=str(path))
-        return model.to(resolve_device(device)).eval()

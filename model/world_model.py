@@ -12,13 +12,13 @@ The handle keeps its own KV cache: a step costs one new step's tokens, not the w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from worldsim.config import ConfigBase
 from worldsim.model.dynamics import Dynamics, DynamicsConfig, KVCache
+from worldsim.model.pretrained import PretrainedMixin
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -48,7 +48,10 @@ class RolloutHandle:
     generator: torch.Generator | None = None
 
 
-class WorldModel(nn.Module):
+class WorldModel(PretrainedMixin, nn.Module):
+    checkpoint_kind = "world_model"
+    config_cls = WorldModelConfig
+
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -139,20 +142,3 @@ class WorldModel(nn.Module):
         reward = out["reward"][:, 0] * self.reward_std + self.reward_mean
         term = out["term_logit"][:, 0] > 0
         return codes.view(b, cfg.grid, cfg.grid), self.denormalize_state(state_n), reward, term
-
-    def save(self, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-        from worldsim.checkpoint import save_checkpoint
-
-        return save_checkpoint(path, self, self.cfg, kind="world_model", extra=extra, dtype=dtype)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
-        from worldsim.checkpoint import load_checkpoint, load_state_into
-        from worldsim.pretrained import resolve_checkpoint
-        from worldsim.runtime import resolve_device
-
-        path = resolve_checkpoint(name_or_path, kind="world_model")
-        ck = load_checkpoint(path, kind="world_model", config_cls=WorldModelConfig)
-        model = cls(ck.config)
-        load_state_into(model, ck.tensors, source=str(path))
-        return model.to(resolve_device(device)).eval()

@@ -1,7 +1,6 @@
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -26,7 +25,7 @@ def setup(tmp_path_factory):
 
 @pytest.mark.parametrize("preset", ["dense", "v4"])
 def test_train_resume_and_step(setup, tmp_path, preset):
-    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1)
+    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1)
     out = tmp_path / preset
     metrics = train_dynamics(str(setup / "data"), str(setup / "tok"), out, preset=preset, cfg=cfg, device="cpu",
                              context=3, progress=False)

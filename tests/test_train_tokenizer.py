@@ -4,12 +4,12 @@ import subprocess
 
 import pytest
 import torch
-from worldsim.envs.dataset import GenerateSpec, generate
-from worldsim.model.tokenizer import TokenizerConfig
 
 import worldsim.train_tokenizer as tt
 from worldsim.checkpoint import load_checkpoint
 from worldsim.cli import main
+from worldsim.envs.dataset import GenerateSpec, generate
+from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.train_tokenizer import TokenizerTrainConfig, split_episodes, train_tokenizer
 
 TINY = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))

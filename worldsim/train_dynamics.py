@@ -43,6 +43,7 @@ class DynamicsTrainConfig(ConfigBase):
     save_every: int = 250
     seed: int = 0
     balance: bool = True
+    val_batches: int = 8
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -97,7 +98,8 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
 
     loss, logs, out = one_pass(inp, states[:, :K])
     if force_rollout is None:
-        force_rollout = dyn.training and cfg.rollout_prob > 0 and torch.rand((), generator=rng).item() < cfg.rollout_prob
+        coin = torch.rand((), generator=rng).item()
+        force_rollout = dyn.training and cfg.rollout_prob > 0 and coin < cfg.rollout_prob
     if force_rollout:
         # Open-loop inputs: steps 1..K-1 take the model's own predicted frame and state.
         pred_codes = out["code_logits"].argmax(-1).detach()
@@ -236,14 +238,14 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['token_acc']:.3f}")
         if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
-            logs.update(validate(wm, val_sampler, cfg))
+            logs.update(validate(wm, val_sampler, cfg, cfg.val_batches))
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())))
             save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng,
                              extra={"train_config": cfg.to_dict(), "data": str(data_dir)})
     bar.close()
     metrics: dict[str, float] = {}
     if rank == 0:
-        metrics = validate(wm, val_sampler, cfg, batches=16)
+        metrics = validate(wm, val_sampler, cfg, batches=2 * cfg.val_batches)
         wm.save(out, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir), **metrics,
                             "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:

@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from worldsim.envs.dataset import GenerateSpec, generate, read_manifest
-from worldsim.envs.loader import EpisodeDataset, WindowSampler
 
 from worldsim.cli import main
+from worldsim.envs.dataset import GenerateSpec, generate, read_manifest
+from worldsim.envs.loader import EpisodeDataset, WindowSampler
 
 ARRAYS = ("frames", "states", "physics", "contacts", "energy", "actions", "rewards", "terminated", "truncated")
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from worldsim.envs import list_scenes, make_scene
 from worldsim.envs.policies import POLICIES, make_policy
 

@@ -2,6 +2,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+
 from worldsim.envs import list_scenes, make_scene
 from worldsim.envs.bounce import HALF_WIDTH, HEIGHT, RADIUS, SUBSTEPS
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from worldsim.eval.metrics import code_usage, psnr, ssim
 
 

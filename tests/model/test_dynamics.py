@@ -75,7 +75,7 @@ def test_kv_cache_window_slides(model):
 def test_pruning_keeps_exactly_capacity_and_leaves_dropped_tokens_unchanged():
     torch.manual_seed(0)
     blk = Block(V4, pruned=True).eval()
-    T, S, N = 3, V4.tokens_per_step, V4.tokens_per_frame
+    T, S = 3, V4.tokens_per_step
     x = torch.randn(2, T * S, V4.width)
     step = torch.arange(T).repeat_interleave(S)
     with torch.no_grad():

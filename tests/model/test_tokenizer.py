@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from worldsim.model.fsq import FSQ
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 

@@ -1,0 +1,39 @@
+"""Saving and loading a model as a checkpoint directory, shared by `Tokenizer` and `WorldModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from worldsim.config import ConfigBase
+
+M = TypeVar("M", bound="PretrainedMixin")
+
+
+class PretrainedMixin:
+    """Adds `save(path)` and `from_pretrained(name_or_path)` to a module with a `cfg` attribute."""
+
+    checkpoint_kind: ClassVar[str]
+    config_cls: ClassVar[type[ConfigBase]]
+    cfg: Any
+
+    def save(self, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+        """Write the weights and config to the checkpoint directory `path` (atomically)."""
+        from worldsim.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls: type[M], name_or_path: str | Path, device: str | torch.device = "cpu") -> M:
+        """Load a checkpoint directory, or the weights shipped for a scene name, in eval mode."""
+        from worldsim.checkpoint import load_checkpoint, load_state_into
+        from worldsim.pretrained import resolve_checkpoint
+        from worldsim.runtime import resolve_device
+
+        path = resolve_checkpoint(name_or_path, kind=cls.checkpoint_kind)
+        ck = load_checkpoint(path, kind=cls.checkpoint_kind, config_cls=cls.config_cls)
+        model = cls(ck.config)
+        load_state_into(model, ck.tensors, source=str(path))
+        return model.to(resolve_device(device)).eval()
