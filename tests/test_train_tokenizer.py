@@ -92,3 +92,17 @@ def test_torchrun_data_parallel_keeps_replicas_equal(dataset, tmp_path):
                         "--quiet", "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_checkpoint(out).extra["steps"] == 3
+
+
+def test_init_fine_tunes_from_another_tokenizer(dataset, tmp_path):
+    cfg = TokenizerTrainConfig(steps=1, batch_size=2, save_every=1, warmup=1)
+    train_tokenizer([str(dataset)], tmp_path / "a", TINY, cfg, device="cpu", progress=False)
+    before = load_checkpoint(tmp_path / "a").tensors
+    train_tokenizer([str(dataset)], tmp_path / "b", TINY, cfg.replace(lr=1e-12), device="cpu", progress=False,
+                    init=tmp_path / "a")
+    after = load_checkpoint(tmp_path / "b").tensors
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=1e-6)
+    other = TokenizerConfig(channels=(8, 16, 24), levels=(5, 4, 3))
+    with pytest.raises(ValueError, match="differs from the one asked for"):
+        train_tokenizer([str(dataset)], tmp_path / "c", other, cfg, device="cpu", progress=False, init=tmp_path / "a")

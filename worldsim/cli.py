@@ -167,7 +167,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     cfg = TokenizerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                save_every=args.save_every, val_fraction=args.val_fraction)
     metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
-                              progress=not args.quiet)
+                              progress=not args.quiet, init=args.init)
     if metrics:
         print(f"wrote {args.out}: held-out PSNR {metrics['val_psnr']:.2f} dB")
     return 0
@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="training seed")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
+    s.add_argument("--init", default=None, help="start from this tokenizer's weights (fine-tuning)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train_tokenizer)
 

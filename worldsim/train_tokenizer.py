@@ -99,8 +99,11 @@ def validate(model: Tokenizer, pool: FramePool, n: int = 256, seed: int = 1234) 
 
 def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerConfig = TokenizerConfig(),
                     cfg: TokenizerTrainConfig = TokenizerTrainConfig(), device: str = "auto",
-                    fp16: bool = False, progress: bool = True) -> dict[str, float]:
-    """Train (or resume) a tokenizer; returns the final validation metrics."""
+                    fp16: bool = False, progress: bool = True, init: str | Path | None = None) -> dict[str, float]:
+    """Train (or resume) a tokenizer; returns the final validation metrics.
+
+    `init` starts a new run from another tokenizer's weights (fine-tuning); its config must match.
+    """
     from tqdm import tqdm
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -121,6 +124,11 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     model = Tokenizer(model_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, rng = 0, np.random.default_rng([cfg.seed, rank])
+    if init is not None and not (state_dir / "model.safetensors").is_file():
+        start = Tokenizer.from_pretrained(init)
+        if start.cfg != model_cfg:
+            raise ValueError(f"--init {init}: its config {start.cfg} differs from the one asked for {model_cfg}")
+        model.load_state_dict(start.state_dict())
     if (state_dir / "model.safetensors").is_file():
         step, rng, _ = load_train_state(state_dir, model, opt, TokenizerConfig, kind="tokenizer")
         model.to(dev)
