@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,9 @@ def test_every_command_has_help(cmd, capsys):
 
 
 def test_console_script_runs():
-    r = subprocess.run(["worldsim", "--help"], capture_output=True, text=True)
+    # The console script lives beside this interpreter (the venv's bin/, which may not be on PATH).
+    script = Path(sys.executable).parent / "worldsim"
+    r = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "scenes" in r.stdout
 
 

@@ -1,6 +1,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -50,9 +51,9 @@ def test_cli_train_dynamics(setup, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
-    torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not on PATH")
+    # torchrun lives beside this interpreter (the venv's bin/, which may not be on PATH).
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert torchrun is not None, "torchrun (installed with torch) not found"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "worldsim", "train", "dynamics",
                         "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset", "v4",

@@ -1,6 +1,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -81,9 +82,9 @@ def test_frames_of_the_wrong_size_are_refused(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_data_parallel_keeps_replicas_equal(dataset, tmp_path):
-    torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not on PATH")
+    # torchrun lives beside this interpreter (the venv's bin/, which may not be on PATH).
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert torchrun is not None, "torchrun (installed with torch) not found"
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "worldsim", "train", "tokenizer",
