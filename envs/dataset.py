@@ -168,6 +168,7 @@ def _worker_init(spec: GenerateSpec, progress: Any) -> None:
 
 def _generate_shard(spec: GenerateSpec, index: int, first: int, count: int, max_steps: int) -> dict[str, Any]:
     scene, policy, progress = _WORKER["scene"], _WORKER["policy"], _WORKER["progress"]
+    t0 = time.perf_counter()
     episodes = []
     steps = 0
     for ep in range(first, first + count):
@@ -190,6 +191,7 @@ def _generate_shard(spec: GenerateSpec, index: int, first: int, count: int, max_
         "bytes": path.stat().st_size,
         "state_sum": states.sum(0).tolist(),
         "state_sqsum": np.square(states).sum(0).tolist(),
+        "seconds": time.perf_counter() - t0,  # this worker's time on the shard, writing included
     }
 
 
