@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=int, required=True, help="number of episodes")
     s.add_argument("--policy", default="mixed", help="random, smooth, scripted or mixed")
     s.add_argument("--seed", type=int, default=0, help="dataset seed")
-    s.add_argument("--workers", type=int, default=1, help="worker processes (one renderer each)")
+    s.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes, one renderer each (default: all cores)")
     s.add_argument("--shard-size", type=int, default=16, help="episodes per shard")
     s.add_argument("--size", type=int, default=64, help="frame size in pixels (a multiple of 16)")
     s.add_argument("--max-steps", type=int, default=None, help="episode length cap (default: the scene's)")
