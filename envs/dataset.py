@@ -343,7 +343,7 @@ def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
                 _WORKER.clear()
         else:
             ctx = mp.get_context("spawn")  # GL contexts do not survive a fork
-            queue = ctx.Manager().Queue()
+            queue = ctx.Queue()  # no Manager process: nothing outlives a killed run
             with ctx.Pool(min(spec.workers, len(plan)), _worker_init, (spec, queue)) as pool:
                 pending = [pool.apply_async(_generate_shard, (spec, i, f, c, max_steps)) for i, f, c in plan]
                 while pending:
