@@ -19,30 +19,22 @@ import torch
 
 from worldsim.envs.dataset import read_manifest
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
-from worldsim.model.moe import load_stats
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
-from worldsim.train_dynamics import DynamicsTrainConfig, batch_loss, encode_dataset
+from worldsim.train_dynamics import DynamicsTrainConfig, encode_dataset, validate
 from worldsim.train_tokenizer import split_episodes
 
 
-@torch.no_grad()
 def one_step(wm: WorldModel, data: EpisodeDataset, batches: int = 16) -> dict[str, float]:
-    cfg = DynamicsTrainConfig(batch_size=32, corrupt_prob=0.0, rollout_prob=0.0)
+    """Teacher-forced held-out figures, through the trainer's own validation."""
+    cfg = DynamicsTrainConfig(batch_size=32)
     sampler = WindowSampler(data, T=wm.cfg.dynamics.context + 1, seed=0, keys=("codes",))
-    acc, st, loads = [], [], []
+    v = validate(wm, sampler, cfg, batches)
     wm.eval()
-    for _ in range(batches):
-        _, logs = batch_loss(wm, sampler.sample(cfg.batch_size), cfg)
-        acc.append(logs["token_acc"])
-        st.append(logs["state_mse"])
-        loads.append([m.last_load for m in wm.dynamics.moe_layers()])
-    out = {"token_acc_1step": float(np.mean(acc)), "state_nrmse_1step": float(np.sqrt(np.mean(st)))}
-    if loads[0]:
-        per_layer = [load_stats(sum(step[i] for step in loads)) for i in range(len(loads[0]))]
-        out["maxvio"] = max(s["maxvio"] for s in per_layer)
-        out["min_load"] = min(s["min_load"] for s in per_layer)
-        out["dead_experts"] = sum(s["dead_experts"] for s in per_layer)
+    out = {"token_acc_1step": v["val_token_acc"], "state_nrmse_1step": float(np.sqrt(v["val_state_mse"]))}
+    for k in ("maxvio", "min_load", "dead_experts"):
+        if f"val_{k}" in v:
+            out[k] = v[f"val_{k}"]
     return out
 
 

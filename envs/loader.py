@@ -102,7 +102,8 @@ class WindowSampler:
     fewer than T frames contributes one start, padded, with `mask` False past its end.
     """
 
-    def __init__(self, data: EpisodeDataset, T: int, seed: int = 0, keys: tuple[str, ...] = ("frames",)):
+    def __init__(self, data: EpisodeDataset, T: int, seed: int = 0, keys: tuple[str, ...] = ("frames",),
+                 rng: np.random.Generator | None = None):
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"window length T must be an int >= 1, got {T!r}")
         missing = [k for k in keys if k not in data.arrays]
@@ -112,7 +113,8 @@ class WindowSampler:
         n_starts = np.maximum(data.lengths - T + 1, 1)
         self._starts_ep = np.repeat(np.arange(len(data)), n_starts)
         self._starts = np.concatenate([np.arange(n) for n in n_starts])
-        self.rng = np.random.default_rng(seed)
+        # A caller that checkpoints its own generator passes it as `rng` (then `seed` is unused).
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A batch: frames uint8 [B,T,H,W,3], states/actions float32 [B,T,*], rewards float32 [B,T],

@@ -62,3 +62,31 @@ def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert load_checkpoint(tmp_path / "ddp").extra["steps"] == 3
+
+
+def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
+    """Sampler and corruption streams are checkpointed or step-seeded, so resuming changes nothing."""
+    import worldsim.train_dynamics as td
+
+    cfg = DynamicsTrainConfig(steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1)
+    kw = dict(preset="v4", cfg=cfg, device="cpu", context=3, progress=False)
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "straight", **kw)
+
+    calls = {"n": 0}
+    real_validate = td.validate
+
+    def validate_then_die(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # at step 4, after the step-2 state was saved
+            raise KeyboardInterrupt
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(td, "validate", validate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "killed", **kw)
+    assert load_checkpoint(tmp_path / "killed.train").extra["step"] == 2
+    monkeypatch.setattr(td, "validate", real_validate)
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "killed", **kw)
+    a, b = load_checkpoint(tmp_path / "straight").tensors, load_checkpoint(tmp_path / "killed").tensors
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

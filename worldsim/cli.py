@@ -44,11 +44,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
             from worldsim.model.stats import world_model_info
             from worldsim.model.world_model import WorldModel
 
-            info = {"checkpoint": str(args.checkpoint), "kind": ckpt.kind,
-                    **world_model_info(WorldModel.from_pretrained(args.checkpoint))}
-            print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k:<20}{v}" for k, v in info.items()))
-            return 0
-        info: dict[str, Any] = {
+            info: dict[str, Any] = {"checkpoint": str(args.checkpoint), "kind": ckpt.kind,
+                                    **world_model_info(WorldModel.from_pretrained(args.checkpoint))}
+            return _print_info(info, args.json)
+        info = {
             "checkpoint": str(args.checkpoint),
             "kind": ckpt.kind,
             "worldsim_version": ckpt.worldsim_version,
@@ -77,7 +76,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
             info["triton"] = triton.__version__
         except ImportError:
             info["triton"] = None
-    if args.json:
+    return _print_info(info, args.json)
+
+
+def _print_info(info: dict[str, Any], as_json: bool) -> int:
+    if as_json:
         print(json.dumps(info, indent=2, default=str))
     else:
         for k, v in info.items():
@@ -165,8 +168,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from worldsim.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
     model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels))
-    cfg = TokenizerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                               save_every=args.save_every, val_fraction=args.val_fraction)
+    cfg = TokenizerTrainConfig(**_run_overrides(args))
     metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
                               progress=not args.quiet, init=args.init)
     if metrics:
@@ -177,8 +179,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
 
-    cfg = DynamicsTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              save_every=args.save_every, balance=not args.no_balance)
+    cfg = DynamicsTrainConfig(**_run_overrides(args), balance=not args.no_balance)
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
                              context=args.context, progress=not args.quiet)
     if metrics:
@@ -199,8 +200,8 @@ def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
     results, all_codes = [], []
     for scene in scenes:
         tok = Tokenizer.from_pretrained(args.checkpoint or scene, device=args.device)
-        r = evaluate_tokenizer(tok, scene, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
-        all_codes.append(r.pop("_codes").reshape(-1))
+        r, codes = evaluate_tokenizer(tok, scene, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
+        all_codes.append(codes.reshape(-1))
         results.append(r)
     if len(results) == 1:
         report: dict[str, Any] = results[0]
@@ -218,6 +219,24 @@ def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"{'all (codes over all)':<22}{'':>8}{'':>9}{'':>8}{report['code_usage']:>12.1%}")
     return 0
+
+
+_RUN_FIELDS = ("steps", "batch_size", "lr", "save_every", "seed", "val_fraction")
+
+
+def _add_run_args(s: argparse.ArgumentParser, batch: str) -> None:
+    """The options both trainers take. Unset ones keep the train config's own default (in code)."""
+    s.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    s.add_argument("--batch-size", type=int, default=None, help=batch)
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    s.add_argument("--save-every", type=int, default=None, help="steps between resumable checkpoints")
+    s.add_argument("--seed", type=int, default=None, help="training seed")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _RUN_FIELDS if getattr(args, k, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,18 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train the video tokenizer on one or more datasets; rerun to resume.")
     s.add_argument("--data", nargs="+", required=True, help="dataset directories (frames drawn evenly from each)")
     s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
-    s.add_argument("--steps", type=int, default=3000, help="optimiser steps")
-    s.add_argument("--batch-size", type=int, default=32, help="frames per step (per process)")
-    s.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    _add_run_args(s, batch="frames per step (per process)")
     s.add_argument("--channels", type=int, nargs=3, default=[32, 64, 128], help="widths at 32, 16 and 8 px")
     s.add_argument("--levels", type=int, nargs="+", default=[8, 5, 5, 5], help="FSQ levels per latent channel")
-    s.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of each dataset's episodes")
-    s.add_argument("--save-every", type=int, default=200, help="steps between resumable checkpoints")
-    s.add_argument("--seed", type=int, default=0, help="training seed")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--val-fraction", type=float, default=None, help="held-out share of each dataset's episodes")
     s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
     s.add_argument("--init", default=None, help="start from this tokenizer's weights (fine-tuning)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train_tokenizer)
 
     s = tsub.add_parser("dynamics", help="train the dynamics transformer (resumable)",
@@ -295,15 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizer", required=True, help="tokenizer checkpoint, or a scene name for the shipped one")
     s.add_argument("--preset", default="v4", help="v4, dense, v4-gpu or dense-gpu")
     s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
-    s.add_argument("--steps", type=int, default=4000, help="optimiser steps")
-    s.add_argument("--batch-size", type=int, default=16, help="windows per step (per process)")
+    _add_run_args(s, batch="windows per step (per process)")
     s.add_argument("--context", type=int, default=4, help="context window in steps")
-    s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    s.add_argument("--save-every", type=int, default=250, help="steps between resumable checkpoints")
-    s.add_argument("--seed", type=int, default=0, help="training seed")
     s.add_argument("--no-balance", action="store_true", help="turn off the MoE bias update (for contrast)")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train_dynamics)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")

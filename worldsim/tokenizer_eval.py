@@ -29,13 +29,14 @@ def fresh_frames(scene_name: str, episodes: int, seed: int, max_steps: int | Non
 
 
 def evaluate_tokenizer(tok: Tokenizer, scene: str, episodes: int = 8, seed: int = 1000,
-                       max_steps: int | None = 100) -> dict[str, Any]:
+                       max_steps: int | None = 100) -> tuple[dict[str, Any], torch.Tensor]:
+    """(report with psnr, ssim, code_usage and counts; the codes of every frame, for pooled usage)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     frames = fresh_frames(scene, episodes, seed, max_steps, tok.cfg.image_size)
     codes = tok.encode(torch.from_numpy(frames))
     rec = tok.decode(codes).cpu().numpy()
-    return {
+    report = {
         "scene": scene,
         "episodes": episodes,
         "seed": seed,
@@ -44,5 +45,5 @@ def evaluate_tokenizer(tok: Tokenizer, scene: str, episodes: int = 8, seed: int 
         "ssim": float(np.mean(ssim(rec, frames))),
         "code_usage": code_usage(codes, tok.cfg.codebook_size),
         "codebook_size": tok.cfg.codebook_size,
-        "_codes": codes,
     }
+    return report, codes

@@ -11,7 +11,6 @@ probability `rollout_prob` a second pass feeds the model its own predictions of 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,9 @@ from worldsim.model.dynamics import preset_config
 from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.runtime import resolve_device, seed_everything
+from worldsim.runtime import seed_everything
 from worldsim.train_tokenizer import split_episodes
+from worldsim.training import cosine_lr, finish_distributed, setup_distributed, wrap_ddp
 from worldsim.trainstate import load_train_state, save_train_state
 
 
@@ -54,11 +54,10 @@ class DynamicsTrainConfig(ConfigBase):
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def encode_dataset(data, tok: Tokenizer, batch: int = 512) -> np.ndarray:
-    frames = data.arrays["frames"]
-    codes = [tok.encode(torch.from_numpy(frames[i : i + batch])).reshape(-1, tok.cfg.tokens_per_frame)
-             for i in range(0, len(frames), batch)]
-    return torch.cat(codes).cpu().numpy().astype(np.int16)
+def encode_dataset(data, tok: Tokenizer) -> np.ndarray:
+    """The tokenizer's codes of every frame of `data`: int16 [frames, N]."""
+    codes = tok.encode(torch.from_numpy(data.arrays["frames"]), batch_size=512)
+    return codes.reshape(len(codes), -1).cpu().numpy().astype(np.int16)
 
 
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
@@ -118,38 +117,34 @@ class Objective(torch.nn.Module):
     """The training loss as one module, so DDP sees exactly one forward per backward (the open-loop
     second pass included)."""
 
-    def __init__(self, wm: WorldModel, cfg: DynamicsTrainConfig):
+    def __init__(self, wm: WorldModel):
         super().__init__()
-        self.wm, self.cfg = wm, cfg
+        self.wm = wm
 
-    def forward(self, batch: dict[str, torch.Tensor], rollout: bool, rng: torch.Generator | None):
-        cfg = self.cfg if rollout else self.cfg.replace(rollout_prob=0.0)
+    def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
+                rng: torch.Generator | None):
         return batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
-
-
-def lr_at(step: int, cfg: DynamicsTrainConfig) -> float:
-    import math
-
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 @torch.no_grad()
 def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8) -> dict[str, float]:
+    """Teacher-forced held-out losses and accuracy (no corruption, no open-loop pass in eval mode),
+    and, for MoE models, the expert load over all these batches (worst layer)."""
     wm.eval()
     logs: dict[str, list[float]] = {}
-    loads = []
+    moe = wm.dynamics.moe_layers()
+    loads = [torch.zeros(m.experts) for m in moe]
     for _ in range(batches):
         _, lg = batch_loss(wm, sampler.sample(cfg.batch_size), cfg)
         for k, v in lg.items():
             logs.setdefault(k, []).append(v)
-        loads += [m.last_load for m in wm.dynamics.moe_layers()]
+        for acc, m in zip(loads, moe):
+            acc += m.last_load
     out = {f"val_{k}": float(np.mean(v)) for k, v in logs.items()}
-    if loads:
-        stats = [load_stats(sum(loads[i::len(wm.dynamics.moe_layers())])) for i in range(len(wm.dynamics.moe_layers()))]
+    if moe:
+        stats = [load_stats(load) for load in loads]
         out["val_maxvio"] = max(s["maxvio"] for s in stats)
+        out["val_min_load"] = min(s["min_load"] for s in stats)
         out["val_dead_experts"] = sum(s["dead_experts"] for s in stats)
     wm.train()
     return out
@@ -163,16 +158,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     from worldsim.envs.dataset import read_manifest
     from worldsim.envs.loader import EpisodeDataset, WindowSampler
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
-    dev = resolve_device(device)
-    if distributed:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        rank = dist.get_rank()
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    distributed, rank, dev = setup_distributed(device)
     seed_everything(cfg.seed)
     m = read_manifest(data_dir)
     tok = Tokenizer.from_pretrained(tokenizer, device=dev)
@@ -202,16 +188,17 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     step, rng = 0, np.random.default_rng([cfg.seed, rank])
     if (state_dir / "model.safetensors").is_file():
         step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model")
-        wm.to(dev)
-    objective: torch.nn.Module = Objective(wm, cfg)
+        if distributed:  # each rank continues its own stream
+            rng = np.random.default_rng([cfg.seed, rank, step])
+    objective: torch.nn.Module = Objective(wm)
     if distributed:
-        ids = [dev.index] if dev.type == "cuda" else None
         # Experts that receive no token on a rank get no gradient there.
-        objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids,
-                                                              find_unused_parameters=dyn_cfg.moe)
-    sampler = WindowSampler(train_data, T=context + 1, seed=int(rng.integers(2**31)), keys=("codes",))
+        objective = wrap_ddp(objective, dev, find_unused=dyn_cfg.moe)
+    # The sampler draws from `rng`, whose state is saved with every checkpoint, so a resumed run
+    # sees the same windows an uninterrupted one would.
+    sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
     val_sampler = WindowSampler(val_data, T=context + 1, seed=1234, keys=("codes",))
-    gen = torch.Generator(device=dev).manual_seed(int(rng.integers(2**31)))
+    gen = torch.Generator(device=dev)
     bar = tqdm(total=cfg.steps, initial=step, desc=f"dynamics {preset}", disable=not progress or rank != 0,
                dynamic_ncols=True)
     t0, logs = time.perf_counter(), {}
@@ -219,11 +206,13 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     wm.tokenizer.eval()
     while step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
         batch = sampler.sample(cfg.batch_size)
-        # The same decision on every rank (seeded by the step), so all ranks run the same graph.
+        # Seeded by the step: the same open-loop decision on every rank (so all ranks run the same
+        # graph), and the same code corruption after a resume.
         rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
-        loss, logs = objective(batch, rollout, gen)
+        gen.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, step]).generate_state(1)[0]))
+        loss, logs = objective(batch, cfg, rollout, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -249,10 +238,5 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
         wm.save(out, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir), **metrics,
                             "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:
-        from worldsim.train_tokenizer import check_replicas_agree
-
-        check_replicas_agree(wm.dynamics)
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        finish_distributed(wm.dynamics)
     return metrics

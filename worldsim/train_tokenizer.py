@@ -10,8 +10,6 @@ resumes from it. At the end the model alone is written to `OUT` (fp16 with `--fp
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,8 @@ import torch
 
 from worldsim.config import ConfigBase
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.runtime import resolve_device, seed_everything
+from worldsim.runtime import seed_everything
+from worldsim.training import cosine_lr, finish_distributed, setup_distributed, wrap_ddp
 from worldsim.trainstate import load_train_state, save_train_state
 
 
@@ -82,13 +81,6 @@ def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> t
     return FramePool(train), FramePool(val)
 
 
-def lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 @torch.no_grad()
 def validate(model: Tokenizer, pool: FramePool, n: int = 256, seed: int = 1234) -> dict[str, float]:
     frames = pool.sample(np.random.default_rng(seed), n)
@@ -106,18 +98,7 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     """
     from tqdm import tqdm
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
-    if distributed:
-        import torch.distributed as dist
-
-        dev = resolve_device(device)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        rank = dist.get_rank()
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    else:
-        dev = resolve_device(device)
+    distributed, rank, dev = setup_distributed(device)
     out = Path(out)
     state_dir = out.with_name(out.name + ".train")
     seed_everything(cfg.seed)
@@ -131,20 +112,16 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
         model.load_state_dict(start.state_dict())
     if (state_dir / "model.safetensors").is_file():
         step, rng, _ = load_train_state(state_dir, model, opt, TokenizerConfig, kind="tokenizer")
-        model.to(dev)
         if distributed:  # each rank continues its own stream
             rng = np.random.default_rng([cfg.seed, rank, step])
-    train_model: torch.nn.Module = model
-    if distributed:
-        ids = [dev.index] if dev.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    train_model = wrap_ddp(model, dev) if distributed else model
     train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
     bar = tqdm(total=cfg.steps, initial=step, desc="tokenizer", disable=not progress or rank != 0, dynamic_ncols=True)
     t0, logs = time.perf_counter(), {}
     model.train()
     while step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
         frames = train_pool.sample(rng, cfg.batch_size)
         loss, logs = train_model(frames)
         opt.zero_grad(set_to_none=True)
@@ -170,21 +147,5 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
                    extra={"steps": step, "train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs],
                           "val_psnr": metrics["val_psnr"], "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:
-        check_replicas_agree(model)
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        finish_distributed(model)
     return metrics
-
-
-def check_replicas_agree(model: torch.nn.Module) -> None:
-    """Under DDP, every rank must hold the same weights: compare a checksum of each parameter."""
-    import torch.distributed as dist
-
-    sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
-    lo, hi = sums.clone(), sums.clone()
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-    if not torch.equal(lo, hi):
-        bad = int((lo != hi).nonzero()[0])
-        raise RuntimeError(f"DDP replicas disagree on parameter #{bad} after training")

@@ -84,7 +84,8 @@ def test_dataset_episodes_replay_in_mujoco(reference):
 def test_kill_and_resume_equals_an_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "worldsim", "data", "generate", "--scene", "Reacher-v5", "--episodes", "6",
-           "--policy", "mixed", "--seed", "3", "--shard-size", "2", "--max-steps", "12", "--out", str(out), "--quiet"]
+           "--policy", "mixed", "--seed", "3", "--shard-size", "2", "--max-steps", "12", "--out", str(out), "--quiet",
+           "--workers", "1"]  # one worker: shards land one at a time, so a kill falls between them
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(out.glob("shard_*.h5")) and time.time() < deadline:

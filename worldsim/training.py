@@ -1,0 +1,54 @@
+"""Pieces both trainers share: the learning-rate schedule and the torchrun (DDP) plumbing."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from worldsim.runtime import resolve_device
+
+
+def cosine_lr(step: int, steps: int, warmup: int, lr: float) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine from `lr` down to 5% of it at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def setup_distributed(device: str) -> tuple[bool, int, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA).
+
+    Returns (distributed, rank, device of this process).
+    """
+    dev = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, 0, dev
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return True, dist.get_rank(), dev
+
+
+def wrap_ddp(module: torch.nn.Module, dev: torch.device, find_unused: bool = False) -> torch.nn.Module:
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=find_unused
+    )
+
+
+def finish_distributed(model: torch.nn.Module) -> None:
+    """Check that every rank holds the same weights, then leave the process group."""
+    import torch.distributed as dist
+
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+    lo, hi = sums.clone(), sums.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.destroy_process_group()
+    if not torch.equal(lo, hi):
+        bad = int((lo != hi).nonzero()[0])
+        raise RuntimeError(f"DDP replicas disagree on parameter #{bad} after training")
