@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from worldsim.config import ConfigBase
-from worldsim.kernels import block_causal_attention, gather_tokens, scatter_tokens
+from worldsim.kernels import gather_tokens, pruned_attention, scatter_tokens, select_tokens
 from worldsim.model.moe import HierarchicalMoE, SwiGLU
 
 
@@ -87,12 +87,17 @@ def rotary(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 
 class KVCache:
-    """Keys and values of past steps for one layer: k, v [B, H, L, hd], step [L]."""
+    """Keys and values of past steps for one layer: k, v [B, H, L, hd], step [L].
+
+    `valid` [B, L] bool marks the keys each row may attend to; None means all of them. Rows are
+    invalidated when a vector env restarts some of its worlds and keeps the others going.
+    """
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.step: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
 
     def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
         if self.k is None:
@@ -101,9 +106,56 @@ class KVCache:
             self.k = torch.cat([self.k, k], 2)
             self.v = torch.cat([self.v, v], 2)
             self.step = torch.cat([self.step, step])
+            if self.valid is not None:
+                new = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
+                self.valid = torch.cat([self.valid, new], 1)
         keep = self.step > self.step.max() - window
         if not bool(keep.all()):
             self.k, self.v, self.step = self.k[:, :, keep], self.v[:, :, keep], self.step[keep]
+            if self.valid is not None:
+                self.valid = self.valid[:, keep]
+                if bool(self.valid.all()):
+                    self.valid = None
+
+    def replace_rows(self, rows: torch.Tensor, other: KVCache) -> None:
+        """Give rows `rows` [R] (long) the history of `other` (a cache of R rows) and nothing else.
+
+        Steps are matched by their index; a step that only one side has is added with its keys
+        invalid for the rows that lack it.
+        """
+        if other.k is None:  # the restarted rows have no history yet
+            if self.k is not None:
+                if self.valid is None:
+                    self.valid = torch.ones(self.k.shape[0], self.k.shape[2], dtype=torch.bool, device=self.k.device)
+                self.valid[rows] = False
+            return
+        if self.k is None:
+            raise ValueError("cannot restart rows of a cache that has never been filled")
+        b, h, _, hd = self.k.shape
+        dev = self.k.device
+        mine_valid, their_valid = self.valid, other.valid
+        if mine_valid is None:
+            mine_valid = torch.ones(b, self.k.shape[2], dtype=torch.bool, device=dev)
+        if their_valid is None:
+            their_valid = torch.ones(len(rows), other.k.shape[2], dtype=torch.bool, device=dev)
+        ks, vs, steps, valids = [], [], [], []
+        for s in sorted(set(self.step.tolist()) | set(other.step.tolist())):
+            mine, theirs = self.step == s, other.step == s
+            n = int(mine.sum()) or int(theirs.sum())
+            if mine.any():
+                k, v, val = self.k[:, :, mine].clone(), self.v[:, :, mine].clone(), mine_valid[:, mine].clone()
+            else:
+                k = torch.zeros(b, h, n, hd, dtype=self.k.dtype, device=dev)
+                v, val = torch.zeros_like(k), torch.zeros(b, n, dtype=torch.bool, device=dev)
+            if theirs.any():
+                k[rows], v[rows], val[rows] = other.k[:, :, theirs], other.v[:, :, theirs], their_valid[:, theirs]
+            else:
+                val[rows] = False
+            ks.append(k), vs.append(v), valids.append(val)
+            steps.append(torch.full((n,), s, dtype=self.step.dtype, device=dev))
+        self.k, self.v, self.step = torch.cat(ks, 2), torch.cat(vs, 2), torch.cat(steps)
+        valid = torch.cat(valids, 1)
+        self.valid = None if bool(valid.all()) else valid
 
 
 class Attention(nn.Module):
@@ -122,7 +174,7 @@ class Attention(nn.Module):
         if cache is not None:
             cache.extend(k, v, step, window)
             k, v, k_step = cache.k, cache.v, cache.step
-        y = block_causal_attention(q, k, v, step, k_step)
+        y = pruned_attention(q, k, v, step, k_step, k_valid=None if cache is None else cache.valid)
         return self.out(y.transpose(1, 2).reshape(b, l, d))
 
 
@@ -155,16 +207,14 @@ class Block(nn.Module):
         S, k = self.cfg.tokens_per_step, self.cfg.kept_frame_tokens
         T = L // S
         score = self.scorer(x.view(b, T, S, d)[:, :, 2:]).squeeze(-1)  # [B, T, N]
-        top = score.topk(k, dim=-1).indices.sort(dim=-1).values  # [B, T, k], in grid order
-        local = torch.cat([torch.tensor([0, 1], device=x.device).expand(b, T, 2), top + 2], dim=-1)  # [B, T, M]
-        index = (local + torch.arange(T, device=x.device)[None, :, None] * S).reshape(b, -1)  # [B, T*M]
+        top, index = select_tokens(score, k, lead=2)  # [B, T, k] in grid order; [B, T*M] stream positions
         self.last_kept = index
         kept = gather_tokens(x, index)
         kept_step = step.view(T, S)[:, :1].expand(T, k + 2).reshape(-1)
-        delta = self._core(kept, kept_step, cache) - kept
+        out = self._core(kept, kept_step, cache)
         gate = torch.cat([torch.ones(b, T, 2, device=x.device, dtype=x.dtype),
-                          torch.sigmoid(score.gather(-1, top))], dim=-1).reshape(b, -1, 1)
-        return scatter_tokens(x, index, kept + gate * delta)
+                          torch.sigmoid(score.gather(-1, top))], dim=-1).reshape(b, -1)
+        return scatter_tokens(x, index, out, gate=gate, kept=kept)  # kept + gate * (out - kept) at index
 
 
 class Dynamics(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldsim.kernels import moe_ffn
+from worldsim.kernels import hierarchical_topk, moe_ffn
 
 
 class SwiGLU(nn.Module):
@@ -34,20 +34,10 @@ def hierarchical_route(affinity: torch.Tensor, bias: torch.Tensor, groups: int, 
                        top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """affinity [N, E] (in (0, 1)), bias [E] -> (expert index [N, K] long, gate weight [N, K]).
 
-    Selection uses affinity + bias; weights use the affinity alone, normalised over the K picks.
+    Selection uses affinity + bias; weights use the affinity alone, normalised over the K picks
+    (`worldsim.kernels.hierarchical_topk`: the reference on CPU, a Triton kernel on CUDA).
     """
-    n, e = affinity.shape
-    biased = affinity + bias
-    per_group = biased.view(n, groups, e // groups)
-    group_score = per_group.topk(min(2, e // groups), dim=-1).values.sum(-1)  # [N, G]
-    kept_groups = group_score.topk(top_groups, dim=-1).indices  # [N, top_groups]
-    group_mask = torch.zeros(n, groups, dtype=torch.bool, device=affinity.device)
-    group_mask.scatter_(1, kept_groups, True)
-    expert_mask = group_mask.repeat_interleave(e // groups, dim=1)  # [N, E]
-    masked = biased.masked_fill(~expert_mask, float("-inf"))
-    index = masked.topk(top_k, dim=-1).indices  # [N, K]
-    w = affinity.gather(1, index)
-    return index, w / w.sum(-1, keepdim=True).clamp_min(1e-9)
+    return hierarchical_topk(affinity, bias, groups, top_groups, top_k)
 
 
 class HierarchicalMoE(nn.Module):

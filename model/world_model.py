@@ -28,6 +28,9 @@ class WorldModelConfig(ConfigBase):
     preset: str = "dense"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    # State dimensions that never change within a training episode (Reacher's target position): a
+    # rollout holds them at their initial value instead of integrating predicted deltas of zero.
+    static_state_dims: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tokenizer.grid != self.dynamics.grid:
@@ -35,6 +38,9 @@ class WorldModelConfig(ConfigBase):
         if self.tokenizer.codebook_size != self.dynamics.codebook_size:
             raise ValueError(f"tokenizer codebook {self.tokenizer.codebook_size} != dynamics "
                              f"codebook {self.dynamics.codebook_size}")
+        bad = [d for d in self.static_state_dims if not 0 <= d < self.dynamics.state_dim]
+        if bad:
+            raise ValueError(f"static_state_dims {bad} out of range for state_dim {self.dynamics.state_dim}")
 
 
 @dataclass
@@ -63,6 +69,49 @@ class WorldModel(PretrainedMixin, nn.Module):
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
 
+    def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
+             tokenizer_ref: str | None = None):
+        """Write the checkpoint directory `path`. With `tokenizer_ref` (a tokenizer checkpoint directory,
+        relative to `path`), the tokenizer's weights are not copied: loading reads them from there, so
+        shipped world models share one tokenizer."""
+        from worldsim.checkpoint import save_checkpoint
+
+        extra = dict(extra or {})
+        state = self.state_dict()
+        if tokenizer_ref is not None:
+            from pathlib import Path
+
+            ref = Path(path) / tokenizer_ref
+            tok = Tokenizer.from_pretrained(ref)
+            if tok.cfg != self.cfg.tokenizer:
+                raise ValueError(f"tokenizer_ref {str(ref)!r} has another config than this model's tokenizer")
+            for name, t in tok.state_dict().items():
+                if not torch.equal(t.float(), state[f"tokenizer.{name}"].float().cpu()):
+                    raise ValueError(f"tokenizer_ref {str(ref)!r} differs from this model's tokenizer at {name!r}")
+            state = {k: v for k, v in state.items() if not k.startswith("tokenizer.")}
+            extra["tokenizer_ref"] = tokenizer_ref
+        return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device: str | torch.device = "cpu") -> WorldModel:
+        """Load a checkpoint directory, or the world model shipped for a scene name, in eval mode."""
+        from worldsim.checkpoint import load_checkpoint, load_state_into
+        from worldsim.pretrained import resolve_checkpoint
+        from worldsim.runtime import resolve_device
+
+        path = resolve_checkpoint(name_or_path, kind=cls.checkpoint_kind)
+        ck = load_checkpoint(path, kind=cls.checkpoint_kind, config_cls=cls.config_cls)
+        tensors = dict(ck.tensors)
+        ref = ck.extra.get("tokenizer_ref")
+        if ref is not None:
+            tok = Tokenizer.from_pretrained(path / ref)
+            if tok.cfg != ck.config.tokenizer:
+                raise ValueError(f"{path}: its tokenizer {str(path / ref)!r} has another config than it was made with")
+            tensors.update({f"tokenizer.{k}": v for k, v in tok.state_dict().items()})
+        model = cls(ck.config)
+        load_state_into(model, tensors, source=str(path))
+        return model.to(resolve_device(device)).eval()
+
     @property
     def device(self) -> torch.device:
         return self.state_mean.device
@@ -83,7 +132,7 @@ class WorldModel(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def start(self, tokens: torch.Tensor, states: torch.Tensor, actions: torch.Tensor | None = None,
-              seed: int | None = None) -> RolloutHandle:
+              seed: int | None = None, first_step: int = 0) -> RolloutHandle:
         """Begin B rollouts from C context steps.
 
         Args:
@@ -91,6 +140,8 @@ class WorldModel(PretrainedMixin, nn.Module):
             states: [B, C, S] their (raw) states.
             actions: [B, C-1, A] the actions between them (None or empty when C == 1).
             seed: seeds sampling when `step` is called with temperature > 0.
+            first_step: the time index of the first context step. Attention only sees differences
+                of time indices, so this changes nothing but the bookkeeping `restart_rows` needs.
         """
         b, c = tokens.shape[:2]
         cfg = self.cfg.dynamics
@@ -109,11 +160,27 @@ class WorldModel(PretrainedMixin, nn.Module):
         caches = [KVCache() for _ in self.dynamics.blocks]
         for t in range(c - 1):
             self.dynamics.step_with_cache(caches, codes[:, t : t + 1], st[:, t : t + 1],
-                                          actions[:, t : t + 1].to(dev).float(), t)
+                                          actions[:, t : t + 1].to(dev).float(), first_step + t)
         gen = None
         if seed is not None:
             gen = torch.Generator(device=dev).manual_seed(seed)
-        return RolloutHandle(caches, codes[:, -1:], st[:, -1:], c - 1, gen)
+        return RolloutHandle(caches, codes[:, -1:], st[:, -1:], first_step + c - 1, gen)
+
+    @torch.no_grad()
+    def restart_rows(self, handle: RolloutHandle, rows: torch.Tensor, tokens: torch.Tensor, states: torch.Tensor,
+                     actions: torch.Tensor | None = None) -> None:
+        """Restart rollouts `rows` [R] of `handle` from new context steps (as in `start`), leaving the
+        other rows untouched: the restarted rows no longer see any of their old keys."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        if rows.ndim != 1 or tokens.shape[0] != rows.numel():
+            raise ValueError(f"rows must be a 1-D index with one entry per context row, got {tuple(rows.shape)} "
+                             f"for {tokens.shape[0]} rows")
+        c = tokens.shape[1]
+        sub = self.start(tokens, states, actions, first_step=handle.step_index - (c - 1))
+        for cache, new in zip(handle.caches, sub.caches):
+            cache.replace_rows(rows, new)
+        handle.codes[rows] = sub.codes
+        handle.state[rows] = sub.state
 
     @torch.no_grad()
     def step(self, handle: RolloutHandle, actions: torch.Tensor, temperature: float = 0.0
@@ -136,7 +203,10 @@ class WorldModel(PretrainedMixin, nn.Module):
             probs = torch.softmax(logits.float() / temperature, -1)
             codes = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=handle.generator)
             codes = codes.view(b, -1)
-        state_n = handle.state[:, 0] + out["state_delta"][:, 0]
+        delta = out["state_delta"][:, 0]
+        if self.cfg.static_state_dims:
+            delta[:, list(self.cfg.static_state_dims)] = 0
+        state_n = handle.state[:, 0] + delta
         handle.codes, handle.state = codes[:, None], state_n[:, None]
         handle.step_index += 1
         reward = out["reward"][:, 0] * self.reward_std + self.reward_mean

@@ -116,6 +116,31 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from worldsim.rollout import paired_rollout, write_rollout_video
+
+    if not str(args.out).lower().endswith(".mp4"):
+        raise ValueError(f"--out must be an .mp4 path, got {args.out!r}")
+    roll = paired_rollout(args.scene, args.steps, args.policy, args.seed, args.checkpoint, args.device,
+                          ground_truth=args.side_by_side, temperature=args.temperature, progress=not args.quiet)
+    out = write_rollout_video(args.out, roll, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
+    msg = f"wrote {out}: {len(roll.model_frames)} frames of {args.scene} (world model"
+    msg += " | MuJoCo | difference)" if args.side_by_side else ")"
+    print(f"{msg}, policy {args.policy}, seed {args.seed}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from worldsim.pretrained import export_world_model
+
+    r = export_world_model(args.checkpoint, args.out, fp16=not args.fp32, tokenizer_ref=args.tokenizer_ref,
+                           static_from=args.static_from)
+    print(f"wrote {args.out} ({r['bytes'] / 2**20:.1f} MiB); open-loop check against the source over 50 steps: "
+          f"{100 * r['token_agreement']:.2f}% identical tokens, max state difference "
+          f"{r['max_state_diff_std']:.2e} dataset std")
+    return 0
+
+
 def _cmd_data_generate(args: argparse.Namespace) -> int:
     from worldsim.envs.dataset import GenerateSpec, generate
 
@@ -265,6 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .mp4 path")
     s.set_defaults(func=_cmd_render)
 
+    s = sub.add_parser("rollout", help="roll the world model out to mp4 (beside MuJoCo with --side-by-side)",
+                       description="Roll the world model out from a real initial state under a behaviour policy "
+                                   "and write the frames to an mp4; with --side-by-side, model | MuJoCo | "
+                                   "difference, same initial state and same actions.")
+    s.add_argument("--scene", default="Reacher-v5", help="scene name (see `worldsim scenes`)")
+    s.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one)")
+    s.add_argument("--steps", type=int, default=240, help="steps to roll out")
+    s.add_argument("--fps", type=float, default=None, help="video frame rate (default: the scene's, 1 / dt)")
+    s.add_argument("--policy", default="smooth", choices=("random", "smooth"), help="behaviour policy")
+    s.add_argument("--seed", type=int, default=0, help="episode seed (the real env's reset seed)")
+    s.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (0 = argmax)")
+    s.add_argument("--scale", type=int, default=4, help="repeat each pixel this many times in the video")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--side-by-side", action="store_true", help="model | MuJoCo | |difference|")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--out", required=True, help="output .mp4 path")
+    s.set_defaults(func=_cmd_rollout)
+
+    s = sub.add_parser("export", help="write a world model for shipping (fp16, shared tokenizer)",
+                       description="Copy a world-model checkpoint for shipping, optionally with fp16 weights and "
+                                   "the tokenizer referenced instead of copied, and print what fp16 changes in "
+                                   "open-loop rollouts.")
+    s.add_argument("checkpoint", help="world-model checkpoint directory")
+    s.add_argument("--out", required=True, help="output checkpoint directory")
+    s.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
+    s.add_argument("--tokenizer-ref", default=None,
+                   help="tokenizer checkpoint directory relative to --out, e.g. ../tokenizer (weights not copied)")
+    s.add_argument("--static-from", default=None,
+                   help="dataset directory: hold the state dimensions constant within its episodes fixed")
+    s.set_defaults(func=_cmd_export)
+
     data = sub.add_parser("data", help="generate and inspect datasets", description="Dataset commands.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     s = dsub.add_parser("generate", help="generate a dataset (resumable)",
@@ -325,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_tokenizer_eval)
+
+    from worldsim.evaluate import add_eval_parser
+
+    add_eval_parser(sub)
     return p
 
 

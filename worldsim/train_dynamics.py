@@ -60,6 +60,18 @@ def encode_dataset(data, tok: Tokenizer) -> np.ndarray:
     return codes.reshape(len(codes), -1).cpu().numpy().astype(np.int16)
 
 
+def static_state_dims(data, tol: float = 1e-9) -> tuple[int, ...]:
+    """State dimensions that stay constant within every episode of `data` (to `tol` times their
+    spread across episodes), e.g. Reacher's target position."""
+    st = data.arrays["states"]
+    spread = np.maximum(st.max(0) - st.min(0), 1e-12)
+    within = np.zeros(st.shape[1])
+    for o, n in zip(data.offsets, data.lengths):
+        ep = st[o : o + n]
+        within = np.maximum(within, ep.max(0) - ep.min(0))
+    return tuple(int(d) for d in np.flatnonzero(within <= tol * spread))
+
+
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
                rng: torch.Generator | None = None, force_rollout: bool | None = None
                ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -164,11 +176,12 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     tok = Tokenizer.from_pretrained(tokenizer, device=dev)
     dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
                             codebook_size=tok.cfg.codebook_size, context=context)
-    wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg))
-    wm.tokenizer.load_state_dict(tok.state_dict())
-    wm.tokenizer.requires_grad_(False)
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
+    wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
+                                     static_state_dims=static_state_dims(train_data)))
+    wm.tokenizer.load_state_dict(tok.state_dict())
+    wm.tokenizer.requires_grad_(False)
     for d in (train_data, val_data):
         d.add_array("codes", encode_dataset(d, tok))
     wm.state_mean.copy_(torch.from_numpy(train_data.state_mean))

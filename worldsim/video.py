@@ -1,4 +1,4 @@
-"""Writing frames to mp4, atomically (a temporary file renamed into place)."""
+"""Writing frames to mp4, atomically (a temporary file renamed into place), and composing them."""
 
 from __future__ import annotations
 
@@ -38,3 +38,24 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def side_by_side(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Compose [prediction | truth | |difference|] frames: uint8 [T, H, W, 3] twice -> [T, H, 3W, 3].
+
+    The difference is the per-channel absolute difference, unscaled, so black means identical. Frames
+    whose sides are multiples of 16 give a video that needs no rescaling.
+
+    Raises:
+        ValueError / TypeError: on frames that are not uint8 [T, H, W, 3] of the same shape.
+    """
+    pred, true = np.asarray(pred), np.asarray(true)
+    for name, f in (("pred", pred), ("true", true)):
+        if f.dtype != np.uint8:
+            raise TypeError(f"{name} must be uint8 frames, got {f.dtype}")
+        if f.ndim != 4 or f.shape[-1] != 3:
+            raise ValueError(f"{name} must be [T, H, W, 3], got {f.shape}")
+    if pred.shape != true.shape:
+        raise ValueError(f"pred and true shapes differ: {pred.shape} vs {true.shape}")
+    diff = np.abs(pred.astype(np.int16) - true.astype(np.int16)).astype(np.uint8)
+    return np.concatenate([pred, true, diff], axis=2)

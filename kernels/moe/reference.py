@@ -1,7 +1,12 @@
-"""The grouped MoE FFN, the readable reference: a plain loop over experts.
+"""The grouped MoE FFN and the hierarchical router's top-k, the readable reference.
 
-Each token goes to K experts with weights; each expert is a SwiGLU FFN; the outputs are summed with
-the weights. An expert that receives no token is skipped.
+`moe_ffn_ref`: a plain loop over experts. Each token goes to K experts with weights; each expert is a
+SwiGLU FFN; the outputs are summed with the weights. An expert that receives no token is skipped.
+
+`hierarchical_topk_ref`: DeepSeek-V3 node-limited routing (https://arxiv.org/abs/2412.19437, 2.1.2)
+over E experts in G groups. Selection uses the biased affinity: a group's score is the sum of its top-2
+biased affinities; a token keeps its top `top_groups` groups, then the top-k biased affinities inside
+them. The gate weights are the unbiased affinities of the picks, normalised to sum to one.
 """
 
 from __future__ import annotations
@@ -27,3 +32,23 @@ def moe_ffn_ref(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_dow
         y = (F.silu(h @ w_gate[e]) * (h @ w_up[e])) @ w_down[e]
         out.index_add_(0, tok, y * flat_w[sel, None].to(y.dtype))
     return out
+
+
+def hierarchical_topk_ref(affinity: torch.Tensor, bias: torch.Tensor, groups: int, top_groups: int,
+                          top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """affinity [N, E] (in (0, 1)), bias [E] -> (expert index [N, K] long, gate weight [N, K]).
+
+    Picks are in descending order of biased affinity. Differentiable in affinity (through the weights).
+    """
+    n, e = affinity.shape
+    biased = affinity + bias
+    per_group = biased.view(n, groups, e // groups)
+    group_score = per_group.topk(min(2, e // groups), dim=-1).values.sum(-1)  # [N, G]
+    kept_groups = group_score.topk(top_groups, dim=-1).indices  # [N, top_groups]
+    group_mask = torch.zeros(n, groups, dtype=torch.bool, device=affinity.device)
+    group_mask.scatter_(1, kept_groups, True)
+    expert_mask = group_mask.repeat_interleave(e // groups, dim=1)  # [N, E]
+    masked = biased.masked_fill(~expert_mask, float("-inf"))
+    index = masked.topk(top_k, dim=-1).indices  # [N, K]
+    w = affinity.gather(1, index)
+    return index, w / w.sum(-1, keepdim=True).clamp_min(1e-9)

@@ -1,0 +1,209 @@
+"""Writing an evaluation to a directory, all at once or not at all.
+
+    DIR/
+      report.json            every metric by horizon and per step, for the model and the baselines,
+                             with the config, versions and seeds
+      report.md              the same as tables, with the PCS formula
+      error_vs_horizon.png   per-step error curves, model beside the baselines
+      trajectories.png       predicted against true state trajectories of the median episode
+      video_median.mp4       [model | MuJoCo | |difference|] of the median episode (by state nRMSE)
+      video_worst.mp4        the same for the worst episode
+
+The files are written into a temporary sibling directory that is renamed into place when complete. An
+existing DIR is replaced only when it holds a previous report (a `report.json`) or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldsim.eval.harness import BASELINES, METRICS, Result
+
+PLOT_METRICS = ("state_nrmse", "body_pos_error", "psnr", "ssim", "energy_drift", "ball_vanish_rate")
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """Refuse an output path that is a file, or a directory holding something other than a report."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+        if any(out.iterdir()) and not (out / "report.json").is_file():
+            raise ValueError(f"--out {str(out)!r} is a non-empty directory without a report.json; "
+                             "choose a new directory (only an earlier report is replaced)")
+    return out
+
+
+def jsonable(x: Any) -> Any:
+    """NaN and inf become None; numpy scalars become Python numbers; int keys become strings."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The short form `--json` prints: scene, episodes, horizons, pcs, metrics, baselines (+ their pcs)."""
+    keys = ("scene", "episodes", "horizons", "pcs", "metrics", "baselines", "baseline_pcs")
+    return jsonable({k: report[k] for k in keys})
+
+
+def _fmt(v: float | None, unit: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if unit == "steps":
+        return f"{v:.1f}"
+    if unit == "dB":
+        return f"{v:.2f}"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: the PCS table, one table of every metric by horizon, and the figures."""
+    from worldsim.eval import score
+
+    cfg, hs, v = report["config"], report["horizons"], report["versions"]
+    lines = [f"# Physics fidelity: {report['scene']}", "",
+             f"{report['episodes']} paired episodes (seed {cfg['seed']}, `{cfg['policy']}` actions), "
+             f"up to {report['horizon']} steps or the episode's end; open loop from {cfg['context']} true step(s) "
+             f"of frames and states. worldsim {v['worldsim']}, mujoco {v['mujoco']}.", "",
+             "| predictor | PCS (0-100) |", "|---|---:|", f"| world model | **{report['pcs']:.1f}** |"]
+    lines += [f"| {b} | {p:.1f} |" for b, p in report["baseline_pcs"].items()]
+    terms = report["pcs_terms"]
+    lines += ["", "Model PCS terms: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                 {**terms["components"], **terms["penalties"]}.items()), ""]
+    head = "| metric | unit | predictor | " + " | ".join(f"h={h}" for h in hs) + " |"
+    lines += [head, "|---|---|---|" + "---:|" * len(hs)]
+    for name, by_h in report["metrics"].items():
+        unit = METRICS[name][0]
+        rows = [("model", by_h)] + [(b, report["baselines"][b].get(name, {})) for b in BASELINES]
+        for who, vals in rows:
+            cells = " | ".join(_fmt(vals.get(h), unit) for h in hs)
+            lines.append(f"| {name if who == 'model' else ''} | {unit if who == 'model' else ''} | {who} | {cells} |")
+    lines += ["", "What each value at horizon h is:", ""]
+    lines += [f"- `{k}` ({METRICS[k][1]} is better): {METRICS[k][2]}." for k in report["metrics"]]
+    lines += ["", "## Physics Consistency Score", "", score.__doc__.split("\n\n", 1)[1].strip(), "",
+              "## Figures", "", "![error against horizon](error_vs_horizon.png)", "",
+              "![trajectories](trajectories.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_errors(report: dict[str, Any], path: Path) -> None:
+    """Per-step curves of the main metrics, model beside the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [m for m in PLOT_METRICS if m in report["per_step"]["model"]]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    styles = {"model": ("C0", "-"), "copy_last": ("C1", "--"), "constant_velocity": ("C2", ":")}
+    for ax, name in zip(axes[0], names):
+        for who, (color, ls) in styles.items():
+            y = np.asarray(report["per_step"][who][name], dtype=float)
+            ax.plot(np.arange(1, len(y) + 1), y, color=color, ls=ls, label=who)
+        unit = METRICS[name][0]
+        ax.set_title(name + (f" ({unit})" if unit else ""))
+        ax.set_xlabel("step")
+        if name == "state_nrmse":
+            ax.axhline(report["config"]["valid_threshold"], color="grey", lw=0.8)
+            ax.set_yscale("log")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{report['scene']}: error against horizon ({report['episodes']} episodes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_trajectories(result: Result, episode: int, path: Path, max_dims: int = 12) -> None:
+    """The state dimensions of one episode: MuJoCo, the model and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth, n = result.truth, int(result.truth.lengths[episode])
+    dims = min(max_dims, truth.states.shape[-1])
+    cols = min(dims, 6)
+    rows = -(-dims // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.6 * rows), squeeze=False)
+    t = np.arange(n + 1)
+    for d, ax in enumerate(axes.flat):
+        if d >= dims:
+            ax.axis("off")
+            continue
+        ax.plot(t, truth.states[episode, : n + 1, d], "k-", lw=1.6, label="MuJoCo")
+        for who, (color, ls) in {"model": ("C0", "-"), "copy_last": ("C1", "--"),
+                                 "constant_velocity": ("C2", ":")}.items():
+            ax.plot(t, result.predictions[who].states[episode, : n + 1, d], color=color, ls=ls, lw=1, label=who)
+        ax.set_title(f"state[{d}]", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{truth.scene}: the median episode ({episode}), predicted against true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pick_episodes(mean_nrmse: np.ndarray) -> dict[str, int]:
+    """The worst and the median episode by the model's mean state nRMSE."""
+    err = np.asarray(mean_nrmse, dtype=float)
+    ok = np.nonzero(np.isfinite(err))[0]  # episodes with no predicted step have no error
+    if not len(ok):
+        return {"median": 0, "worst": 0}
+    order = ok[np.argsort(err[ok], kind="stable")]
+    return {"median": int(order[(len(order) - 1) // 2]), "worst": int(order[-1])}
+
+
+def write_report(result: Result, out: str | Path, plots: bool = True, videos: bool = True, scale: int = 4) -> Path:
+    """Write report.json, report.md, the plots and the videos into `out`, atomically."""
+    from worldsim.video import side_by_side, write_video
+
+    out = check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = dict(result.report)
+    picks = pick_episodes(np.asarray(report["episode_detail"]["model_mean_nrmse"], dtype=float))
+    report["figure_episodes"] = picks
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
+        (tmp / "report.md").write_text(markdown(report))
+        if plots:
+            plot_errors(report, tmp / "error_vs_horizon.png")
+            plot_trajectories(result, picks["median"], tmp / "trajectories.png")
+        model = result.predictions["model"]
+        if videos and model.frames is not None:
+            for which, e in picks.items():
+                n = int(result.truth.lengths[e]) + 1
+                frames = side_by_side(model.frames[e, :n], result.truth.frames[e, :n])
+                write_video(tmp / f"video_{which}.mp4", frames, fps=1 / result.truth.dt, scale=scale)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "x")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

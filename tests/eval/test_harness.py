@@ -1,0 +1,146 @@
+"""A tiny paired evaluation against MuJoCo, end to end: rollouts, metrics, score, files and CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldsim.cli import main
+from worldsim.eval.harness import EvalConfig, _truth_features, evaluate, score
+from worldsim.eval.paired import from_truth
+from worldsim.eval.report import summary, write_report
+from worldsim.model.dynamics import DynamicsConfig
+from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.model.world_model import WorldModel, WorldModelConfig
+
+TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
+
+
+def tiny_model(scene: str, state_dim: int, action_dim: int) -> WorldModel:
+    dyn = DynamicsConfig(state_dim=state_dim, action_dim=action_dim, grid=8, codebook_size=60, width=32, layers=2,
+                         heads=2, context=2, ffn_hidden=64)
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(scene=scene, preset="dense", tokenizer=TOK, dynamics=dyn)).eval()
+    wm.state_std.fill_(0.5)
+    return wm
+
+
+@pytest.fixture(scope="module")
+def reacher():
+    return tiny_model("Reacher-v5", 10, 2)
+
+
+@pytest.fixture(scope="module")
+def reacher_result(reacher):
+    return evaluate(reacher, EvalConfig(scene="Reacher-v5", episodes=2, horizon=6, seed=5))
+
+
+def test_report_has_every_metric_by_horizon(reacher_result):
+    r = reacher_result.report
+    assert r["horizons"] == [1, 6] and r["episodes"] == 2
+    for name in ("state_nrmse", "valid_horizon", "psnr", "ssim", "body_pos_error", "body_vel_error", "reward_mae",
+                 "termination_agreement"):
+        assert set(r["metrics"][name]) == {1, 6}
+        for b in ("copy_last", "constant_velocity"):
+            assert set(r["baselines"][b][name]) == {1, 6}
+    assert 0 <= r["pcs"] <= 100 and len(r["per_step"]["model"]["state_nrmse"]) == 6
+    assert r["config"]["seed"] == 5 and len(r["seeds"]["episodes"]) == 2 and "mujoco" in r["versions"]
+    # Copy-last's first step is exact in frames but not in state; its error grows.
+    cl = r["baselines"]["copy_last"]["state_nrmse"]
+    assert 0 < cl[1] < cl[6]
+
+
+def test_mujoco_against_itself_scores_100_and_copy_last_low(reacher_result):
+    truth, cfg = reacher_result.truth, EvalConfig(scene="Reacher-v5", episodes=2, horizon=6, seed=5)
+    std = np.full(10, 0.5)
+    ref = score(truth, from_truth(truth), std, cfg, _truth_features(truth, cfg))
+    assert ref.pcs == 100.0
+    assert ref.by_horizon["state_nrmse"][6] == 0 and ref.by_horizon["valid_horizon"][6] == 6
+    assert ref.by_horizon["psnr"][6] == 100.0 and ref.by_horizon["ssim"][6] == pytest.approx(1.0)
+    assert reacher_result.scored["copy_last"].pcs < 40
+
+
+def test_same_seed_same_report(reacher, reacher_result):
+    again = evaluate(reacher, EvalConfig(scene="Reacher-v5", episodes=2, horizon=6, seed=5))
+    assert again.report["metrics"] == reacher_result.report["metrics"]
+    assert np.array_equal(again.predictions["model"].frames, reacher_result.predictions["model"].frames)
+
+
+def test_write_report_files_and_json(reacher_result, tmp_path):
+    out = write_report(reacher_result, tmp_path / "rep")
+    names = {p.name for p in out.iterdir()}
+    assert names == {"report.json", "report.md", "error_vs_horizon.png", "trajectories.png", "video_median.mp4",
+                     "video_worst.mp4"}
+    r = json.loads((out / "report.json").read_text())
+    assert r["metrics"]["state_nrmse"].keys() == {"1", "6"} and r["figure_episodes"].keys() == {"median", "worst"}
+    assert "Physics Consistency Score" in (out / "report.md").read_text()
+    s = summary(reacher_result.report)
+    assert set(s) >= {"scene", "episodes", "horizons", "pcs", "metrics", "baselines"}
+    assert set(s["baselines"]) == {"copy_last", "constant_velocity"}
+    # Written again over an earlier report: replaced, and no temporary directory left behind.
+    write_report(reacher_result, out, videos=False)
+    assert "video_median.mp4" not in {p.name for p in out.iterdir()}
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_out_dir_is_not_clobbered_or_half_written(reacher_result, tmp_path, monkeypatch):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="without a report.json"):
+        write_report(reacher_result, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+    import worldsim.eval.report as report
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "plot_trajectories", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(reacher_result, tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_bounce_physics_metrics(tmp_path):
+    wm = tiny_model("bounce", 8, 1)  # two balls
+    res = evaluate(wm, EvalConfig(scene="bounce", episodes=2, horizon=12, seed=0))
+    m = res.report["metrics"]
+    for name in ("contact_precision", "contact_recall", "contact_timing_error", "energy_drift", "penetration_rate",
+                 "ball_vanish_rate", "ball_duplicate_rate"):
+        assert set(m[name]) == {1, 10, 12}
+    cfg = EvalConfig(scene="bounce", episodes=2, horizon=12, seed=0)
+    ref = score(res.truth, from_truth(res.truth), wm.state_std.double().numpy(), cfg, _truth_features(res.truth, cfg))
+    assert ref.pcs == 100.0 and ref.by_horizon["contact_recall"][12] == 1.0
+    assert ref.by_horizon["ball_vanish_rate"][12] == 0.0
+    assert res.scored["copy_last"].pcs < 40
+
+
+def test_cli_eval_json(reacher, tmp_path, capsys):
+    reacher.save(tmp_path / "wm")
+    argv = ["eval", "--scene", "Reacher-v5", "--checkpoint", str(tmp_path / "wm"), "--episodes", "2", "--horizon",
+            "3", "--out", str(tmp_path / "rep"), "--json", "--quiet", "--no-video"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["scene"] == "Reacher-v5" and r["horizons"] == [1, 3] and {"1", "3"} == set(r["metrics"]["psnr"])
+    assert (tmp_path / "rep" / "report.json").is_file()
+
+
+def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
+    reacher.save(tmp_path / "wm")
+    base = ["eval", "--checkpoint", str(tmp_path / "wm"), "--out", str(tmp_path / "rep"), "--quiet"]
+    cases = [
+        (["--scene", "Nope-v0"], "unknown scene 'Nope-v0'"),
+        (["--scene", "Reacher-v5", "--horizon", "0"], "horizon must be an int >= 1, got 0"),
+        (["--scene", "Reacher-v5", "--episodes", "0"], "episodes must be an int >= 1, got 0"),
+        (["--scene", "bounce"], "world model of scene 'Reacher-v5', not 'bounce'"),
+        (["--scene", "Reacher-v5", "--context", "3"], "at most the model's window of 2"),
+    ]
+    for extra, msg in cases:
+        assert main(base + extra) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["eval", "--scene", "Pusher-v5", "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "no world model is shipped for scene 'Pusher-v5'" in err and "--checkpoint" in err
+    assert not (tmp_path / "rep").exists()

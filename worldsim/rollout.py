@@ -1,0 +1,89 @@
+"""Rollout videos: the world model alone, or beside MuJoCo from the same state under the same actions.
+
+    worldsim rollout --scene Reacher-v5 --steps 240 --policy smooth --seed 0 --out rollout.mp4 --side-by-side
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class PairedRollout:
+    """One episode through the world model and (when asked) MuJoCo: frames uint8 [T+1, H, W, 3],
+    states [T+1, S], actions [T, A]; `true_*` are None without ground truth."""
+
+    model_frames: np.ndarray
+    model_states: np.ndarray
+    actions: np.ndarray
+    true_frames: np.ndarray | None
+    true_states: np.ndarray | None
+    true_end: int | None  # the step at which MuJoCo's task terminated, if it did
+    fps: float
+
+
+def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0, checkpoint: str | None = None,
+                   device: str = "auto", ground_truth: bool = True, temperature: float = 0.0,
+                   progress: bool = True) -> PairedRollout:
+    """Roll the world model (and MuJoCo, with `ground_truth`) for `steps` steps from the real initial
+    state of `reset(seed)`, under actions the behaviour `policy` takes in MuJoCo.
+
+    MuJoCo keeps stepping past a task termination (e.g. the pendulum falling), so videos show the
+    whole horizon; `true_end` records where the task itself ended.
+    """
+    from tqdm import tqdm
+
+    from worldsim.envs.policies import make_policy
+    from worldsim.envs.world_env import WorldBatch
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if policy not in ("random", "smooth"):
+        raise ValueError(f"policy must be 'random' or 'smooth', got {policy!r}")
+    batch = WorldBatch(scene, 1, checkpoint, device, temperature=temperature)
+    real = batch.real  # the batch's own MuJoCo scene: it already renders at the model's frame size
+    pol = make_policy(policy)
+    try:
+        batch.reset_rows(np.array([0]), [seed], [None])
+        real.reset(seed=seed)
+        pol.reset(real, seed)
+        m_frames, m_states = [batch.frames()[0].copy()], [batch.state[0].copy()]
+        t_frames, t_states = [real.render()], [real.state()]
+        actions, true_end = [], None
+        for t in tqdm(range(steps), desc=f"rollout {scene}", disable=not progress, dynamic_ncols=True):
+            a = np.asarray(pol.act(real), dtype=np.float64)
+            res = real.step(a)
+            if res.terminated and true_end is None:
+                true_end = t + 1
+            if ground_truth:
+                t_frames.append(real.render())
+                t_states.append(res.state)
+            batch.step(a[None].astype(np.float32))
+            m_frames.append(batch.frames()[0].copy())
+            m_states.append(batch.state[0].copy())
+            actions.append(a)
+    finally:
+        batch.close()
+    return PairedRollout(
+        model_frames=np.stack(m_frames), model_states=np.stack(m_states), actions=np.stack(actions),
+        true_frames=np.stack(t_frames) if ground_truth else None,
+        true_states=np.stack(t_states) if ground_truth else None,
+        true_end=true_end, fps=1.0 / real.dt,
+    )
+
+
+def write_rollout_video(out: str | Path, roll: PairedRollout, fps: float | None = None, scale: int = 4,
+                        side_by_side: bool = False) -> Path:
+    """The model's frames, or [model | MuJoCo | |difference|] with `side_by_side`, as an mp4."""
+    from worldsim.video import side_by_side as compose
+    from worldsim.video import write_video
+
+    frames = roll.model_frames
+    if side_by_side:
+        if roll.true_frames is None:
+            raise ValueError("side_by_side needs a rollout made with ground_truth=True")
+        frames = compose(roll.model_frames, roll.true_frames)
+    return write_video(out, frames, fps=fps or roll.fps, scale=scale)
