@@ -45,15 +45,18 @@ def progress_callback(total: int, desc: str, enabled: bool):
     return Bar()
 
 
-def make_algo(algo: str, env, seed: int):
+def make_algo(algo: str, env, seed: int, steps: int):
     from stable_baselines3 import PPO, SAC
 
+    n = env.num_envs
     if algo == "ppo":
-        return PPO("MlpPolicy", env, seed=seed, device="cpu", n_steps=max(16, 1024 // env.num_envs),
-                   batch_size=256, n_epochs=10, learning_rate=3e-4, gamma=0.99, verbose=0)
+        # About 1024 transitions per update, fewer for tiny budgets (the smoke test).
+        n_steps = max(8, min(1024 // n, steps // n))
+        return PPO("MlpPolicy", env, seed=seed, device="cpu", n_steps=n_steps, batch_size=min(256, n_steps * n),
+                   n_epochs=10, learning_rate=3e-4, gamma=0.99, verbose=0)
     if algo == "sac":
-        return SAC("MlpPolicy", env, seed=seed, device="cpu", learning_starts=1000, batch_size=256,
-                   train_freq=1, gradient_steps=max(1, env.num_envs // 4), verbose=0)
+        return SAC("MlpPolicy", env, seed=seed, device="cpu", learning_starts=min(1000, steps // 2), batch_size=256,
+                   train_freq=1, gradient_steps=max(1, n // 4), verbose=0)
     raise ValueError(f"--algo must be 'ppo' or 'sac', got {algo!r}")
 
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     venv = make_sb3_vec_env(num_envs=args.num_envs, scene=args.scene, checkpoint=args.checkpoint,
                             obs_type="state", reward=args.reward, device="cpu")
     venv.seed(args.seed)
-    agent = make_algo(args.algo, venv, args.seed)
+    agent = make_algo(args.algo, venv, args.seed, args.steps)
     t0 = time.perf_counter()
     agent.learn(args.steps, callback=progress_callback(args.steps, f"{args.algo} in the world", not args.quiet))
     t_world = time.perf_counter() - t0
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. The same algorithm on the real env, same step budget.
     if not args.skip_real:
         real_env = make_vec_env(args.scene, n_envs=args.num_envs, seed=args.seed)
-        real_agent = make_algo(args.algo, real_env, args.seed)
+        real_agent = make_algo(args.algo, real_env, args.seed, args.steps)
         t0 = time.perf_counter()
         real_agent.learn(args.steps, callback=progress_callback(args.steps, f"{args.algo} on MuJoCo", not args.quiet))
         t_real = time.perf_counter() - t0

@@ -7,33 +7,14 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 import worldsim  # noqa: F401  (registers DSV4World-v0)
 from worldsim.envs import make_scene
 from worldsim.envs.world_env import DSV4World, DSV4WorldVector
-from worldsim.model.dynamics import DynamicsConfig
-from worldsim.model.tokenizer import TokenizerConfig
-from worldsim.model.world_model import WorldModel, WorldModelConfig
-
-TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
-
-
-def tiny_world(path, scene="Reacher-v5", state_dim=10, action_dim=2):
-    dyn = DynamicsConfig(state_dim=state_dim, action_dim=action_dim, grid=8, codebook_size=60, width=32, layers=2,
-                         heads=2, context=3, prune=True, capacity=0.5, prune_from=1, moe=True, experts=4,
-                         expert_groups=2, top_groups=1, top_k=2, expert_hidden=16, shared_hidden=32)
-    torch.manual_seed(0)
-    wm = WorldModel(WorldModelConfig(scene=scene, preset="v4", tokenizer=TOK, dynamics=dyn))
-    wm.state_std.fill_(0.5)
-    with torch.no_grad():  # a random termination head would end episodes at random
-        wm.dynamics.term_head.weight.zero_()
-        wm.dynamics.term_head.bias.fill_(-10.0)
-    return wm.save(path)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, tiny_world):
     return str(tiny_world(tmp_path_factory.mktemp("wm") / "reacher"))
 
 
