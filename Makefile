@@ -17,10 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev,rl]"
 	touch $@
 
+# The shipped default world (Reacher-v5) beside MuJoCo: same initial state, same actions, 240 steps.
 demo: setup
-	$(VENV)/bin/worldsim scenes
-	$(VENV)/bin/worldsim render --scene Reacher-v5 --policy scripted --seed 0 --out demo/reacher.mp4
-	$(VENV)/bin/worldsim render --scene bounce --policy scripted --seed 0 --out demo/bounce.mp4
+	$(VENV)/bin/worldsim rollout --scene Reacher-v5 --steps 240 --policy smooth --seed 0 --side-by-side --out demo/reacher.mp4
+	$(VENV)/bin/worldsim rollout --scene bounce --steps 240 --policy smooth --seed 0 --side-by-side --out demo/bounce.mp4
 
 test: setup
 	$(PY) -m pytest -q

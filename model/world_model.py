@@ -79,15 +79,15 @@ class WorldModel(PretrainedMixin, nn.Module):
         extra = dict(extra or {})
         state = self.state_dict()
         if tokenizer_ref is not None:
-            from pathlib import Path
+            import os
 
-            ref = Path(path) / tokenizer_ref
+            ref = os.path.normpath(os.path.join(path, tokenizer_ref))  # lexical: `path` may not exist yet
             tok = Tokenizer.from_pretrained(ref)
             if tok.cfg != self.cfg.tokenizer:
-                raise ValueError(f"tokenizer_ref {str(ref)!r} has another config than this model's tokenizer")
+                raise ValueError(f"tokenizer_ref {ref!r} has another config than this model's tokenizer")
             for name, t in tok.state_dict().items():
                 if not torch.equal(t.float(), state[f"tokenizer.{name}"].float().cpu()):
-                    raise ValueError(f"tokenizer_ref {str(ref)!r} differs from this model's tokenizer at {name!r}")
+                    raise ValueError(f"tokenizer_ref {ref!r} differs from this model's tokenizer at {name!r}")
             state = {k: v for k, v in state.items() if not k.startswith("tokenizer.")}
             extra["tokenizer_ref"] = tokenizer_ref
         return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype)

@@ -14,6 +14,12 @@ SHIPPED: dict[str, dict[str, str]] = {
         "Pusher-v5": "tokenizer",
         "bounce": "tokenizer",
     },
+    # World models: dynamics weights only; each names ../tokenizer as its tokenizer (see `export_world_model`).
+    "world_model": {
+        "Reacher-v5": "world-reacher",
+        "InvertedPendulum-v5": "world-pendulum",
+        "bounce": "world-bounce",
+    },
 }
 
 
@@ -67,7 +73,11 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
         train_ep, _ = split_episodes(read_manifest(static_from)["episodes"], 0.1)
         data = EpisodeDataset(static_from, train_ep, verify=False)
         wm.cfg = wm.cfg.replace(static_state_dims=static_state_dims(data))
-    out = wm.save(dst, extra={"exported_from": str(src)}, dtype=torch.float16 if fp16 else None,
+    from worldsim.checkpoint import load_checkpoint
+
+    source_extra = load_checkpoint(resolve_checkpoint(src, "world_model"), kind="world_model").extra
+    source_extra.pop("tokenizer_ref", None)
+    out = wm.save(dst, extra={**source_extra, "exported_from": str(src)}, dtype=torch.float16 if fp16 else None,
                   tokenizer_ref=tokenizer_ref)
     again = WorldModel.from_pretrained(out)
     scene = make_scene(wm.cfg.scene, wm.cfg.tokenizer.image_size, wm.cfg.tokenizer.image_size)
