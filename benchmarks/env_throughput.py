@@ -23,6 +23,10 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+# Before any real env renders: worldsim.envs picks the GL backend and loads Triton ahead of the
+# first GL context (Triton segfaults when loaded after Mesa's EGL driver).
+import worldsim.envs  # noqa: E402,F401
+
 
 def time_steps(step, reset, n_envs: int, steps: int, repeats: int) -> float:
     """Median env steps per second over `repeats` timed runs of `steps` batched steps."""
