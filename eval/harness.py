@@ -302,6 +302,8 @@ def evaluate(wm, cfg: EvalConfig, progress: bool = False) -> Result:
     """Paired rollouts of `cfg.episodes` episodes against MuJoCo, scored for the model and baselines."""
     t0 = time.perf_counter()
     scene = scene_for_model(wm, cfg)
+    if cfg.horizon > scene.max_episode_steps:  # "H steps or the episode's end": Reacher's ends at 50
+        cfg = cfg.replace(horizon=scene.max_episode_steps)
     try:
         truth = record_truth(scene, cfg.episodes, cfg.horizon, cfg.seed, cfg.policy, cfg.context, progress)
         preds = {"model": model_rollout(wm, truth, decode=cfg.frames, progress=progress),
