@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The shipped default world (Reacher-v5) beside MuJoCo: same initial state, same actions, 240 steps.
 demo: setup
 	$(VENV)/bin/worldsim rollout --scene Reacher-v5 --steps 240 --policy smooth --seed 0 --side-by-side --out demo/reacher.mp4
-	$(VENV)/bin/worldsim rollout --scene bounce --steps 240 --policy smooth --seed 0 --side-by-side --out demo/bounce.mp4
+	$(VENV)/bin/worldsim rollout --scene InvertedPendulum-v5 --steps 240 --policy smooth --seed 0 --side-by-side --out demo/pendulum.mp4
 
 test: setup
 	$(PY) -m pytest -q
