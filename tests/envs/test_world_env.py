@@ -205,3 +205,21 @@ def test_make_by_module_path_without_import(ckpt):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "(10,)" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scene", ["Reacher-v5", "InvertedPendulum-v5", "bounce"])
+def test_shipped_worlds_load_offline_and_pass_the_checkers(scene):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make("DSV4World-v0", scene=scene, obs_type="dict", render_mode="rgb_array", device="cpu").unwrapped
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+        sb3_check_env(env)
+    # Accepted: the real envs' own unbounded state boxes and (pendulum) their [-3, 3] action box.
+    # and SB3's advice for the 2-D token grid.
+    accepted = ("infinity", "symmetric and normalized", "unconventional shape")
+    assert [str(w.message) for w in caught if not any(a in str(w.message) for a in accepted)] == []
+    env.close()
