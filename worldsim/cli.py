@@ -206,7 +206,7 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
 
     cfg = DynamicsTrainConfig(**_run_overrides(args), balance=not args.no_balance)
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
-                             context=args.context, progress=not args.quiet)
+                             context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma)
     if metrics:
         print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
               f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
@@ -367,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(s, batch="windows per step (per process)")
     s.add_argument("--context", type=int, default=4, help="context window in steps")
     s.add_argument("--no-balance", action="store_true", help="turn off the MoE bias update (for contrast)")
+    s.add_argument("--bias-gamma", type=float, default=None,
+                   help="the MoE load-balancing bias step (default: the preset's, 1e-3)")
     s.set_defaults(func=_cmd_train_dynamics)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")

@@ -164,7 +164,7 @@ def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8
 
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
-                   progress: bool = True) -> dict[str, float]:
+                   progress: bool = True, bias_gamma: float | None = None) -> dict[str, float]:
     from tqdm import tqdm
 
     from worldsim.envs.dataset import read_manifest
@@ -174,8 +174,9 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     seed_everything(cfg.seed)
     m = read_manifest(data_dir)
     tok = Tokenizer.from_pretrained(tokenizer, device=dev)
+    extra = {} if bias_gamma is None else {"bias_gamma": bias_gamma}  # the MoE bias step (preset's otherwise)
     dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
-                            codebook_size=tok.cfg.codebook_size, context=context)
+                            codebook_size=tok.cfg.codebook_size, context=context, **extra)
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
