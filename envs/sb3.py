@@ -38,8 +38,7 @@ class SB3WorldVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
 
     def reset(self):
-        seeds = [s for s in self._seeds]
-        seed = None if all(s is None for s in seeds) else [s for s in seeds]
+        seed = None if all(s is None for s in self._seeds) else list(self._seeds)
         opts = self._options[0] if self._options and self._options[0] else None
         obs, _ = self.venv.reset(seed=seed, options=opts)
         self._reset_seeds()

@@ -126,16 +126,21 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict] = {}
     settings = {k: v for k, v in vars(args).items()}
 
+    def train(env, name: str, where: str):
+        """Train the algorithm on `env` for the step budget; save it under out/name. (agent, seconds)"""
+        agent = make_algo(args.algo, env, args.seed, args.steps)
+        t0 = time.perf_counter()
+        agent.learn(args.steps, callback=progress_callback(args.steps, f"{args.algo} {where}", not args.quiet))
+        seconds = time.perf_counter() - t0
+        env.close()
+        save_policy(agent, out / name, settings)
+        return agent, seconds
+
     # 1. Train in the world model only.
     venv = make_sb3_vec_env(num_envs=args.num_envs, scene=args.scene, checkpoint=args.checkpoint,
                             obs_type="state", reward=args.reward, device="cpu")
     venv.seed(args.seed)
-    agent = make_algo(args.algo, venv, args.seed, args.steps)
-    t0 = time.perf_counter()
-    agent.learn(args.steps, callback=progress_callback(args.steps, f"{args.algo} in the world", not args.quiet))
-    t_world = time.perf_counter() - t0
-    venv.close()
-    save_policy(agent, out / "world", settings)
+    agent, t_world = train(venv, "world", "in the world")
 
     def world_act(obs):
         return agent.predict(obs, deterministic=True)[0]
@@ -151,13 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 3. The same algorithm on the real env, same step budget.
     if not args.skip_real:
-        real_env = make_vec_env(args.scene, n_envs=args.num_envs, seed=args.seed)
-        real_agent = make_algo(args.algo, real_env, args.seed, args.steps)
-        t0 = time.perf_counter()
-        real_agent.learn(args.steps, callback=progress_callback(args.steps, f"{args.algo} on MuJoCo", not args.quiet))
-        t_real = time.perf_counter() - t0
-        real_env.close()
-        save_policy(real_agent, out / "real", settings)
+        real_agent, t_real = train(make_vec_env(args.scene, n_envs=args.num_envs, seed=args.seed), "real", "on MuJoCo")
         results["real-trained"] = {
             "real": evaluate_real(args.scene, lambda o: real_agent.predict(o, deterministic=True)[0],
                                   args.episodes, args.eval_seed),

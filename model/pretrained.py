@@ -35,5 +35,10 @@ class PretrainedMixin:
         path = resolve_checkpoint(name_or_path, kind=cls.checkpoint_kind)
         ck = load_checkpoint(path, kind=cls.checkpoint_kind, config_cls=cls.config_cls)
         model = cls(ck.config)
-        load_state_into(model, ck.tensors, source=str(path))
+        load_state_into(model, cls._checkpoint_tensors(path, ck), source=str(path))
         return model.to(resolve_device(device)).eval()
+
+    @classmethod
+    def _checkpoint_tensors(cls, path: Path, ck) -> dict[str, torch.Tensor]:
+        """The full state dict a loaded checkpoint stands for (a subclass may add shared parts)."""
+        return ck.tensors

@@ -93,14 +93,8 @@ class WorldModel(PretrainedMixin, nn.Module):
         return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, device: str | torch.device = "cpu") -> WorldModel:
-        """Load a checkpoint directory, or the world model shipped for a scene name, in eval mode."""
-        from worldsim.checkpoint import load_checkpoint, load_state_into
-        from worldsim.pretrained import resolve_checkpoint
-        from worldsim.runtime import resolve_device
-
-        path = resolve_checkpoint(name_or_path, kind=cls.checkpoint_kind)
-        ck = load_checkpoint(path, kind=cls.checkpoint_kind, config_cls=cls.config_cls)
+    def _checkpoint_tensors(cls, path, ck) -> dict[str, torch.Tensor]:
+        """A checkpoint saved with `tokenizer_ref` gets its tokenizer weights from that directory."""
         tensors = dict(ck.tensors)
         ref = ck.extra.get("tokenizer_ref")
         if ref is not None:
@@ -108,9 +102,7 @@ class WorldModel(PretrainedMixin, nn.Module):
             if tok.cfg != ck.config.tokenizer:
                 raise ValueError(f"{path}: its tokenizer {str(path / ref)!r} has another config than it was made with")
             tensors.update({f"tokenizer.{k}": v for k, v in tok.state_dict().items()})
-        model = cls(ck.config)
-        load_state_into(model, tensors, source=str(path))
-        return model.to(resolve_device(device)).eval()
+        return tensors
 
     @property
     def device(self) -> torch.device:

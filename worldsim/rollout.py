@@ -47,8 +47,7 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
     real = batch.real  # the batch's own MuJoCo scene: it already renders at the model's frame size
     pol = make_policy(policy)
     try:
-        batch.reset_rows(np.array([0]), [seed], [None])
-        real.reset(seed=seed)
+        batch.reset_rows(np.array([0]), [seed], [None])  # also resets `real` to seed's initial state
         pol.reset(real, seed)
         m_frames, m_states = [batch.frames()[0].copy()], [batch.state[0].copy()]
         t_frames, t_states = [real.render()], [real.state()]
