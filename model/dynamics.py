@@ -81,16 +81,20 @@ def rotary(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     hd = x.shape[-1]
     freq = 1.0 / (100.0 ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
     ang = step.float()[:, None] * freq[None]  # [L, hd/2]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    # Pairs (x[2i], x[2i+1]) rotate by ang[i]: one complex multiply (x1 cos - x2 sin, x1 sin + x2 cos).
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], hd // 2, 2))
+    return torch.view_as_real(xc * torch.polar(torch.ones_like(ang), ang)).flatten(-2).to(x.dtype)
 
 
 class KVCache:
-    """Keys and values of past steps for one layer: k, v [B, H, L, hd], step [L].
+    """Keys and values of the last `window` steps for one layer, in a ring buffer.
 
-    `valid` [B, L] bool marks the keys each row may attend to; None means all of them. Rows are
-    invalidated when a vector env restarts some of its worlds and keeps the others going.
+    Storage is preallocated on the first `extend`: [B, H, window, n, hd], one slot per step (slot =
+    step index mod window), so a rollout step writes one slot in place instead of concatenating and
+    trimming the whole cache. Attention reads `k`, `v` [B, H, L, hd] with `step` [L] and `valid`
+    [B, L] (or None: every row sees every key); keys need not be in time order, since attention
+    masks by step and time enters through the rotary embedding. `valid` marks the keys each row may
+    see: rows restarted by a vector env no longer see their old worlds' keys.
     """
 
     def __init__(self) -> None:
@@ -98,64 +102,87 @@ class KVCache:
         self.v: torch.Tensor | None = None
         self.step: torch.Tensor | None = None
         self.valid: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None  # [B, H, W, n, hd]
+        self._v: torch.Tensor | None = None
+        self._steps: list[int | None] = []  # the step held by each slot, None when empty
+        self._valid: torch.Tensor | None = None  # [B, W] per-row slot validity, None: all valid
+
+    def _slot(self, s: int) -> int:
+        return s % len(self._steps)
 
     def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
-        if self.k is None:
-            self.k, self.v, self.step = k, v, step
+        """Add one step's keys and values k, v [B, H, n, hd] (step [n], one value); the step that
+        falls out of the window is dropped."""
+        s = int(step[0])
+        if self._k is None:
+            b, h, n, hd = k.shape
+            self._k = k.new_empty(b, h, window, n, hd)
+            self._v = v.new_empty(b, h, window, n, hd)
+            self._steps = [None] * window
+        elif len(self._steps) != window:
+            raise ValueError(f"cache holds a window of {len(self._steps)} steps, asked for {window}")
+        slot = self._slot(s)
+        self._k[:, :, slot] = k
+        self._v[:, :, slot] = v
+        self._steps = [None if t is None or t <= s - window else t for t in self._steps]
+        self._steps[slot] = s
+        if self._valid is not None:
+            self._valid[:, slot] = True
+        self._publish()
+
+    def _publish(self) -> None:
+        """Refresh the views attention reads: the filled slots, or the whole buffer with a mask."""
+        assert self._k is not None and self._v is not None
+        b, h, w, n, hd = self._k.shape
+        live = [t is not None for t in self._steps]
+        count = sum(live)
+        valid = self._valid
+        if all(live[:count]):  # the filled slots are a prefix (always, unless rows restarted early)
+            self.k = self._k[:, :, :count].flatten(2, 3)
+            self.v = self._v[:, :, :count].flatten(2, 3)
+            steps = self._steps[:count]
+            if valid is not None:
+                valid = valid[:, :count]
         else:
-            self.k = torch.cat([self.k, k], 2)
-            self.v = torch.cat([self.v, v], 2)
-            self.step = torch.cat([self.step, step])
-            if self.valid is not None:
-                new = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
-                self.valid = torch.cat([self.valid, new], 1)
-        keep = self.step > self.step.max() - window
-        if not bool(keep.all()):
-            self.k, self.v, self.step = self.k[:, :, keep], self.v[:, :, keep], self.step[keep]
-            if self.valid is not None:
-                self.valid = self.valid[:, keep]
-                if bool(self.valid.all()):
-                    self.valid = None
+            self.k, self.v = self._k.flatten(2, 3), self._v.flatten(2, 3)
+            steps = [t if t is not None else 0 for t in self._steps]
+            empty = torch.tensor(live, device=self._k.device)
+            valid = empty.expand(b, w) if valid is None else valid & empty
+        dev = self._k.device
+        self.step = torch.tensor(steps, dtype=torch.long, device=dev).repeat_interleave(n)
+        self.valid = None if valid is None else valid.repeat_interleave(n, 1)
 
     def replace_rows(self, rows: torch.Tensor, other: KVCache) -> None:
         """Give rows `rows` [R] (long) the history of `other` (a cache of R rows) and nothing else.
 
-        Steps are matched by their index; a step that only one side has is added with its keys
-        invalid for the rows that lack it.
+        Steps are matched by their index; a step that only `other` has is added with its keys
+        invalid for the rows that are not restarted.
         """
-        if other.k is None:  # the restarted rows have no history yet
-            if self.k is not None:
-                if self.valid is None:
-                    self.valid = torch.ones(self.k.shape[0], self.k.shape[2], dtype=torch.bool, device=self.k.device)
-                self.valid[rows] = False
-            return
-        if self.k is None:
+        if self._k is None:
+            if other._k is None:
+                return
             raise ValueError("cannot restart rows of a cache that has never been filled")
-        b, h, _, hd = self.k.shape
-        dev = self.k.device
-        mine_valid, their_valid = self.valid, other.valid
-        if mine_valid is None:
-            mine_valid = torch.ones(b, self.k.shape[2], dtype=torch.bool, device=dev)
-        if their_valid is None:
-            their_valid = torch.ones(len(rows), other.k.shape[2], dtype=torch.bool, device=dev)
-        ks, vs, steps, valids = [], [], [], []
-        for s in sorted(set(self.step.tolist()) | set(other.step.tolist())):
-            mine, theirs = self.step == s, other.step == s
-            n = int(mine.sum()) or int(theirs.sum())
-            if mine.any():
-                k, v, val = self.k[:, :, mine].clone(), self.v[:, :, mine].clone(), mine_valid[:, mine].clone()
-            else:
-                k = torch.zeros(b, h, n, hd, dtype=self.k.dtype, device=dev)
-                v, val = torch.zeros_like(k), torch.zeros(b, n, dtype=torch.bool, device=dev)
-            if theirs.any():
-                k[rows], v[rows], val[rows] = other.k[:, :, theirs], other.v[:, :, theirs], their_valid[:, theirs]
-            else:
-                val[rows] = False
-            ks.append(k), vs.append(v), valids.append(val)
-            steps.append(torch.full((n,), s, dtype=self.step.dtype, device=dev))
-        self.k, self.v, self.step = torch.cat(ks, 2), torch.cat(vs, 2), torch.cat(steps)
-        valid = torch.cat(valids, 1)
-        self.valid = None if bool(valid.all()) else valid
+        b, w = self._k.shape[0], len(self._steps)
+        if self._valid is None:
+            self._valid = torch.ones(b, w, dtype=torch.bool, device=self._k.device)
+        self._valid[rows] = False
+        if other._k is not None:
+            for oslot, t in enumerate(other._steps):
+                if t is None:
+                    continue
+                slot = self._slot(t)
+                if self._steps[slot] is None:
+                    self._steps[slot] = t
+                    self._valid[:, slot] = False
+                elif self._steps[slot] != t:
+                    raise ValueError(f"step {t} of the restarted rows is outside this cache's window "
+                                     f"(slot {slot} holds step {self._steps[slot]})")
+                self._k[rows, :, slot] = other._k[:, :, oslot]
+                self._v[rows, :, slot] = other._v[:, :, oslot]
+                self._valid[rows, slot] = True if other._valid is None else other._valid[:, oslot]
+        if bool(self._valid.all()):
+            self._valid = None
+        self._publish()
 
 
 class Attention(nn.Module):

@@ -40,5 +40,11 @@ def pruned_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_st
 
 def pruned_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_step: torch.Tensor,
                           k_step: torch.Tensor, k_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The same through `F.scaled_dot_product_attention` with a boolean mask (the fast CPU path)."""
+    """The same through `F.scaled_dot_product_attention` with a boolean mask (the fast CPU path).
+
+    KV-cache decoding (every key at or before every query's step, all keys valid) needs no mask,
+    which lets SDPA take its unmasked kernel.
+    """
+    if k_valid is None and q_step.numel() and bool(q_step.min() >= k_step.max()):
+        return F.scaled_dot_product_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed_mask(q_step, k_step, k_valid))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from worldsim.kernels.dispatch import pick_backend
-from worldsim.kernels.moe.reference import hierarchical_topk_ref, moe_ffn_ref
+from worldsim.kernels.moe.reference import hierarchical_topk_ref, moe_ffn_ref, moe_ffn_sorted
 
 
 def moe_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
@@ -16,8 +16,9 @@ def moe_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: t
         x: [N, D] tokens.
         w_gate, w_up: [E, D, F]; w_down: [E, F, D], the SwiGLU experts.
         expert_index: [N, K] long, each token's experts; expert_weight: [N, K], their weights.
-        backend: "auto" | "torch" | "triton". "auto" takes the grouped Triton kernel on CUDA and the
-            reference (a loop over experts) elsewhere.
+        backend: "auto" | "torch" | "triton". "auto" takes the grouped Triton kernel on CUDA and, elsewhere,
+            the same sort-by-expert scheme in PyTorch (`moe_ffn_sorted`); "torch" is the reference
+            (a loop over experts).
 
     Returns:
         [N, D] = sum_k expert_weight[n, k] * FFN_{expert_index[n, k]}(x[n]); differentiable in x, the
@@ -29,6 +30,8 @@ def moe_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: t
         from worldsim.kernels.moe.triton import moe_ffn_triton
 
         return moe_ffn_triton(x, w_gate, w_up, w_down, expert_index, expert_weight)
+    if be == "fused":
+        return moe_ffn_sorted(x, w_gate, w_up, w_down, expert_index, expert_weight)
     return moe_ffn_ref(x, w_gate, w_up, w_down, expert_index, expert_weight)
 
 

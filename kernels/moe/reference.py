@@ -34,6 +34,31 @@ def moe_ffn_ref(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_dow
     return out
 
 
+def moe_ffn_sorted(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                   expert_index: torch.Tensor, expert_weight: torch.Tensor) -> torch.Tensor:
+    """`moe_ffn_ref`, computed the way the grouped kernel does it (the fast PyTorch path on CPU).
+
+    The N*K (token, expert) pairs are sorted by expert, the tokens gathered once into one buffer,
+    each expert runs on its contiguous slice, and one `index_add_` combines the weighted outputs:
+    two indexing ops per call instead of three per expert. Same signature and result as the reference.
+    """
+    n, k = expert_index.shape
+    flat_e = expert_index.reshape(-1)
+    order = torch.argsort(flat_e, stable=True)
+    tok = order // k
+    counts = torch.bincount(flat_e, minlength=w_gate.shape[0]).tolist()
+    xs = x[tok]
+    ys, start = [], 0
+    for e, c in enumerate(counts):
+        if c:
+            h = xs[start : start + c]
+            ys.append((F.silu(h @ w_gate[e]) * (h @ w_up[e])) @ w_down[e])
+        start += c
+    y = torch.cat(ys) if ys else xs.new_zeros(0, x.shape[1])
+    y = y * expert_weight.reshape(-1)[order, None].to(y.dtype)
+    return torch.zeros_like(x).index_add_(0, tok, y)
+
+
 def hierarchical_topk_ref(affinity: torch.Tensor, bias: torch.Tensor, groups: int, top_groups: int,
                           top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """affinity [N, E] (in (0, 1)), bias [E] -> (expert index [N, K] long, gate weight [N, K]).

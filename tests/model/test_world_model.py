@@ -88,3 +88,28 @@ def test_checkpoint_round_trip_and_info(wm, tmp_path, capsys):
 def test_config_mismatch_is_refused():
     with pytest.raises(ValueError, match="tokenizer codebook 60 != dynamics codebook 1000"):
         WorldModelConfig(tokenizer=TOK, dynamics=DynamicsConfig())
+
+
+@pytest.mark.parametrize("restart_after", [0, 1, 4])
+@pytest.mark.parametrize("C", [1, 3])
+def test_restarted_rows_continue_like_a_fresh_start(wm, restart_after, C):
+    """Row 1 restarted from a C-step context (early, when the ring buffer is not yet full, or late,
+    once it has wrapped) must roll on exactly like a fresh handle started from that context, and row
+    0 must not notice."""
+    tokens, states, actions = context(B=2, C=2, seed=1)
+    new_tokens, new_states, new_actions = context(B=1, C=C, seed=2)
+    h = wm.start(tokens, states, actions)
+    keep = wm.start(tokens, states, actions)
+    acts = [torch.full((2, 2), 0.3 - 0.1 * t) for t in range(restart_after + 5)]
+    for a in acts[:restart_after]:
+        wm.step(h, a)
+        wm.step(keep, a)
+    wm.restart_rows(h, torch.tensor([1]), new_tokens, new_states, new_actions if C > 1 else None)
+    fresh = wm.start(new_tokens, new_states, new_actions if C > 1 else None)
+    for a in acts[restart_after:]:
+        tok, st, rw, te = wm.step(h, a)
+        tok_f, st_f, rw_f, _ = wm.step(fresh, a[1:])
+        tok_k, st_k, _, _ = wm.step(keep, a)
+        assert torch.equal(tok[1:], tok_f) and torch.equal(tok[:1], tok_k[:1])
+        torch.testing.assert_close(st[1:], st_f, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(st[:1], st_k[:1], rtol=1e-4, atol=1e-5)
