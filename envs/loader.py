@@ -119,7 +119,19 @@ class WindowSampler:
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A batch: frames uint8 [B,T,H,W,3], states/actions float32 [B,T,*], rewards float32 [B,T],
         terminated/truncated/mask/act_mask bool [B,T]; episode/start int64 [B]."""
-        pick = self.rng.integers(len(self._starts), size=batch_size)
+        return self.windows(self.rng.integers(len(self._starts), size=batch_size))
+
+    @property
+    def num_windows(self) -> int:
+        """How many distinct windows the dataset holds (one per start position)."""
+        return len(self._starts)
+
+    def windows(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """The batch of windows number `positions` (ints in [0, num_windows)), as `sample` returns
+        them; `windows(np.arange(i, j))` walks the dataset in order, for evaluations that cover it all."""
+        pick = np.asarray(positions, dtype=np.int64)
+        if pick.ndim != 1 or (pick.size and (pick.min() < 0 or pick.max() >= len(self._starts))):
+            raise ValueError(f"positions must be a 1-D array of ints in [0, {len(self._starts)}), got {positions!r}")
         ep, start = self._starts_ep[pick], self._starts[pick]
         t = np.arange(self.T)
         length = self.data.lengths[ep]

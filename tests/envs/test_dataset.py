@@ -160,6 +160,19 @@ def test_windows_never_cross_episodes(reference):
         np.testing.assert_array_equal(b["frames"][i].numpy(), ep["frames"][s : s + 5])
 
 
+def test_windows_walk_every_start_once(reference):
+    data = EpisodeDataset(reference)
+    sampler = WindowSampler(data, T=5, seed=0, keys=("states",))
+    assert sampler.num_windows == int(np.maximum(data.lengths - 4, 1).sum())
+    b = sampler.windows(np.arange(sampler.num_windows))
+    pairs = list(zip(b["episode"].tolist(), b["start"].tolist()))
+    assert len(set(pairs)) == sampler.num_windows
+    assert pairs == sorted(pairs)
+    for bad in (np.array([-1]), np.array([sampler.num_windows]), np.zeros((2, 2), dtype=int)):
+        with pytest.raises(ValueError, match="positions"):
+            sampler.windows(bad)
+
+
 def test_short_episodes_are_padded_and_masked(tmp_path):
     root = tmp_path / "pend"
     generate(GenerateSpec(scene="InvertedPendulum-v5", out=str(root), episodes=4, policy="random", seed=0,
