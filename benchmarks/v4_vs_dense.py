@@ -20,9 +20,9 @@ import torch
 
 from worldsim.envs.dataset import read_manifest
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
+from worldsim.model.moe import load_stats
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
-from worldsim.model.moe import load_stats
 from worldsim.train_dynamics import DynamicsTrainConfig, batch_loss, encode_dataset
 from worldsim.train_tokenizer import split_episodes
 

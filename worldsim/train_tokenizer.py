@@ -145,7 +145,8 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
         metrics = validate(model, val_pool)
         model.save(out, dtype=torch.float16 if fp16 else None,
                    extra={"steps": step, "train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs],
-                          **({} if init is None else {"init": str(init)}), "val_psnr": metrics["val_psnr"], "train_seconds_this_run": time.perf_counter() - t0})
+                          **({} if init is None else {"init": str(init)}), "val_psnr": metrics["val_psnr"],
+                          "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:
         finish_distributed(model)
     return metrics
