@@ -23,7 +23,15 @@ from worldsim.config import ConfigBase
 from worldsim.eval import metrics as M
 from worldsim.eval import physics as P
 from worldsim.eval import score as S
-from worldsim.eval.paired import Prediction, Truth, constant_velocity, copy_last, model_rollout, record_truth
+from worldsim.eval.paired import (
+    Prediction,
+    Truth,
+    constant_velocity,
+    copy_last,
+    model_rollout,
+    record_truth,
+    with_rule_termination,
+)
 
 HORIZONS = (1, 10, 50, 100, 240)
 BASELINES = ("copy_last", "constant_velocity")
@@ -36,6 +44,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "body_vel_error": ("m/s", "lower", "mean velocity error of the named bodies at step h"),
     "reward_mae": ("reward", "lower", "absolute reward error at step h"),
     "termination_agreement": ("fraction", "higher", "episodes whose termination by step h agrees within tolerance"),
+    "termination_agreement_rule": ("fraction", "higher", "the same, with the model's termination taken from the "
+                                   "scene's rule on its predicted states instead of its termination head"),
     "psnr": ("dB", "higher", "frame PSNR at step h"),
     "ssim": ("", "higher", "frame SSIM at step h"),
     "contact_precision": ("fraction", "higher", "predicted contact events up to h that match MuJoCo's"),
@@ -183,6 +193,11 @@ def score(truth: Truth, pred: Prediction, std: np.ndarray, cfg: EvalConfig,
     term_pred = M.first_true(pred.terminated)
     by_h["termination_agreement"] = {
         h: float(M.termination_agreement(term_pred, f["term_step"], h, cfg.termination_tolerance).mean()) for h in hs}
+    if pred.terminated_rule is not None:
+        rule_pred = M.first_true(pred.terminated_rule)
+        by_h["termination_agreement_rule"] = {
+            h: float(M.termination_agreement(rule_pred, f["term_step"], h, cfg.termination_tolerance).mean())
+            for h in hs}
     if cfg.frames and pred.frames is not None:
         per_step["psnr"], per_step["ssim"] = _frame_scores(truth, pred, frame_cache)
 
@@ -306,7 +321,8 @@ def evaluate(wm, cfg: EvalConfig, progress: bool = False) -> Result:
         cfg = cfg.replace(horizon=scene.max_episode_steps)
     try:
         truth = record_truth(scene, cfg.episodes, cfg.horizon, cfg.seed, cfg.policy, cfg.context, progress)
-        preds = {"model": model_rollout(wm, truth, decode=cfg.frames, progress=progress),
+        model = with_rule_termination(scene, truth, model_rollout(wm, truth, decode=cfg.frames, progress=progress))
+        preds = {"model": model,
                  "copy_last": copy_last(scene, truth), "constant_velocity": constant_velocity(scene, truth)}
     finally:
         scene.close()

@@ -65,6 +65,9 @@ class Prediction:
     frames: np.ndarray | None  # [E, T+1, H, W, 3] uint8, or None when not decoded
     rewards: np.ndarray  # [E, T]
     terminated: np.ndarray  # [E, T] bool
+    # The scene's own termination rule on the predicted states (`Scene.task_terminated`), for a
+    # predictor whose `terminated` comes from elsewhere (the world model's termination head).
+    terminated_rule: np.ndarray | None = None  # [E, T] bool
 
 
 def _pad(x: np.ndarray, n: int, fill: str) -> np.ndarray:
@@ -140,6 +143,12 @@ def model_rollout(wm, truth: Truth, decode: bool = True, progress: bool = False,
         decoded = np.concatenate(out).reshape(e, t, *truth.frames.shape[2:])
         frames = np.concatenate([truth.frames[:, :1], decoded], 1)
     return Prediction("model", pred_states, frames, torch.stack(rewards, 1).numpy(), torch.stack(terms, 1).numpy())
+
+
+def with_rule_termination(scene: Scene, truth: Truth, pred: Prediction) -> Prediction:
+    """`pred` with `terminated_rule` filled in: the scene's termination rule on its predicted states."""
+    pred.terminated_rule = _task_outcomes(scene, pred.states, truth.actions)[1]
+    return pred
 
 
 def _task_outcomes(scene: Scene, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

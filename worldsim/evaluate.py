@@ -61,11 +61,13 @@ def format_summary(report: dict) -> str:
             f"(copy_last {report['baseline_pcs']['copy_last']:.1f}, "
             f"constant_velocity {report['baseline_pcs']['constant_velocity']:.1f})",
             f"{'metric':<22}{'predictor':<19}" + "".join(f"{'h=' + str(h):>9}" for h in hs)]
-    for name in ("state_nrmse", "valid_horizon", "psnr", "contact_recall", "termination_agreement"):
+    for name in ("state_nrmse", "valid_horizon", "psnr", "contact_recall", "termination_agreement",
+                 "termination_agreement_rule"):
         if name not in report["metrics"]:
             continue
         for who, vals in [("model", report["metrics"][name]),
-                          *[(b, report["baselines"][b][name]) for b in report["baselines"]]]:
+                          *[(b, report["baselines"][b][name]) for b in report["baselines"]
+                            if name in report["baselines"][b]]]:
             cells = "".join(f"{v:>9.3g}" if v is not None and math.isfinite(v) else f"{'-':>9}"
                             for v in (vals.get(h) for h in hs))
             rows.append(f"{name if who == 'model' else '':<22}{who:<19}{cells}")

@@ -44,6 +44,9 @@ def test_report_has_every_metric_by_horizon(reacher_result):
         assert set(r["metrics"][name]) == {1, 6}
         for b in ("copy_last", "constant_velocity"):
             assert set(r["baselines"][b][name]) == {1, 6}
+    # Reacher never terminates: the termination rule on predicted states agrees everywhere.
+    assert r["metrics"]["termination_agreement_rule"] == {1: 1.0, 6: 1.0}
+    assert "termination_agreement_rule" not in r["baselines"]["copy_last"]  # theirs is the rule already
     assert 0 <= r["pcs"] <= 100 and len(r["per_step"]["model"]["state_nrmse"]) == 6
     assert r["config"]["seed"] == 5 and len(r["seeds"]["episodes"]) == 2 and "mujoco" in r["versions"]
     # Copy-last's first step is exact in frames but not in state; its error grows.
@@ -144,3 +147,29 @@ def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no world model is shipped for scene 'Pusher-v5'" in err and "--checkpoint" in err
     assert not (tmp_path / "rep").exists()
+
+
+def test_rule_termination_reads_the_predicted_states():
+    """The pendulum's rule (|angle| > 0.2) on predicted states, step by step, scored against the truth."""
+    from worldsim.envs import make_scene
+    from worldsim.eval.paired import Prediction, Truth, with_rule_termination
+
+    E, T = 2, 6
+    states = np.zeros((E, T + 1, 4))
+    states[0, 3:, 1] = 0.3  # episode 0's pole passes 0.2 at step 3; episode 1's never
+    term = np.zeros((E, T), bool)
+    term[0, 3] = True  # MuJoCo terminates episode 0 one step later
+    truth = Truth("InvertedPendulum-v5", 0.04, states, np.zeros((E, T + 1, 64, 64, 3), np.uint8),
+                  np.zeros((E, T, 1), np.float32), np.ones((E, T)), term, np.array([4, T]), np.zeros((E, 4)),
+                  np.zeros((E, 1, 64, 64, 3), np.uint8), states[:, :1], np.zeros((E, 0, 1)))
+    pred = Prediction("model", states, None, np.ones((E, T)), np.zeros((E, T), bool))
+    scene = make_scene("InvertedPendulum-v5")
+    try:
+        pred = with_rule_termination(scene, truth, pred)
+    finally:
+        scene.close()
+    assert pred.terminated_rule.tolist() == [[False, False, True, True, True, True], [False] * T]
+    cfg = EvalConfig(scene="InvertedPendulum-v5", episodes=E, horizon=T, seed=0, frames=False)
+    by_h = score(truth, pred, np.ones(4), cfg).by_horizon
+    assert by_h["termination_agreement_rule"][T] == 1.0  # steps 3 and 4: within the tolerance of 2
+    assert by_h["termination_agreement"][T] == 0.5  # the head never fires: episode 0 disagrees
