@@ -90,3 +90,37 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
     a, b = load_checkpoint(tmp_path / "straight").tensors, load_checkpoint(tmp_path / "killed").tensors
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_state_noise_perturbs_inputs_only_in_training():
+    """Noise on the input states changes the training loss (the targets stay the true next states),
+    leaves evaluation alone, and never touches static dimensions."""
+    from worldsim.model.dynamics import DynamicsConfig
+    from worldsim.model.world_model import WorldModelConfig
+    from worldsim.train_dynamics import batch_loss
+
+    dyn = DynamicsConfig(state_dim=3, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2,
+                         context=2, ffn_hidden=64)
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(scene="test", preset="dense", tokenizer=TokenizerConfig(
+        channels=(8, 16, 16), levels=(5, 4, 3)), dynamics=dyn, static_state_dims=(2,)))
+    g = torch.Generator().manual_seed(0)
+    batch = {"codes": torch.randint(0, 60, (4, 3, 64), generator=g), "states": torch.randn(4, 3, 3, generator=g),
+             "actions": torch.randn(4, 3, 2, generator=g), "rewards": torch.randn(4, 3, generator=g),
+             "terminated": torch.zeros(4, 3, dtype=torch.bool), "act_mask": torch.ones(4, 3, dtype=torch.bool)}
+    quiet = DynamicsTrainConfig(corrupt_prob=0.0, rollout_prob=0.0)
+    noisy = quiet.replace(state_noise=0.5)
+    seen = []
+    hook = wm.dynamics.state_in.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    wm.train()
+    clean_loss, _ = batch_loss(wm, batch, quiet, torch.Generator().manual_seed(1))
+    noisy_loss, _ = batch_loss(wm, batch, noisy, torch.Generator().manual_seed(1))
+    wm.eval()
+    eval_a, _ = batch_loss(wm, batch, quiet)
+    eval_b, _ = batch_loss(wm, batch, noisy)
+    hook.remove()
+    assert not torch.allclose(clean_loss, noisy_loss) and torch.equal(eval_a, eval_b)
+    delta = seen[1] - seen[0]  # noisy minus clean inputs of the two training passes
+    assert delta[..., :2].abs().max() > 0.1 and torch.equal(delta[..., 2], torch.zeros_like(delta[..., 2]))
+    with pytest.raises(ValueError, match="state_noise must be >= 0"):
+        DynamicsTrainConfig(state_noise=-0.1)

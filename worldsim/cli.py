@@ -204,7 +204,8 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
 
-    cfg = DynamicsTrainConfig(**_run_overrides(args), balance=not args.no_balance)
+    extra = {} if args.state_noise is None else {"state_noise": args.state_noise}
+    cfg = DynamicsTrainConfig(**_run_overrides(args), balance=not args.no_balance, **extra)
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
                              context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma)
     if metrics:
@@ -375,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-balance", action="store_true", help="turn off the MoE bias update (for contrast)")
     s.add_argument("--bias-gamma", type=float, default=None,
                    help="the MoE load-balancing bias step (default: the preset's, 1e-3)")
+    s.add_argument("--state-noise", type=float, default=None,
+                   help="std of the Gaussian noise on input states, in dataset stds (default 0: none)")
     s.set_defaults(func=_cmd_train_dynamics)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")

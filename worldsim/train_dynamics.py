@@ -4,9 +4,12 @@
 
 All frames are encoded once with the (frozen) tokenizer. Each step draws windows of context + 1
 steps; the model sees the first `context` and predicts each next frame's codes, state, reward and
-termination. Against drift: (1) a share of input codes is replaced by random codes; (2) with
-probability `rollout_prob` a second pass feeds the model its own predictions of frames and states
-(open-loop inputs) and adds that loss.
+termination. Against drift: (1) a share of input codes is replaced by random codes; (2) Gaussian
+noise of `state_noise` (in dataset standard deviations) is added to the input states, while the
+targets stay the true next states, so the model learns to pull a perturbed state back rather than
+carry the error on (the noise-injection trick of learned simulators, Sanchez-Gonzalez et al. 2020,
+https://arxiv.org/abs/2002.09405); (3) with probability `rollout_prob` a second pass feeds the model
+its own predictions of frames and states (open-loop inputs) and adds that loss.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class DynamicsTrainConfig(ConfigBase):
     weight_decay: float = 0.05
     warmup: int = 100
     corrupt_prob: float = 0.1
+    state_noise: float = 0.0
     rollout_prob: float = 0.5
     val_fraction: float = 0.1
     save_every: int = 250
@@ -52,6 +56,8 @@ class DynamicsTrainConfig(ConfigBase):
         for name in ("corrupt_prob", "rollout_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.state_noise >= 0:
+            raise ValueError(f"DynamicsTrainConfig.state_noise must be >= 0, got {self.state_noise}")
 
 
 def encode_dataset(data, tok: Tokenizer) -> np.ndarray:
@@ -107,14 +113,20 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
         return ce + st + rw + te, {"ce": ce.item(), "state_mse": st.item(), "reward_mse": rw.item(),
                                    "term_bce": te.item(), "token_acc": acc.item()}, out
 
-    loss, logs, out = one_pass(inp, states[:, :K])
+    inp_states = states[:, :K]
+    if cfg.state_noise > 0 and dyn.training:
+        noise = torch.randn(inp_states.shape, device=dev, generator=rng) * cfg.state_noise
+        if wm.cfg.static_state_dims:  # held fixed in rollouts, so never perturbed
+            noise[..., list(wm.cfg.static_state_dims)] = 0
+        inp_states = inp_states + noise
+    loss, logs, out = one_pass(inp, inp_states)
     if force_rollout is None:
         coin = torch.rand((), generator=rng).item()
         force_rollout = dyn.training and cfg.rollout_prob > 0 and coin < cfg.rollout_prob
     if force_rollout:
         # Open-loop inputs: steps 1..K-1 take the model's own predicted frame and state.
         pred_codes = out["code_logits"].argmax(-1).detach()
-        pred_states = (states[:, :K] + out["state_delta"]).detach()
+        pred_states = (inp_states + out["state_delta"]).detach()
         roll_codes = torch.cat([inp[:, :1], pred_codes[:, : K - 1]], 1)
         roll_states = torch.cat([states[:, :1], pred_states[:, : K - 1]], 1)
         loss2, logs2, _ = one_pass(roll_codes, roll_states)
