@@ -138,8 +138,9 @@ class KVCache:
         count = sum(live)
         valid = self._valid
         if all(live[:count]):  # the filled slots are a prefix (always, unless rows restarted early)
-            self.k = self._k[:, :, :count].flatten(2, 3)
-            self.v = self._v[:, :, :count].flatten(2, 3)
+            # Contiguous for the kernels; a copy only while the ring is still filling (count < window).
+            self.k = self._k[:, :, :count].flatten(2, 3).contiguous()
+            self.v = self._v[:, :, :count].flatten(2, 3).contiguous()
             steps = self._steps[:count]
             if valid is not None:
                 valid = valid[:, :count]
