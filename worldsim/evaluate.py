@@ -60,7 +60,7 @@ def format_summary(report: dict) -> str:
     rows = [f"{report['scene']}: {report['episodes']} episodes, PCS {report['pcs']:.1f} "
             f"(copy_last {report['baseline_pcs']['copy_last']:.1f}, "
             f"constant_velocity {report['baseline_pcs']['constant_velocity']:.1f})",
-            f"{'metric':<22}{'predictor':<19}" + "".join(f"{'h=' + str(h):>9}" for h in hs)]
+            f"{'metric':<28}{'predictor':<19}" + "".join(f"{'h=' + str(h):>9}" for h in hs)]
     for name in ("state_nrmse", "valid_horizon", "psnr", "contact_recall", "termination_agreement",
                  "termination_agreement_rule"):
         if name not in report["metrics"]:
@@ -70,5 +70,5 @@ def format_summary(report: dict) -> str:
                             if name in report["baselines"][b]]]:
             cells = "".join(f"{v:>9.3g}" if v is not None and math.isfinite(v) else f"{'-':>9}"
                             for v in (vals.get(h) for h in hs))
-            rows.append(f"{name if who == 'model' else '':<22}{who:<19}{cells}")
+            rows.append(f"{name if who == 'model' else '':<28}{who:<19}{cells}")
     return "\n".join(rows)
