@@ -23,3 +23,9 @@ time worldsim train dynamics $T --preset dense --out "$RUN/reacher-dense-3000" -
 python benchmarks/v4_vs_dense.py --data "$DATA/reacher" --heldout "$DATA/reacher-heldout" --episodes 200 \
     --models v4="$RUN/reacher-v4" dense="$RUN/reacher-dense" nobias="$RUN/reacher-nobias" \
     v4-3000="$RUN/reacher-v4-long" dense-3000="$RUN/reacher-dense-3000"
+
+# Against drift: the same 1500-step budget with noise on the input states (README), both presets.
+time worldsim train dynamics $T --preset v4 --out "$RUN/reacher-v4-noise" --steps 1500 --state-noise 0.03
+time worldsim train dynamics $T --preset dense --out "$RUN/reacher-dense-noise" --steps 1500 --state-noise 0.03
+python benchmarks/v4_vs_dense.py --data "$DATA/reacher" --heldout "$DATA/reacher-heldout" --episodes 200 \
+    --models v4-noise="$RUN/reacher-v4-noise" dense="$RUN/reacher-dense-noise"
