@@ -22,7 +22,7 @@ import numpy as np
 from worldsim.envs.rendering import CameraSpec
 from worldsim.envs.scene import Scene
 
-SCENE_VERSION = 1
+SCENE_VERSION = 2  # 2: contacts found inside RK4 substeps too (same physics)
 HALF_WIDTH = 1.0  # interior spans x in [-1, 1]
 HEIGHT = 2.0  # interior spans z in [0, 2]
 RADIUS = 0.12
@@ -93,6 +93,8 @@ class BounceScene(Scene):
         super().__init__(model, data, width, height, self.camera)
         self._rng = np.random.default_rng()
         self._step_contacts = None
+        self._ball_body = [model.body(f"ball{i}").id for i in range(n_balls)]
+        self._wall_body = {name: model.body(name).id for name in ("floor", "ceiling", "wall_left", "wall_right")}
         self.reset()
 
     @property
@@ -127,12 +129,47 @@ class BounceScene(Scene):
 
     def _step(self, action: np.ndarray) -> None:
         self.data.ctrl[:] = action
-        # Ball-ball impacts last a few milliseconds, far less than a step: record contacts at every
-        # substep so `contacts()` reports each one in the step it happened.
+        # Impacts last a few milliseconds, far less than a step: record contacts at every substep so
+        # `contacts()` reports each one in the step it happened. A fast impact can even begin and end
+        # inside one RK4 substep, so that `data.contact` never shows it; those are found from the
+        # velocity change the contact force left behind (`_impacts`).
         self._step_contacts = np.zeros(len(self.contact_pairs), dtype=bool)
         for _ in range(SUBSTEPS):
+            qvel = self.data.qvel.copy()
             mujoco.mj_step(self.model, self.data)
             self._step_contacts |= super().contacts()
+            self._step_contacts |= self._impacts(qvel)
+
+    def _impacts(self, qvel_before: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+        """Contact pairs that must have touched during the last substep: a ball whose velocity changed
+        by more than `threshold` m/s beyond free flight (gravity, and the push on ball 0) was hit, by
+        the nearest surface (wall, floor, ceiling or ball) on the side the impulse came from."""
+        m, d = self.model, self.data
+        n = self.n_balls
+        free = np.zeros(2 * n)
+        free[1::2] = m.opt.gravity[2]
+        free[0] += d.ctrl[0] * m.actuator_gear[0, 0] / m.body_mass[self._ball_body[0]]
+        impulse = (d.qvel[: 2 * n] - qvel_before[: 2 * n] - free * m.opt.timestep).reshape(n, 2)
+        out = np.zeros(len(self.contact_pairs), dtype=bool)
+        pos = d.qpos[: 2 * n].reshape(n, 2)
+        for i in np.flatnonzero(np.linalg.norm(impulse, axis=1) > threshold):
+            x, z = pos[i]
+            # (gap to the surface, its outward normal, its body) for every candidate
+            cands = [(z - RADIUS, (0.0, 1.0), self._wall_body["floor"]),
+                     (HEIGHT - z - RADIUS, (0.0, -1.0), self._wall_body["ceiling"]),
+                     (x + HALF_WIDTH - RADIUS, (1.0, 0.0), self._wall_body["wall_left"]),
+                     (HALF_WIDTH - x - RADIUS, (-1.0, 0.0), self._wall_body["wall_right"])]
+            for j in range(n):
+                if j != i:
+                    delta = pos[i] - pos[j]
+                    dist = float(np.linalg.norm(delta))
+                    cands.append((dist - 2 * RADIUS, tuple(delta / max(dist, 1e-12)), self._ball_body[j]))
+            facing = [c for c in cands if np.dot(c[1], impulse[i]) > 0]
+            gap, _, body = min(facing or cands, key=lambda c: c[0])
+            k = self._pair_matrix[self._ball_body[i], body]
+            if k >= 0:
+                out[k] = True
+        return out
 
     def _reset(self, seed: int | None) -> None:
         self._step_contacts = None
