@@ -29,12 +29,15 @@ from worldsim.eval.paired import (
     constant_velocity,
     copy_last,
     model_rollout,
+    perturbed_mujoco,
     record_truth,
     with_rule_termination,
 )
 
 HORIZONS = (1, 10, 50, 100, 240)
-BASELINES = ("copy_last", "constant_velocity")
+# `mujoco_perturbed` is a reference rather than a baseline to beat: MuJoCo from a state moved by
+# `EvalConfig.perturbation`, i.e. how predictable the scene is at all under open-loop actions.
+BASELINES = ("copy_last", "constant_velocity", "mujoco_perturbed")
 
 # name -> (unit, better, what the value at horizon h is)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -73,6 +76,7 @@ class EvalConfig(ConfigBase):
     termination_tolerance: int = 2
     penetration_tolerance: float = 0.02
     frames: bool = True
+    perturbation: float = 1e-6
 
     def __post_init__(self) -> None:
         from worldsim.envs import list_scenes
@@ -88,6 +92,8 @@ class EvalConfig(ConfigBase):
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; known policies: {', '.join(POLICIES)}")
+        if not self.perturbation >= 0:
+            raise ValueError(f"perturbation must be >= 0 (0: no perturbed-MuJoCo reference), got {self.perturbation!r}")
         if not self.valid_threshold > 0:
             raise ValueError(f"valid_threshold must be > 0, got {self.valid_threshold!r}")
         if self.contact_window < 0 or self.termination_tolerance < 0 or self.penetration_tolerance < 0:
@@ -324,6 +330,8 @@ def evaluate(wm, cfg: EvalConfig, progress: bool = False) -> Result:
         model = with_rule_termination(scene, truth, model_rollout(wm, truth, decode=cfg.frames, progress=progress))
         preds = {"model": model,
                  "copy_last": copy_last(scene, truth), "constant_velocity": constant_velocity(scene, truth)}
+        if cfg.perturbation > 0:
+            preds["mujoco_perturbed"] = perturbed_mujoco(scene, truth, cfg.perturbation, frames=cfg.frames)
     finally:
         scene.close()
     std = wm.state_std.double().cpu().numpy()

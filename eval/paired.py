@@ -184,6 +184,34 @@ def constant_velocity(scene: Scene, truth: Truth) -> Prediction:
     return Prediction("constant_velocity", states, frames, rew, term)
 
 
+def perturbed_mujoco(scene: Scene, truth: Truth, eps: float = 1e-6, frames: bool = True) -> Prediction:
+    """MuJoCo itself, started from step 0's physics state with every position moved by `eps`, then
+    driven by the recorded actions open loop: a reference for how far ahead the scene can be
+    predicted at all from an almost exact state. Chaotic or unstable scenes (bounce, the balancing
+    pendulum) part from the truth within the horizon even so. A run that terminates stops there and
+    is padded like the truth."""
+    m = scene.model
+    e, t = truth.actions.shape[:2]
+    states = truth.states.copy()
+    out_frames = truth.frames.copy() if frames else None
+    rewards, term = np.zeros((e, t)), np.zeros((e, t), bool)
+    for i in range(e):
+        ph = truth.physics0[i].copy()
+        ph[: m.nq] += eps
+        scene.reset(physics_state=ph)
+        for k in range(t):
+            r = scene.step(truth.actions[i, k])
+            states[i, k + 1], rewards[i, k], term[i, k] = r.state, r.reward, r.terminated
+            if frames:
+                out_frames[i, k + 1] = scene.render()
+            if r.terminated:
+                states[i, k + 2 :] = r.state
+                if frames:
+                    out_frames[i, k + 2 :] = out_frames[i, k + 1]
+                break
+    return Prediction("mujoco_perturbed", states, out_frames, rewards, term)
+
+
 def from_truth(truth: Truth) -> Prediction:
     """MuJoCo as its own predictor: the reference that scores 100."""
     return Prediction("mujoco", truth.states.copy(), truth.frames.copy(), truth.rewards.copy(),

@@ -91,7 +91,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [head, "|---|---|---|" + "---:|" * len(hs)]
     for name, by_h in report["metrics"].items():
         unit = METRICS[name][0]
-        rows = [("model", by_h)] + [(b, report["baselines"][b].get(name, {})) for b in BASELINES]
+        rows = [("model", by_h)] + [(b, report["baselines"][b].get(name, {})) for b in BASELINES
+                                    if b in report["baselines"]]
         for who, vals in rows:
             cells = " | ".join(_fmt(vals.get(h), unit) for h in hs)
             lines.append(f"| {name if who == 'model' else ''} | {unit if who == 'model' else ''} | {who} | {cells} |")
@@ -112,9 +113,12 @@ def plot_errors(report: dict[str, Any], path: Path) -> None:
 
     names = [m for m in PLOT_METRICS if m in report["per_step"]["model"]]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-    styles = {"model": ("C0", "-"), "copy_last": ("C1", "--"), "constant_velocity": ("C2", ":")}
+    styles = {"model": ("C0", "-"), "copy_last": ("C1", "--"), "constant_velocity": ("C2", ":"),
+              "mujoco_perturbed": ("C7", "-.")}
     for ax, name in zip(axes[0], names):
         for who, (color, ls) in styles.items():
+            if who not in report["per_step"] or name not in report["per_step"][who]:
+                continue
             y = np.asarray(report["per_step"][who][name], dtype=float)
             ax.plot(np.arange(1, len(y) + 1), y, color=color, ls=ls, label=who)
         unit = METRICS[name][0]

@@ -57,9 +57,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
 def format_summary(report: dict) -> str:
     """A few lines for the terminal: the PCS and the main metrics by horizon for all predictors."""
     hs = report["horizons"]
-    rows = [f"{report['scene']}: {report['episodes']} episodes, PCS {report['pcs']:.1f} "
-            f"(copy_last {report['baseline_pcs']['copy_last']:.1f}, "
-            f"constant_velocity {report['baseline_pcs']['constant_velocity']:.1f})",
+    others = ", ".join(f"{b} {p:.1f}" for b, p in report["baseline_pcs"].items())
+    rows = [f"{report['scene']}: {report['episodes']} episodes, PCS {report['pcs']:.1f} ({others})",
             f"{'metric':<28}{'predictor':<19}" + "".join(f"{'h=' + str(h):>9}" for h in hs)]
     for name in ("state_nrmse", "valid_horizon", "psnr", "contact_recall", "termination_agreement",
                  "termination_agreement_rule"):

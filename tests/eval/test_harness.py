@@ -44,6 +44,10 @@ def test_report_has_every_metric_by_horizon(reacher_result):
         assert set(r["metrics"][name]) == {1, 6}
         for b in ("copy_last", "constant_velocity"):
             assert set(r["baselines"][b][name]) == {1, 6}
+    # MuJoCo from a state moved by 1e-6, under the same actions: almost exact over 6 steps.
+    ref = r["baselines"]["mujoco_perturbed"]
+    assert 0 < ref["state_nrmse"][6] < 1e-3 and ref["valid_horizon"][6] == 6 and ref["psnr"][6] > 40
+    assert r["baseline_pcs"]["mujoco_perturbed"] > 95
     # Reacher never terminates: the termination rule on predicted states agrees everywhere.
     assert r["metrics"]["termination_agreement_rule"] == {1: 1.0, 6: 1.0}
     assert "termination_agreement_rule" not in r["baselines"]["copy_last"]  # theirs is the rule already
@@ -80,7 +84,7 @@ def test_write_report_files_and_json(reacher_result, tmp_path):
     assert "Physics Consistency Score" in (out / "report.md").read_text()
     s = summary(reacher_result.report)
     assert set(s) >= {"scene", "episodes", "horizons", "pcs", "metrics", "baselines"}
-    assert set(s["baselines"]) == {"copy_last", "constant_velocity"}
+    assert set(s["baselines"]) == {"copy_last", "constant_velocity", "mujoco_perturbed"}
     # Written again over an earlier report: replaced, and no temporary directory left behind.
     write_report(reacher_result, out, videos=False)
     assert "video_median.mp4" not in {p.name for p in out.iterdir()}
