@@ -27,6 +27,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1000, help="episode seed (training data used 1)")
     s.add_argument("--policy", default="scripted", help="actions: random, smooth, scripted or mixed")
     s.add_argument("--context", type=int, default=1, help="true steps the model and baselines start from")
+    s.add_argument("--perturbation", type=float, default=1e-6,
+                   help="offset of the perturbed-MuJoCo reference's initial positions (0: no reference)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--out", required=True, help="report directory (replaced only if it holds an earlier report)")
     s.add_argument("--no-video", action="store_true", help="skip the side-by-side videos")
@@ -41,7 +43,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from worldsim.eval.report import check_out_dir, summary, write_report
 
     cfg = EvalConfig(scene=args.scene, episodes=args.episodes, horizon=args.horizon, seed=args.seed,
-                     policy=args.policy, context=args.context)
+                     policy=args.policy, context=args.context, perturbation=args.perturbation)
     check_out_dir(args.out)
     wm = load_world_model(args.scene, args.checkpoint, args.device)
     result = evaluate(wm, cfg, progress=not args.quiet)

@@ -131,7 +131,9 @@ def test_cli_eval_json(reacher, tmp_path, capsys):
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["scene"] == "Reacher-v5" and r["horizons"] == [1, 3] and {"1", "3"} == set(r["metrics"]["psnr"])
-    assert (tmp_path / "rep" / "report.json").is_file()
+    assert (tmp_path / "rep" / "report.json").is_file() and "mujoco_perturbed" in r["baselines"]
+    assert main(argv + ["--perturbation", "0"]) == 0  # no reference
+    assert set(json.loads(capsys.readouterr().out)["baselines"]) == {"copy_last", "constant_velocity"}
 
 
 def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
@@ -143,6 +145,7 @@ def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
         (["--scene", "Reacher-v5", "--episodes", "0"], "episodes must be an int >= 1, got 0"),
         (["--scene", "bounce"], "world model of scene 'Reacher-v5', not 'bounce'"),
         (["--scene", "Reacher-v5", "--context", "3"], "at most the model's window of 2"),
+        (["--scene", "Reacher-v5", "--perturbation", "-1"], "perturbation must be >= 0"),
     ]
     for extra, msg in cases:
         assert main(base + extra) == 2
