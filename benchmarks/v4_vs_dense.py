@@ -20,37 +20,24 @@ import torch
 
 from worldsim.envs.dataset import read_manifest
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
-from worldsim.model.moe import load_stats
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
-from worldsim.train_dynamics import DynamicsTrainConfig, batch_loss, encode_dataset
+from worldsim.train_dynamics import DynamicsTrainConfig, encode_dataset, evaluate_batches
 from worldsim.train_tokenizer import split_episodes
 
 
-@torch.no_grad()
 def one_step(wm: WorldModel, data: EpisodeDataset, batch: int = 64) -> dict[str, float]:
-    """Teacher-forced figures (the trainer's loss terms) and the MoE load, over every window of `data`."""
+    """Teacher-forced figures and the MoE load over every window of `data`, through the trainer's own
+    held-out evaluation."""
     cfg = DynamicsTrainConfig(batch_size=batch)
     sampler = WindowSampler(data, T=wm.cfg.dynamics.context + 1, seed=0, keys=("codes",))
-    moe = wm.dynamics.moe_layers()
-    loads = [torch.zeros(m.experts) for m in moe]
-    sums: dict[str, float] = {}
-    wm.eval()
     n = sampler.num_windows
-    for i in range(0, n, batch):
-        pos = np.arange(i, min(i + batch, n))
-        _, logs = batch_loss(wm, sampler.windows(pos), cfg)
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v * len(pos)
-        for acc, m in zip(loads, moe):
-            acc += m.last_load
-    out = {"token_acc_1step": sums["token_acc"] / n, "state_nrmse_1step": float(np.sqrt(sums["state_mse"] / n)),
+    v = evaluate_batches(wm, (sampler.windows(np.arange(i, min(i + batch, n))) for i in range(0, n, batch)), cfg)
+    out = {"token_acc_1step": v["val_token_acc"], "state_nrmse_1step": float(np.sqrt(v["val_state_mse"])),
            "windows": n}
-    if moe:
-        stats = [load_stats(load) for load in loads]
-        out["maxvio"] = max(st["maxvio"] for st in stats)
-        out["min_load"] = min(st["min_load"] for st in stats)
-        out["dead_experts"] = sum(st["dead_experts"] for st in stats)
+    for k in ("maxvio", "min_load", "dead_experts"):
+        if f"val_{k}" in v:
+            out[k] = v[f"val_{k}"]
     return out
 
 

@@ -134,24 +134,26 @@ class BounceScene(Scene):
         # inside one RK4 substep, so that `data.contact` never shows it; those are found from the
         # velocity change the contact force left behind (`_impacts`).
         self._step_contacts = np.zeros(len(self.contact_pairs), dtype=bool)
+        m, n = self.model, 2 * self.n_balls
+        # A substep's velocity change in free flight: gravity, and the push on ball 0's x.
+        free = np.zeros(n)
+        free[1::2] = m.opt.gravity[2]
+        free[0] += self.data.ctrl[0] * m.actuator_gear[0, 0] / m.body_mass[self._ball_body[0]]
+        free *= m.opt.timestep
         for _ in range(SUBSTEPS):
-            qvel = self.data.qvel.copy()
+            qvel = self.data.qvel[:n].copy()
             mujoco.mj_step(self.model, self.data)
             self._step_contacts |= super().contacts()
-            self._step_contacts |= self._impacts(qvel)
+            self._step_contacts |= self._impacts(self.data.qvel[:n] - qvel - free)
 
-    def _impacts(self, qvel_before: np.ndarray, threshold: float = 0.05) -> np.ndarray:
-        """Contact pairs that must have touched during the last substep: a ball whose velocity changed
-        by more than `threshold` m/s beyond free flight (gravity, and the push on ball 0) was hit, by
-        the nearest surface (wall, floor, ceiling or ball) on the side the impulse came from."""
-        m, d = self.model, self.data
+    def _impacts(self, impulse: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+        """Contact pairs that must have touched during the last substep, given each ball's velocity
+        change beyond free flight `impulse` [2 * n_balls]: a ball whose change exceeds `threshold` m/s
+        was hit, by the nearest surface (wall, floor, ceiling or ball) on the side the impulse came from."""
         n = self.n_balls
-        free = np.zeros(2 * n)
-        free[1::2] = m.opt.gravity[2]
-        free[0] += d.ctrl[0] * m.actuator_gear[0, 0] / m.body_mass[self._ball_body[0]]
-        impulse = (d.qvel[: 2 * n] - qvel_before[: 2 * n] - free * m.opt.timestep).reshape(n, 2)
+        impulse = impulse.reshape(n, 2)
         out = np.zeros(len(self.contact_pairs), dtype=bool)
-        pos = d.qpos[: 2 * n].reshape(n, 2)
+        pos = self.data.qpos[: 2 * n].reshape(n, 2)
         for i in np.flatnonzero(np.linalg.norm(impulse, axis=1) > threshold):
             x, z = pos[i]
             # (gap to the surface, its outward normal, its body) for every candidate
@@ -165,7 +167,7 @@ class BounceScene(Scene):
                     dist = float(np.linalg.norm(delta))
                     cands.append((dist - 2 * RADIUS, tuple(delta / max(dist, 1e-12)), self._ball_body[j]))
             facing = [c for c in cands if np.dot(c[1], impulse[i]) > 0]
-            gap, _, body = min(facing or cands, key=lambda c: c[0])
+            body = min(facing or cands, key=lambda c: c[0])[2]
             k = self._pair_matrix[self._ball_body[i], body]
             if k >= 0:
                 out[k] = True

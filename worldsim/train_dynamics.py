@@ -151,25 +151,38 @@ class Objective(torch.nn.Module):
 
 
 @torch.no_grad()
-def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8) -> dict[str, float]:
-    """Teacher-forced held-out losses and accuracy (no corruption, no open-loop pass in eval mode),
-    and, for MoE models, the expert load over all these batches (worst layer)."""
+def evaluate_batches(wm: WorldModel, batches, cfg: DynamicsTrainConfig) -> dict[str, float]:
+    """Teacher-forced losses and accuracy over `batches` (an iterable of window batches), in eval mode
+    (no corruption, no open-loop pass), each batch weighted by its windows; for MoE models also the
+    expert load summed over all of them (worst layer's MaxVio and min load, dead experts of all layers)."""
+    was_training = wm.training
     wm.eval()
-    logs: dict[str, list[float]] = {}
+    sums: dict[str, float] = {}
+    n = 0
     moe = wm.dynamics.moe_layers()
     loads = [torch.zeros(m.experts) for m in moe]
-    for _ in range(batches):
-        _, lg = batch_loss(wm, sampler.sample(cfg.batch_size), cfg)
+    for batch in batches:
+        b = len(batch["codes"])
+        _, lg = batch_loss(wm, batch, cfg)
         for k, v in lg.items():
-            logs.setdefault(k, []).append(v)
+            sums[k] = sums.get(k, 0.0) + v * b
+        n += b
         for acc, m in zip(loads, moe):
             acc += m.last_load
-    out = {f"val_{k}": float(np.mean(v)) for k, v in logs.items()}
+    out = {f"val_{k}": v / n for k, v in sums.items()}
     if moe:
         stats = [load_stats(load) for load in loads]
         out["val_maxvio"] = max(s["maxvio"] for s in stats)
         out["val_min_load"] = min(s["min_load"] for s in stats)
         out["val_dead_experts"] = sum(s["dead_experts"] for s in stats)
+    wm.train(was_training)
+    return out
+
+
+def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8) -> dict[str, float]:
+    """Held-out figures (`evaluate_batches`) on `batches` random batches of `cfg.batch_size` windows;
+    leaves the model in training mode."""
+    out = evaluate_batches(wm, (sampler.sample(cfg.batch_size) for _ in range(batches)), cfg)
     wm.train()
     return out
 

@@ -15,6 +15,11 @@ import torch
 import torch.nn.functional as F
 
 
+def swiglu_expert(h: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """One SwiGLU expert on its tokens h [M, D]: (silu(h W_gate) * h W_up) W_down."""
+    return (F.silu(h @ w_gate) * (h @ w_up)) @ w_down
+
+
 def moe_ffn_ref(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
                 expert_index: torch.Tensor, expert_weight: torch.Tensor) -> torch.Tensor:
     """x [N, D]; w_gate, w_up [E, D, F]; w_down [E, F, D]; expert_index [N, K] long;
@@ -28,8 +33,7 @@ def moe_ffn_ref(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_dow
         if sel.numel() == 0:
             continue
         tok = flat_tok[sel]
-        h = x[tok]
-        y = (F.silu(h @ w_gate[e]) * (h @ w_up[e])) @ w_down[e]
+        y = swiglu_expert(x[tok], w_gate[e], w_up[e], w_down[e])
         out.index_add_(0, tok, y * flat_w[sel, None].to(y.dtype))
     return out
 
@@ -51,8 +55,7 @@ def moe_ffn_sorted(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_
     ys, start = [], 0
     for e, c in enumerate(counts):
         if c:
-            h = xs[start : start + c]
-            ys.append((F.silu(h @ w_gate[e]) * (h @ w_up[e])) @ w_down[e])
+            ys.append(swiglu_expert(xs[start : start + c], w_gate[e], w_up[e], w_down[e]))
         start += c
     y = torch.cat(ys) if ys else xs.new_zeros(0, x.shape[1])
     y = y * expert_weight.reshape(-1)[order, None].to(y.dtype)
