@@ -58,6 +58,8 @@ def world_model_info(wm) -> dict:
         "prune_from_layer": cfg.prune_from if cfg.prune else None,
         "experts": cfg.experts if cfg.moe else 0,
         "expert_groups": cfg.expert_groups if cfg.moe else 0,
+        "frame_head": cfg.frame_head,
+        "state_mlp": cfg.state_mlp,
         "layers": cfg.layers,
         "width": cfg.width,
     }

@@ -188,13 +188,7 @@ class WorldModel(PretrainedMixin, nn.Module):
             raise ValueError(f"actions must be [{b}, {cfg.action_dim}], got {tuple(actions.shape)}")
         out = self.dynamics.step_with_cache(handle.caches, handle.codes, handle.state,
                                             actions.to(self.device).float()[:, None], handle.step_index)
-        logits = out["code_logits"][:, 0]  # [B, N, V]
-        if temperature <= 0:
-            codes = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits.float() / temperature, -1)
-            codes = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=handle.generator)
-            codes = codes.view(b, -1)
+        codes = self.dynamics.predict_codes(out["code_logits"][:, 0], temperature, handle.generator)  # [B, N]
         delta = out["state_delta"][:, 0]
         if self.cfg.static_state_dims:
             delta[:, list(self.cfg.static_state_dims)] = 0

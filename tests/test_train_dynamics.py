@@ -24,9 +24,10 @@ def setup(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("preset", ["dense", "v4"])
+@pytest.mark.parametrize("preset", ["dense", "v4", "v4-lite"])
 def test_train_resume_and_step(setup, tmp_path, preset):
-    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1)
+    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1, state_batch=8,
+                              state_pretrain=2)
     out = tmp_path / preset
     metrics = train_dynamics(str(setup / "data"), str(setup / "tok"), out, preset=preset, cfg=cfg, device="cpu",
                              context=3, progress=False)
@@ -37,8 +38,39 @@ def test_train_resume_and_step(setup, tmp_path, preset):
                    device="cpu", context=3, progress=False)
     assert load_checkpoint(out).extra["steps"] == 3
     wm = WorldModel.from_pretrained(out)
-    assert wm.cfg.preset == preset and wm.cfg.dynamics.prune == (preset == "v4")
+    assert wm.cfg.preset == preset and wm.cfg.dynamics.prune == (preset != "dense")
     assert float(wm.state_std.min()) > 0
+    if preset == "v4-lite":  # the head factorized over the tokenizer's own FSQ levels
+        assert wm.cfg.dynamics.code_levels == (5, 4, 3) and wm.cfg.dynamics.state_mlp > 0
+    tokens = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    h = wm.start(tokens, torch.zeros(1, 1, wm.cfg.dynamics.state_dim))
+    codes, state, _, _ = wm.step(h, torch.zeros(1, wm.cfg.dynamics.action_dim))
+    assert codes.shape == (1, 8, 8) and int(codes.max()) < 60 and torch.isfinite(state).all()
+
+
+def test_transitions_never_cross_an_episode_end(setup):
+    import numpy as np
+
+    from worldsim.envs.loader import EpisodeDataset
+    from worldsim.model.dynamics import DynamicsConfig
+    from worldsim.model.world_model import WorldModelConfig
+    from worldsim.train_dynamics import Transitions
+
+    data = EpisodeDataset(setup / "data")
+    st, act = data.arrays["states"], data.arrays["actions"]
+    wm = WorldModel(WorldModelConfig(scene="test", tokenizer=TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3)),
+                                     dynamics=DynamicsConfig(state_dim=st.shape[1], action_dim=act.shape[1],
+                                                             codebook_size=60, width=32, layers=2, heads=2)))
+    tr = Transitions(data, wm)  # identity normalisation (mean 0, std 1)
+    assert len(tr) == int(data.lengths.sum()) - len(data.lengths)  # every frame that has an action
+    pairs = {(a.tobytes(), b.tobytes()) for a, b in zip(tr.state.numpy(), tr.next_state.numpy())}
+    for o, n in zip(data.offsets, data.lengths):
+        for t in range(n - 1):
+            assert (st[o + t].astype(np.float32).tobytes(), st[o + t + 1].astype(np.float32).tobytes()) in pairs
+        if o + n < len(st):  # the last frame of an episode and the first of the next are no transition
+            assert (st[o + n - 1].astype(np.float32).tobytes(), st[o + n].astype(np.float32).tobytes()) not in pairs
+    batch = tr.sample(16, np.random.default_rng(0))
+    assert batch["state"].shape == (16, st.shape[1]) and batch["action"].shape == (16, act.shape[1])
 
 
 def test_cli_train_dynamics(setup, tmp_path):
@@ -47,6 +79,33 @@ def test_cli_train_dynamics(setup, tmp_path):
                  "--quiet", "--device", "cpu"]) == 0
     assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
                  "v9", "--out", str(tmp_path / "e"), "--steps", "1", "--quiet", "--device", "cpu"]) == 2
+    # v4-lite with its own options: pruning capacity and the state pathway's fitting.
+    assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
+                 "v4-lite", "--out", str(tmp_path / "f"), "--steps", "1", "--batch-size", "2", "--context", "2",
+                 "--capacity", "0.25", "--state-batch", "4", "--state-pretrain", "1", "--quiet", "--device", "cpu"]) == 0
+    wm = WorldModel.from_pretrained(tmp_path / "f")
+    assert wm.cfg.dynamics.capacity == 0.25 and wm.cfg.dynamics.frame_head == "factorized"
+    assert load_checkpoint(tmp_path / "f").extra["train_config"]["state_pretrain"] == 1
+
+
+def test_state_data_adds_transitions_of_the_same_scene_only(setup, tmp_path):
+    import json
+
+    cfg = DynamicsTrainConfig(steps=1, batch_size=2, warmup=1, val_batches=1, state_batch=4)
+    kw = dict(cfg=cfg, device="cpu", context=2, progress=False)
+    data, tok = str(setup / "data"), str(setup / "tok")
+    train_dynamics(data, tok, tmp_path / "a", preset="v4-lite", state_data=[data], **kw)
+    assert load_checkpoint(tmp_path / "a").extra["state_data"] == [data]
+    other = tmp_path / "other"
+    shutil.copytree(setup / "data", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["scene_config_hash"] = "0" * 16
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="scene_config_hash"):
+        train_dynamics(data, tok, tmp_path / "b", preset="v4-lite", state_data=[str(other)], **kw)
+    with pytest.raises(ValueError, match="state pathway"):
+        train_dynamics(data, tok, tmp_path / "c", preset="v4", state_data=[data], **kw)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow
@@ -64,12 +123,15 @@ def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
     assert load_checkpoint(tmp_path / "ddp").extra["steps"] == 3
 
 
-def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
-    """Sampler and corruption streams are checkpointed or step-seeded, so resuming changes nothing."""
+@pytest.mark.parametrize("preset", ["v4", "v4-lite"])
+def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, preset):
+    """Sampler, corruption and transition streams are checkpointed or step-seeded, so resuming
+    changes nothing."""
     import worldsim.train_dynamics as td
 
-    cfg = DynamicsTrainConfig(steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1)
-    kw = dict(preset="v4", cfg=cfg, device="cpu", context=3, progress=False)
+    cfg = DynamicsTrainConfig(steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1, state_batch=8,
+                              state_pretrain=2)
+    kw = dict(preset=preset, cfg=cfg, device="cpu", context=3, progress=False)
     train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "straight", **kw)
 
     calls = {"n": 0}

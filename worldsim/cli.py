@@ -204,10 +204,12 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
 
-    extra = {} if args.state_noise is None else {"state_noise": args.state_noise}
+    extra = {k: getattr(args, k) for k in ("state_noise", "state_batch", "state_pretrain")
+             if getattr(args, k) is not None}
     cfg = DynamicsTrainConfig(**_run_overrides(args), balance=not args.no_balance, **extra)
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
-                             context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma)
+                             context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma,
+                             capacity=args.capacity, state_data=args.state_data)
     if metrics:
         print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
               f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
@@ -369,15 +371,23 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train the dynamics transformer on a dataset's tokens; rerun to resume.")
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--tokenizer", required=True, help="tokenizer checkpoint, or a scene name for the shipped one")
-    s.add_argument("--preset", default="v4", help="v4, dense, v4-gpu or dense-gpu")
+    s.add_argument("--preset", default="v4", help="v4, dense, v4-lite, v4-gpu or dense-gpu")
     s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
     _add_run_args(s, batch="windows per step (per process)")
     s.add_argument("--context", type=int, default=4, help="context window in steps")
     s.add_argument("--no-balance", action="store_true", help="turn off the MoE bias update (for contrast)")
     s.add_argument("--bias-gamma", type=float, default=None,
                    help="the MoE load-balancing bias step (default: the preset's, 1e-3)")
+    s.add_argument("--capacity", type=float, default=None,
+                   help="share of frame tokens each pruned layer keeps (default: the preset's)")
     s.add_argument("--state-noise", type=float, default=None,
                    help="std of the Gaussian noise on input states, in dataset stds (default 0: none)")
+    s.add_argument("--state-batch", type=int, default=None,
+                   help="transitions per step that fit the state pathway alone (presets with one; default 1024)")
+    s.add_argument("--state-pretrain", type=int, default=None,
+                   help="steps fitting the state pathway alone before the first transformer step (default 0)")
+    s.add_argument("--state-data", nargs="+", default=(), metavar="DIR",
+                   help="more datasets of the scene whose transitions also fit the state pathway (frames unused)")
     s.set_defaults(func=_cmd_train_dynamics)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")

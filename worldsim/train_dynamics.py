@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from worldsim.config import ConfigBase
-from worldsim.model.dynamics import preset_config
+from worldsim.model.dynamics import PRESETS, preset_config
 from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig
@@ -48,6 +48,11 @@ class DynamicsTrainConfig(ConfigBase):
     seed: int = 0
     balance: bool = True
     val_batches: int = 8
+    # Models with a state pathway (DynamicsConfig.state_mlp): each step also fits the pathway alone
+    # to the state change on `state_batch` random transitions (an MLP pass: cheap next to the
+    # transformer's), after `state_pretrain` steps of that alone before the first transformer step.
+    state_batch: int = 1024
+    state_pretrain: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -56,6 +61,9 @@ class DynamicsTrainConfig(ConfigBase):
         for name in ("corrupt_prob", "rollout_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("state_batch", "state_pretrain"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_noise >= 0:
             raise ValueError(f"DynamicsTrainConfig.state_noise must be >= 0, got {self.state_noise}")
 
@@ -102,16 +110,16 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
         out = dyn(inp_codes, inp_states, actions[:, :K])
         m = valid.float()
         denom = m.sum().clamp_min(1)
-        ce = F.cross_entropy(out["code_logits"].flatten(0, 2).float(), codes[:, 1:].flatten(), reduction="none")
-        ce = (ce.view(m.shape[0], K, -1).mean(-1) * m).sum() / denom
+        ce = (dyn.code_loss(out["code_logits"], codes[:, 1:]).mean(-1) * m).sum() / denom
         target_delta = states[:, 1:] - inp_states
         st = ((out["state_delta"] - target_delta).pow(2).mean(-1) * m).sum() / denom
         rw = ((out["reward"] - rewards[:, :K]).pow(2) * m).sum() / denom
         te = (F.binary_cross_entropy_with_logits(out["term_logit"], term[:, :K], reduction="none") * m).sum() / denom
         with torch.no_grad():
-            acc = ((out["code_logits"].argmax(-1) == codes[:, 1:]).float().mean(-1) * m).sum() / denom
+            pred = dyn.predict_codes(out["code_logits"])
+            acc = ((pred == codes[:, 1:]).float().mean(-1) * m).sum() / denom
         return ce + st + rw + te, {"ce": ce.item(), "state_mse": st.item(), "reward_mse": rw.item(),
-                                   "term_bce": te.item(), "token_acc": acc.item()}, out
+                                   "term_bce": te.item(), "token_acc": acc.item()}, out | {"codes": pred}
 
     inp_states = states[:, :K]
     if cfg.state_noise > 0 and dyn.training:
@@ -125,7 +133,7 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
         force_rollout = dyn.training and cfg.rollout_prob > 0 and coin < cfg.rollout_prob
     if force_rollout:
         # Open-loop inputs: steps 1..K-1 take the model's own predicted frame and state.
-        pred_codes = out["code_logits"].argmax(-1).detach()
+        pred_codes = out["codes"]
         pred_states = (inp_states + out["state_delta"]).detach()
         roll_codes = torch.cat([inp[:, :1], pred_codes[:, : K - 1]], 1)
         roll_states = torch.cat([states[:, :1], pred_states[:, : K - 1]], 1)
@@ -137,6 +145,44 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
     return loss, logs
 
 
+class Transitions:
+    """Every (state, action, next state) of one or more datasets' episodes, states normalised by
+    `wm`, for fitting the state pathway: `sample(n, rng)` draws n of them (float tensors on the
+    model's device)."""
+
+    def __init__(self, datasets, wm: WorldModel):
+        states, next_states, actions = [], [], []
+        for data in datasets if isinstance(datasets, (list, tuple)) else [datasets]:
+            real = np.ones(data.num_frames, dtype=bool)
+            real[data.offsets + data.lengths - 1] = False  # the last frame of an episode has no action
+            idx = np.flatnonzero(real)
+            st = data.arrays["states"]
+            states.append(st[idx]), next_states.append(st[idx + 1]), actions.append(data.arrays["actions"][idx])
+        dev = wm.device
+
+        def norm(parts: list[np.ndarray]) -> torch.Tensor:
+            return wm.normalize_state(torch.from_numpy(np.concatenate(parts)).float().to(dev))
+
+        self.state, self.next_state = norm(states), norm(next_states)
+        self.action = torch.from_numpy(np.concatenate(actions)).float().to(dev)
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.state.device)
+        return {"state": self.state[i], "action": self.action[i], "next_state": self.next_state[i]}
+
+
+def state_pathway_loss(wm: WorldModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean squared error of the state pathway alone on a batch of transitions (normalised units)."""
+    delta = wm.dynamics.state_pathway(batch["state"], batch["action"])
+    if wm.cfg.static_state_dims:
+        delta = delta.clone()
+        delta[:, list(wm.cfg.static_state_dims)] = 0
+    return (batch["state"] + delta - batch["next_state"]).pow(2).mean()
+
+
 class Objective(torch.nn.Module):
     """The training loss as one module, so DDP sees exactly one forward per backward (the open-loop
     second pass included)."""
@@ -146,8 +192,13 @@ class Objective(torch.nn.Module):
         self.wm = wm
 
     def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
-                rng: torch.Generator | None):
-        return batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
+                rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None):
+        loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
+        if transitions is not None:
+            aux = state_pathway_loss(self.wm, transitions)
+            logs["pathway_mse"] = aux.item()
+            loss = loss + aux
+        return loss, logs
 
 
 @torch.no_grad()
@@ -189,7 +240,13 @@ def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8
 
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
-                   progress: bool = True, bias_gamma: float | None = None) -> dict[str, float]:
+                   progress: bool = True, bias_gamma: float | None = None,
+                   capacity: float | None = None, state_data: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
+    """Train (or resume) a world model's dynamics on `data_dir` with the frozen `tokenizer`.
+
+    `state_data`: more datasets of the same scene whose transitions (states and actions only) also
+    fit the state pathway of presets that have one; their frames are not used.
+    """
     from tqdm import tqdm
 
     from worldsim.envs.dataset import read_manifest
@@ -200,8 +257,19 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     m = read_manifest(data_dir)
     tok = Tokenizer.from_pretrained(tokenizer, device=dev)
     extra = {} if bias_gamma is None else {"bias_gamma": bias_gamma}  # the MoE bias step (preset's otherwise)
+    if capacity is not None:
+        extra["capacity"] = capacity
+    if PRESETS.get(preset, {}).get("frame_head") == "factorized":
+        extra["code_levels"] = tuple(tok.cfg.levels)
     dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
                             codebook_size=tok.cfg.codebook_size, context=context, **extra)
+    if state_data and not (dyn_cfg.state_mlp > 0 and cfg.state_batch > 0):
+        raise ValueError(f"state_data is for the state pathway, which preset {preset!r} (or state_batch=0) lacks")
+    for d in state_data:  # checked before any work
+        em = read_manifest(d)
+        for key in ("scene", "state_dim", "action_dim", "scene_config_hash"):
+            if em.get(key) != m.get(key):
+                raise ValueError(f"state data {d}: {key} {em.get(key)!r} differs from {data_dir}'s {m.get(key)!r}")
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
@@ -238,6 +306,28 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
     val_sampler = WindowSampler(val_data, T=context + 1, seed=1234, keys=("codes",))
     gen = torch.Generator(device=dev)
+    pathway = dyn_cfg.state_mlp > 0 and cfg.state_batch > 0
+    transitions = Transitions([train_data, *(EpisodeDataset(d) for d in state_data)], wm) if pathway else None
+    # Its own stream, seeded by the step, so a resumed run draws the same transitions.
+    def draw(i: int, stage: int = 1) -> dict[str, torch.Tensor] | None:
+        if transitions is None:
+            return None
+        return transitions.sample(cfg.state_batch, np.random.default_rng([cfg.seed, rank, stage, i]))
+
+    if pathway and step == 0 and cfg.state_pretrain:
+        mlp = list(wm.dynamics.state_mlp.parameters())
+        popt = torch.optim.AdamW(mlp, lr=cfg.lr, weight_decay=0.0)
+        for i in tqdm(range(cfg.state_pretrain), desc="state pathway", disable=not progress or rank != 0,
+                      dynamic_ncols=True):
+            for g in popt.param_groups:
+                g["lr"] = cosine_lr(i, cfg.state_pretrain, cfg.warmup, cfg.lr)
+            ploss = state_pathway_loss(wm, draw(i, stage=0))
+            popt.zero_grad(set_to_none=True)
+            ploss.backward()
+            popt.step()
+        if rank == 0:
+            print(f"state pathway: {cfg.state_pretrain} steps, mse {ploss.item():.3g}", flush=True)
+    provenance = {"state_data": [str(d) for d in state_data]} if state_data else {}
     bar = tqdm(total=cfg.steps, initial=step, desc=f"dynamics {preset}", disable=not progress or rank != 0,
                dynamic_ncols=True)
     t0, logs = time.perf_counter(), {}
@@ -251,7 +341,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
         # graph), and the same code corruption after a resume.
         rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
         gen.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, step]).generate_state(1)[0]))
-        loss, logs = objective(batch, cfg, rollout, gen)
+        loss, logs = objective(batch, cfg, rollout, gen, draw(step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -269,12 +359,13 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
             logs.update(validate(wm, val_sampler, cfg, cfg.val_batches))
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())))
             save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng,
-                             extra={"train_config": cfg.to_dict(), "data": str(data_dir)})
+                             extra={"train_config": cfg.to_dict(), "data": str(data_dir), **provenance})
     bar.close()
     metrics: dict[str, float] = {}
     if rank == 0:
         metrics = validate(wm, val_sampler, cfg, batches=2 * cfg.val_batches)
-        wm.save(out, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir), **metrics,
+        wm.save(out, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir), **provenance,
+                            **metrics,
                             "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:
         finish_distributed(wm.dynamics)

@@ -10,6 +10,12 @@ DENSE = DynamicsConfig(**SMALL)
 V4 = DynamicsConfig(**SMALL, prune=True, capacity=0.6, prune_from=1, moe=True, experts=8, expert_groups=4,
                     top_groups=2, top_k=2)
 
+# v4-lite: pruned from layer 0, factorized frame head over FSQ levels (4, 3, 3), a state pathway.
+LITE = DynamicsConfig(**{**SMALL, "codebook_size": 36}, prune=True, capacity=0.6, prune_from=0, moe=True, experts=8,
+                      expert_groups=4, top_groups=2, top_k=2, frame_head="factorized", code_levels=(4, 3, 3),
+                      state_mlp=16)
+CONFIGS = {"dense": DENSE, "v4": V4, "lite": LITE}
+
 
 def inputs(B=2, T=4, cfg=DENSE, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -17,14 +23,14 @@ def inputs(B=2, T=4, cfg=DENSE, seed=0):
             torch.randn(B, T, cfg.state_dim, generator=g), torch.randn(B, T, cfg.action_dim, generator=g))
 
 
-@pytest.fixture(params=["dense", "v4"])
+@pytest.fixture(params=list(CONFIGS))
 def model(request):
     torch.manual_seed(0)
-    return Dynamics(DENSE if request.param == "dense" else V4).eval()
+    return Dynamics(CONFIGS[request.param]).eval()
 
 
 def test_no_information_flows_from_the_future(model):
-    codes, states, actions = inputs()
+    codes, states, actions = inputs(cfg=model.cfg)
     with torch.no_grad():
         a = model(codes, states, actions)
         codes2, states2, actions2 = codes.clone(), states.clone(), actions.clone()
@@ -38,7 +44,7 @@ def test_no_information_flows_from_the_future(model):
 
 
 def test_tokens_within_a_step_see_each_other(model):
-    codes, states, actions = inputs()
+    codes, states, actions = inputs(cfg=model.cfg)
     with torch.no_grad():
         a = model(codes, states, actions)
         actions2 = actions.clone()
@@ -48,7 +54,7 @@ def test_tokens_within_a_step_see_each_other(model):
 
 
 def test_kv_cache_stepping_equals_the_full_forward(model):
-    codes, states, actions = inputs()
+    codes, states, actions = inputs(cfg=model.cfg)
     with torch.no_grad():
         full = model(codes, states, actions)
         caches = [KVCache() for _ in model.blocks]
@@ -60,7 +66,7 @@ def test_kv_cache_stepping_equals_the_full_forward(model):
 
 def test_kv_cache_window_slides(model):
     """Beyond `context` steps the cache holds only the last `context` steps' keys, at every layer."""
-    codes, states, actions = inputs(T=7)
+    codes, states, actions = inputs(T=7, cfg=model.cfg)
     with torch.no_grad():
         caches = [KVCache() for _ in model.blocks]
         for t in range(7):
@@ -69,7 +75,10 @@ def test_kv_cache_window_slides(model):
             per_step = [c.k.shape[2] // len(c.step.unique()) for c in caches]
             assert all(c.k.shape[2] == len(c.step) for c in caches)
     assert torch.isfinite(out["code_logits"]).all()
-    assert per_step[0] == model.cfg.tokens_per_step
+    first_pruned = model.cfg.prune_from if model.cfg.prune else model.cfg.layers
+    want = [model.cfg.tokens_per_step if i < first_pruned else model.cfg.kept_frame_tokens + 2
+            for i in range(model.cfg.layers)]
+    assert per_step == want  # pruned layers cache only their kept tokens
 
 
 def test_pruning_keeps_exactly_capacity_and_leaves_dropped_tokens_unchanged():
@@ -194,3 +203,61 @@ def test_presets_and_config_checks():
         DynamicsConfig(capacity=0.0)
     with pytest.raises(ValueError, match="exceeds the context"):
         Dynamics(DENSE)(*inputs(T=5))
+
+
+def test_factorized_head_scores_and_picks_each_fsq_channel():
+    """Code c has digits d_i = (c // basis_i) % levels_i; the factorized head's loss is the sum of the
+    channels' cross-entropies and its pick is the code of the channels' argmaxes."""
+    torch.manual_seed(0)
+    dyn = Dynamics(LITE).eval()
+    levels, basis = (4, 3, 3), (1, 4, 12)
+    codes = torch.tensor([[0, 35, 17], [5, 12, 30]])
+    digits = torch.stack([(codes // b) % lv for b, lv in zip(basis, levels)], -1)
+    logits = torch.randn(2, 3, sum(levels))
+    want = sum(torch.nn.functional.cross_entropy(part.reshape(-1, lv), digits[..., i].reshape(-1), reduction="none")
+               for i, (part, lv) in enumerate(zip(logits.split(levels, -1), levels))).view(2, 3)
+    torch.testing.assert_close(dyn.code_loss(logits, codes), want)
+    peaked = torch.cat([torch.nn.functional.one_hot(digits[..., i], lv).float() * 20 for i, lv in enumerate(levels)], -1)
+    assert torch.equal(dyn.predict_codes(peaked), codes)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(dyn.predict_codes(peaked, temperature=1.0, generator=g), codes)  # peaked: sampling agrees
+    assert float(dyn.code_loss(peaked, codes).max()) < 1e-6
+    # The joint head: plain cross-entropy over the codebook and its argmax.
+    joint = Dynamics(V4).eval()
+    lg = torch.randn(2, 3, V4.codebook_size)
+    c = torch.randint(0, V4.codebook_size, (2, 3))
+    torch.testing.assert_close(joint.code_loss(lg, c),
+                               torch.nn.functional.cross_entropy(lg.reshape(-1, 37), c.reshape(-1), reduction="none").view(2, 3))
+    assert torch.equal(joint.predict_codes(lg), lg.argmax(-1))
+
+
+def test_state_pathway_adds_an_mlp_of_state_and_action():
+    torch.manual_seed(0)
+    dyn = Dynamics(LITE).eval()
+    codes, states, actions = inputs(cfg=LITE)
+    with torch.no_grad():
+        dyn.state_head.weight.zero_()
+        dyn.state_head.bias.zero_()
+        out = dyn(codes, states, actions)
+        torch.testing.assert_close(out["state_delta"], dyn.state_pathway(states, actions))
+        codes2 = (codes + 1) % LITE.codebook_size  # the frame does not enter the pathway
+        torch.testing.assert_close(dyn(codes2, states, actions)["state_delta"], out["state_delta"])
+    with pytest.raises(ValueError, match="no state pathway"):
+        Dynamics(V4).state_pathway(states, actions)
+    alone = Dynamics(LITE.replace(state_residual=False)).eval()  # v4-lite's choice: no head on the state token
+    assert alone.state_head is None
+    with torch.no_grad():
+        torch.testing.assert_close(alone(codes, states, actions)["state_delta"], alone.state_pathway(states, actions))
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(frame_head="softmax"), "frame_head must be"),
+    (dict(frame_head="factorized"), "needs code_levels"),
+    (dict(frame_head="factorized", code_levels=(4, 3, 3)), "needs code_levels"),  # 36 != 37
+    (dict(frame_head="factorized", codebook_size=37, code_levels=(37, 1)), "needs code_levels"),
+    (dict(state_mlp=-1), "state_mlp must be"),
+    (dict(state_residual=False), "needs a state pathway"),
+])
+def test_bad_head_configs_are_refused(fields, match):
+    with pytest.raises(ValueError, match=match):
+        DynamicsConfig(**{**SMALL, **fields})
