@@ -398,7 +398,7 @@ PRESETS: dict[str, dict] = {
     # v4 made cheaper to run and steadier in state: every layer pruned (from layer 0), frame codes
     # predicted per FSQ channel (23 logits instead of 1000), and the state change predicted by a
     # state pathway MLP alone (the transformer's residual on top of it measured worse).
-    "v4-lite": dict(width=192, layers=4, heads=4, prune=True, capacity=0.4, prune_from=0, moe=True, experts=8,
+    "v4-lite": dict(width=192, layers=4, heads=4, prune=True, capacity=0.3, prune_from=0, moe=True, experts=8,
                     expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256,
                     frame_head="factorized", state_mlp=256, state_residual=False),
     "dense-gpu": dict(width=512, layers=8, heads=8, ffn_hidden=1536, prune=False, moe=False),

@@ -90,7 +90,11 @@ class WorldModel(PretrainedMixin, nn.Module):
                     raise ValueError(f"tokenizer_ref {ref!r} differs from this model's tokenizer at {name!r}")
             state = {k: v for k, v in state.items() if not k.startswith("tokenizer.")}
             extra["tokenizer_ref"] = tokenizer_ref
-        return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype)
+        # At reduced precision the state's scale and the state pathway stay in float32: the pathway
+        # carries the state to about 1e-3 of its spread a step, fp16's own rounding.
+        return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype,
+                               keep_fp32=("state_mean", "state_std", "reward_mean", "reward_std",
+                                          "dynamics.state_mlp."))
 
     @classmethod
     def _checkpoint_tensors(cls, path, ck) -> dict[str, torch.Tensor]:

@@ -43,6 +43,12 @@ def test_fp16_storage_loads_into_fp32(tmp_path):
     load_state_into(m2, ck.tensors)
     assert m2[0].weight.dtype == torch.float32
     assert torch.allclose(m2[0].weight, m[0].weight, atol=1e-3)
+    # keep_fp32 exempts named tensors (and name prefixes) from the cast, exactly.
+    save_checkpoint(tmp_path / "mixed", m, NetConfig(), kind="test", dtype=torch.float16, keep_fp32=("0.",))
+    mixed = load_checkpoint(tmp_path / "mixed").tensors
+    assert {k: v.dtype for k, v in mixed.items() if k.startswith("0.")} == {"0.weight": torch.float32,
+                                                                           "0.bias": torch.float32}
+    assert torch.equal(mixed["0.weight"], m[0].weight) and mixed["2.weight"].dtype == torch.float16
 
 
 def test_checkpoint_from_a_different_config_names_the_tensors(tmp_path):

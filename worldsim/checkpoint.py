@@ -49,6 +49,7 @@ def save_checkpoint(
     kind: str,
     extra: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
+    keep_fp32: tuple[str, ...] = (),
 ) -> Path:
     """Write a checkpoint directory atomically.
 
@@ -59,6 +60,7 @@ def save_checkpoint(
         kind: what the checkpoint holds (`"tokenizer"`, `"dynamics"`, ...), checked on load.
         extra: JSON-serialisable extras (training step, metrics, the command that made it).
         dtype: cast floating tensors to this dtype before saving (e.g. `torch.float16`).
+        keep_fp32: names (or name prefixes) of tensors that `dtype` leaves in float32.
     """
     if not isinstance(config, ConfigBase):
         raise TypeError(f"config must be a worldsim ConfigBase, got {type(config).__name__}")
@@ -69,7 +71,7 @@ def save_checkpoint(
             raise TypeError(f"tensor {name!r} is a {type(t).__name__}, expected a torch.Tensor")
         t = t.detach().to("cpu")
         if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
+            t = t.float() if name.startswith(keep_fp32) else t.to(dtype)
         out[name] = t.contiguous()
     meta = {
         "format_version": FORMAT_VERSION,
