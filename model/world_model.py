@@ -31,6 +31,11 @@ class WorldModelConfig(ConfigBase):
     # State dimensions that never change within a training episode (Reacher's target position): a
     # rollout holds them at their initial value instead of integrating predicted deltas of zero.
     static_state_dims: tuple[int, ...] = ()
+    # Per-dimension bounds on a rollout's state (raw units; empty: none): the training data's range
+    # widened by half of it on each side (`worldsim.train_dynamics.state_bounds`). An open-loop state
+    # that leaves everything the model has seen (a fallen pendulum) then stays finite.
+    state_low: tuple[float, ...] = ()
+    state_high: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tokenizer.grid != self.dynamics.grid:
@@ -41,6 +46,13 @@ class WorldModelConfig(ConfigBase):
         bad = [d for d in self.static_state_dims if not 0 <= d < self.dynamics.state_dim]
         if bad:
             raise ValueError(f"static_state_dims {bad} out of range for state_dim {self.dynamics.state_dim}")
+        if self.state_low or self.state_high:
+            n = self.dynamics.state_dim
+            if len(self.state_low) != n or len(self.state_high) != n:
+                raise ValueError(f"state_low and state_high must both have state_dim = {n} entries, got "
+                                 f"{len(self.state_low)} and {len(self.state_high)}")
+            if any(not lo <= hi for lo, hi in zip(self.state_low, self.state_high)):
+                raise ValueError("state_low must be <= state_high in every dimension")
 
 
 @dataclass
@@ -68,6 +80,9 @@ class WorldModel(PretrainedMixin, nn.Module):
         self.register_buffer("state_std", torch.ones(s))
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
+        bounded = bool(cfg.state_low)
+        self.register_buffer("state_low", torch.tensor(cfg.state_low) if bounded else None, persistent=False)
+        self.register_buffer("state_high", torch.tensor(cfg.state_high) if bounded else None, persistent=False)
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
              tokenizer_ref: str | None = None):
@@ -197,6 +212,9 @@ class WorldModel(PretrainedMixin, nn.Module):
         if self.cfg.static_state_dims:
             delta[:, list(self.cfg.static_state_dims)] = 0
         state_n = handle.state[:, 0] + delta
+        if self.state_low is not None:  # the config's bounds, in the model's normalised units
+            state_n = torch.maximum(torch.minimum(state_n, self.normalize_state(self.state_high)),
+                                    self.normalize_state(self.state_low))
         handle.codes, handle.state = codes[:, None], state_n[:, None]
         handle.step_index += 1
         reward = out["reward"][:, 0] * self.reward_std + self.reward_mean

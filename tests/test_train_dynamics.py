@@ -40,6 +40,12 @@ def test_train_resume_and_step(setup, tmp_path, preset):
     wm = WorldModel.from_pretrained(out)
     assert wm.cfg.preset == preset and wm.cfg.dynamics.prune == (preset != "dense")
     assert float(wm.state_std.min()) > 0
+    # Rollout states are bounded by the training data's range, widened by half of it on each side.
+    from worldsim.envs.loader import EpisodeDataset
+
+    st = EpisodeDataset(setup / "data").arrays["states"]
+    lo, hi = torch.tensor(wm.cfg.state_low), torch.tensor(wm.cfg.state_high)
+    assert (lo <= torch.from_numpy(st.min(0)).float() + 1e-6).all() and (hi >= torch.from_numpy(st.max(0)).float() - 1e-6).all()
     if preset == "v4-lite":  # the head factorized over the tokenizer's own FSQ levels
         assert wm.cfg.dynamics.code_levels == (5, 4, 3) and wm.cfg.dynamics.state_mlp > 0
     tokens = torch.zeros(1, 1, 8, 8, dtype=torch.long)

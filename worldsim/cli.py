@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizer-ref", default=None,
                    help="tokenizer checkpoint directory relative to --out, e.g. ../tokenizer (weights not copied)")
     s.add_argument("--static-from", default=None,
-                   help="dataset directory: hold the state dimensions constant within its episodes fixed")
+                   help="dataset directory: hold the state dimensions constant within its episodes fixed, and "
+                        "bound rollout states to its range widened by half (for checkpoints that predate both)")
     s.set_defaults(func=_cmd_export)
 
     data = sub.add_parser("data", help="generate and inspect datasets", description="Dataset commands.")

@@ -55,7 +55,8 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
     under the same random actions and reports the share of identical predicted tokens and the largest
     state difference relative to the dataset std. The export is written either way; the caller
     decides from the figures (the shipping recipe prints them). `static_from` (a dataset directory)
-    sets `static_state_dims` from the data, for checkpoints trained before the trainer recorded it.
+    sets `static_state_dims` and the state bounds from its training split, for checkpoints trained
+    before the trainer recorded them.
     """
     import numpy as np
     import torch
@@ -67,12 +68,15 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
     if static_from is not None:
         from worldsim.envs.dataset import read_manifest
         from worldsim.envs.loader import EpisodeDataset
-        from worldsim.train_dynamics import static_state_dims
+        from worldsim.train_dynamics import state_bounds, static_state_dims
         from worldsim.train_tokenizer import split_episodes
 
         train_ep, _ = split_episodes(read_manifest(static_from)["episodes"], 0.1)
         data = EpisodeDataset(static_from, train_ep, verify=False)
-        wm.cfg = wm.cfg.replace(static_state_dims=static_state_dims(data))
+        low, high = state_bounds(data)
+        wm.cfg = wm.cfg.replace(static_state_dims=static_state_dims(data), state_low=low, state_high=high)
+        wm.state_low = torch.tensor(low, device=wm.device)
+        wm.state_high = torch.tensor(high, device=wm.device)
     from worldsim.checkpoint import load_checkpoint
 
     source_extra = load_checkpoint(resolve_checkpoint(src, "world_model"), kind="world_model").extra

@@ -86,6 +86,15 @@ def static_state_dims(data, tol: float = 1e-9) -> tuple[int, ...]:
     return tuple(int(d) for d in np.flatnonzero(within <= tol * spread))
 
 
+def state_bounds(data, widen: float = 0.5) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`WorldModelConfig.state_low`/`state_high` from `data`: each state dimension's range over the
+    dataset, widened by `widen` times itself on each side."""
+    st = data.arrays["states"].astype(np.float64)
+    lo, hi = st.min(0), st.max(0)
+    pad = widen * (hi - lo)
+    return tuple(float(v) for v in lo - pad), tuple(float(v) for v in hi + pad)
+
+
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
                rng: torch.Generator | None = None, force_rollout: bool | None = None
                ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -273,7 +282,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
-                                     static_state_dims=static_state_dims(train_data)))
+                                     static_state_dims=static_state_dims(train_data),
+                                     **dict(zip(("state_low", "state_high"), state_bounds(train_data)))))
     wm.tokenizer.load_state_dict(tok.state_dict())
     wm.tokenizer.requires_grad_(False)
     for d in (train_data, val_data):

@@ -113,3 +113,26 @@ def test_restarted_rows_continue_like_a_fresh_start(wm, restart_after, C):
         assert torch.equal(tok[1:], tok_f) and torch.equal(tok[:1], tok_k[:1])
         torch.testing.assert_close(st[1:], st_f, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(st[:1], st_k[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_state_bounds_hold_a_runaway_rollout_and_bad_bounds_are_refused():
+    torch.manual_seed(0)
+    bounded = WorldModel(CFG.replace(state_low=(-0.5, -0.5, -0.5), state_high=(0.5, 0.5, 0.5))).eval()
+    free = WorldModel(CFG).eval()
+    free.load_state_dict(bounded.state_dict())
+    tokens, states, actions = context()
+    with torch.no_grad():
+        for m in (bounded, free):  # a large constant state change every step: a runaway
+            m.dynamics.state_head.weight.zero_()
+            m.dynamics.state_head.bias.fill_(0.4)
+        hb, hf = bounded.start(tokens, states * 0.1, actions), free.start(tokens, states * 0.1, actions)
+        for _ in range(5):
+            _, sb, _, _ = bounded.step(hb, torch.zeros(2, 2))
+            _, sf, _, _ = free.step(hf, torch.zeros(2, 2))
+    assert float(sf.abs().max()) > 1.5  # unbounded, it runs away
+    assert float(sb.max()) <= 0.5 + 1e-6 and float(sb.min()) >= -0.5 - 1e-6
+    torch.testing.assert_close(sb, torch.full_like(sb, 0.5))  # held at the upper bound
+    with pytest.raises(ValueError, match="state_dim = 3 entries"):
+        CFG.replace(state_low=(0.0,), state_high=(1.0,))
+    with pytest.raises(ValueError, match="state_low must be <= state_high"):
+        CFG.replace(state_low=(0.0, 0.0, 2.0), state_high=(1.0, 1.0, 1.0))
