@@ -54,6 +54,21 @@ def test_train_resume_and_step(setup, tmp_path, preset):
     assert codes.shape == (1, 8, 8) and int(codes.max()) < 60 and torch.isfinite(state).all()
 
 
+def test_a_run_begun_before_state_bounds_resumes_without_them(setup, tmp_path):
+    import json
+
+    cfg = DynamicsTrainConfig(steps=1, batch_size=2, save_every=1, warmup=1, val_batches=1)
+    kw = dict(preset="dense", device="cpu", context=2, progress=False)
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "old", cfg=cfg, **kw)
+    meta_path = tmp_path / "old.train" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["state_low"], meta["config"]["state_high"]  # as the trainer wrote it before
+    meta_path.write_text(json.dumps(meta))
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "old", cfg=cfg.replace(steps=2), **kw)
+    wm = WorldModel.from_pretrained(tmp_path / "old")
+    assert load_checkpoint(tmp_path / "old").extra["steps"] == 2 and wm.cfg.state_low == ()
+
+
 def test_transitions_never_cross_an_episode_end(setup):
     import numpy as np
 

@@ -281,9 +281,17 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                 raise ValueError(f"state data {d}: {key} {em.get(key)!r} differs from {data_dir}'s {m.get(key)!r}")
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
+    out = Path(out)
+    state_dir = out.with_name(out.name + ".train")
+    bounds = dict(zip(("state_low", "state_high"), state_bounds(train_data)))
+    if (state_dir / "config.json").is_file():
+        from worldsim.checkpoint import load_checkpoint
+
+        begun = load_checkpoint(state_dir, kind="world_model-train", config_cls=WorldModelConfig).config
+        if not begun.state_low:  # a run begun before the trainer recorded state bounds resumes without them
+            bounds = {}
     wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
-                                     static_state_dims=static_state_dims(train_data),
-                                     **dict(zip(("state_low", "state_high"), state_bounds(train_data)))))
+                                     static_state_dims=static_state_dims(train_data), **bounds))
     wm.tokenizer.load_state_dict(tok.state_dict())
     wm.tokenizer.requires_grad_(False)
     for d in (train_data, val_data):
@@ -300,8 +308,6 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
         layer.balance = cfg.balance
     params = [p for p in wm.dynamics.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    out = Path(out)
-    state_dir = out.with_name(out.name + ".train")
     step, rng = 0, np.random.default_rng([cfg.seed, rank])
     if (state_dir / "model.safetensors").is_file():
         step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model")
