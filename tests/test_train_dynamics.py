@@ -106,6 +106,15 @@ def test_cli_train_dynamics(setup, tmp_path):
                  "--capacity", "0.25", "--state-batch", "4", "--state-pretrain", "1", "--quiet", "--device", "cpu"]) == 0
     wm = WorldModel.from_pretrained(tmp_path / "f")
     assert wm.cfg.dynamics.capacity == 0.25 and wm.cfg.dynamics.frame_head == "factorized"
+    assert not wm.cfg.dynamics.state_residual and wm.dynamics.state_head is None
+    assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
+                 "v4-lite", "--out", str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--context", "2",
+                 "--state-residual", "--quiet", "--device", "cpu"]) == 0
+    assert WorldModel.from_pretrained(tmp_path / "g").dynamics.state_head is not None
+    r = subprocess.run([sys.executable, "benchmarks/pathway_alone.py", str(tmp_path / "g"), str(tmp_path / "h")],
+                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not WorldModel.from_pretrained(tmp_path / "h").dynamics.state_head.weight.detach().any()
     assert load_checkpoint(tmp_path / "f").extra["train_config"]["state_pretrain"] == 1
 
 

@@ -209,7 +209,8 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     cfg = DynamicsTrainConfig(**_run_overrides(args), balance=not args.no_balance, **extra)
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
                              context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma,
-                             capacity=args.capacity, state_data=args.state_data)
+                             capacity=args.capacity, state_data=args.state_data,
+                             state_residual=True if args.state_residual else None)
     if metrics:
         print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
               f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
@@ -387,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transitions per step that fit the state pathway alone (presets with one; default 1024)")
     s.add_argument("--state-pretrain", type=int, default=None,
                    help="steps fitting the state pathway alone before the first transformer step (default 0)")
+    s.add_argument("--state-residual", action="store_true",
+                   help="with a state pathway, also train the state token's head and add it (v4-lite: off)")
     s.add_argument("--state-data", nargs="+", default=(), metavar="DIR",
                    help="more datasets of the scene whose transitions also fit the state pathway (frames unused)")
     s.set_defaults(func=_cmd_train_dynamics)

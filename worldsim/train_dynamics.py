@@ -250,7 +250,8 @@ def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
-                   capacity: float | None = None, state_data: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
+                   capacity: float | None = None, state_data: list[str] | tuple[str, ...] = (),
+                   state_residual: bool | None = None) -> dict[str, float]:
     """Train (or resume) a world model's dynamics on `data_dir` with the frozen `tokenizer`.
 
     `state_data`: more datasets of the same scene whose transitions (states and actions only) also
@@ -268,6 +269,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     extra = {} if bias_gamma is None else {"bias_gamma": bias_gamma}  # the MoE bias step (preset's otherwise)
     if capacity is not None:
         extra["capacity"] = capacity
+    if state_residual is not None:
+        extra["state_residual"] = state_residual
     if PRESETS.get(preset, {}).get("frame_head") == "factorized":
         extra["code_levels"] = tuple(tok.cfg.levels)
     dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
