@@ -27,4 +27,4 @@ W=$(python -c "import worldsim.pretrained as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
 worldsim export "$RUN/reacher-lite-big" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
 worldsim export "$RUN/pendulum-lite" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
-worldsim export "$RUN/bounce-v4" --out "$W/world-bounce" --tokenizer-ref ../tokenizer
+worldsim export "$RUN/bounce-v4" --out "$W/world-bounce" --tokenizer-ref ../tokenizer --static-from "$DATA/bounce"
