@@ -28,9 +28,11 @@ class EpisodeDataset:
         root: the dataset directory.
         episodes: which episode indices to keep (e.g. a held-out split); None keeps all.
         verify: check every shard's SHA-256 against the manifest (catches silent corruption).
+        frames: read the frames (False: states, actions and the rest only, for state-only uses).
     """
 
-    def __init__(self, root: str | Path, episodes: list[int] | np.ndarray | None = None, verify: bool = True):
+    def __init__(self, root: str | Path, episodes: list[int] | np.ndarray | None = None, verify: bool = True,
+                 frames: bool = True):
         import h5py
 
         self.root = Path(root)
@@ -56,7 +58,8 @@ class EpisodeDataset:
                         if keep is not None and ep not in keep:
                             continue
                         L = int(g.attrs["length"])
-                        for k in ("frames", "states", "physics", "contacts", "energy"):
+                        for k in ("frames", "states", "physics", "contacts", "energy") if frames else (
+                                "states", "physics", "contacts", "energy"):
                             parts[k].append(g[k][()])
                         for k in ("actions", "rewards", "terminated", "truncated"):
                             a = g[k][()]
@@ -72,7 +75,7 @@ class EpisodeDataset:
         self.episode_ids = np.asarray(ids)[order]
         self.lengths = np.asarray(lengths, dtype=np.int64)[order]  # frames per episode (actions + 1)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        self.arrays = {k: np.concatenate([v[i] for i in order]) for k, v in parts.items()}
+        self.arrays = {k: np.concatenate([v[i] for i in order]) for k, v in parts.items() if v}
         self.state_mean = np.asarray(self.manifest["stats"]["state_mean"], dtype=np.float32)
         self.state_std = np.asarray(self.manifest["stats"]["state_std"], dtype=np.float32)
 
@@ -82,6 +85,13 @@ class EpisodeDataset:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def action_frames(self) -> np.ndarray:
+        """Indices of the frames that have an action (every frame but each episode's last): the
+        frame i -> i + 1 transitions."""
+        has_action = np.ones(self.num_frames, dtype=bool)
+        has_action[self.offsets + self.lengths - 1] = False
+        return np.flatnonzero(has_action)
 
     def add_array(self, name: str, values: np.ndarray) -> None:
         """Attach a frame-aligned array (e.g. the tokenizer's codes of every frame) for sampling."""

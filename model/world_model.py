@@ -213,8 +213,7 @@ class WorldModel(PretrainedMixin, nn.Module):
             delta[:, list(self.cfg.static_state_dims)] = 0
         state_n = handle.state[:, 0] + delta
         if self.state_low is not None:  # the config's bounds, in the model's normalised units
-            state_n = torch.maximum(torch.minimum(state_n, self.normalize_state(self.state_high)),
-                                    self.normalize_state(self.state_low))
+            state_n = state_n.clamp(self.normalize_state(self.state_low), self.normalize_state(self.state_high))
         handle.codes, handle.state = codes[:, None], state_n[:, None]
         handle.step_index += 1
         reward = out["reward"][:, 0] * self.reward_std + self.reward_mean

@@ -121,6 +121,29 @@ def load_checkpoint(
         ValueError: when the path is not a safetensors checkpoint directory, a file is truncated or
             corrupt, the format version or kind is not the expected one, or the config does not parse.
     """
+    weights, meta, config = _read_meta(path, kind, config_cls)
+    try:
+        tensors = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{weights}: not a readable safetensors file (truncated or corrupt?): {exc}") from exc
+    return Checkpoint(
+        tensors=tensors,
+        config=config,
+        kind=str(meta.get("kind")),
+        extra=dict(meta.get("extra", {})),
+        worldsim_version=str(meta.get("worldsim_version")),
+    )
+
+
+def load_checkpoint_config(path: str | Path, *, kind: str | None = None,
+                           config_cls: type[ConfigBase] | None = None) -> ConfigBase | dict[str, Any]:
+    """A checkpoint's config alone (checked as `load_checkpoint` checks it), without reading its tensors."""
+    return _read_meta(path, kind, config_cls)[2]
+
+
+def _read_meta(path: str | Path, kind: str | None, config_cls: type[ConfigBase] | None
+               ) -> tuple[Path, dict[str, Any], ConfigBase | dict[str, Any]]:
+    """(weights file, config.json contents, parsed config) of a checkpoint directory, checked."""
     path = Path(path)
     if path.is_file():
         raise ValueError(
@@ -152,17 +175,7 @@ def load_checkpoint(
             config = config_cls.from_dict(meta["config"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{cfg_file}: bad config: {exc}") from exc
-    try:
-        tensors = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{weights}: not a readable safetensors file (truncated or corrupt?): {exc}") from exc
-    return Checkpoint(
-        tensors=tensors,
-        config=config,
-        kind=str(meta.get("kind")),
-        extra=dict(meta.get("extra", {})),
-        worldsim_version=str(meta.get("worldsim_version")),
-    )
+    return weights, meta, config
 
 
 def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], *, source: str = "") -> None:

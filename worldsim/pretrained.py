@@ -72,11 +72,13 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
         from worldsim.train_tokenizer import split_episodes
 
         train_ep, _ = split_episodes(read_manifest(static_from)["episodes"], 0.1)
-        data = EpisodeDataset(static_from, train_ep, verify=False)
+        data = EpisodeDataset(static_from, train_ep, verify=False, frames=False)
         low, high = state_bounds(data)
-        wm.cfg = wm.cfg.replace(static_state_dims=static_state_dims(data), state_low=low, state_high=high)
-        wm.state_low = torch.tensor(low, device=wm.device)
-        wm.state_high = torch.tensor(high, device=wm.device)
+        # A model built from the new config (its bounds are derived there), with the same weights.
+        cfg = wm.cfg.replace(static_state_dims=static_state_dims(data), state_low=low, state_high=high)
+        weights = wm.state_dict()
+        wm = WorldModel(cfg).to(wm.device)
+        wm.load_state_dict(weights)
     from worldsim.checkpoint import load_checkpoint
 
     source_extra = load_checkpoint(resolve_checkpoint(src, "world_model"), kind="world_model").extra

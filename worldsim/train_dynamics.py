@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldsim.checkpoint import load_checkpoint_config
 from worldsim.config import ConfigBase
 from worldsim.model.dynamics import PRESETS, preset_config
 from worldsim.model.moe import load_stats
@@ -159,12 +160,10 @@ class Transitions:
     `wm`, for fitting the state pathway: `sample(n, rng)` draws n of them (float tensors on the
     model's device)."""
 
-    def __init__(self, datasets, wm: WorldModel):
+    def __init__(self, datasets: list, wm: WorldModel):
         states, next_states, actions = [], [], []
-        for data in datasets if isinstance(datasets, (list, tuple)) else [datasets]:
-            real = np.ones(data.num_frames, dtype=bool)
-            real[data.offsets + data.lengths - 1] = False  # the last frame of an episode has no action
-            idx = np.flatnonzero(real)
+        for data in datasets:
+            idx = data.action_frames()
             st = data.arrays["states"]
             states.append(st[idx]), next_states.append(st[idx + 1]), actions.append(data.arrays["actions"][idx])
         dev = wm.device
@@ -286,24 +285,22 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     out = Path(out)
     state_dir = out.with_name(out.name + ".train")
-    bounds = dict(zip(("state_low", "state_high"), state_bounds(train_data)))
-    if (state_dir / "config.json").is_file():
-        from worldsim.checkpoint import load_checkpoint
-
-        begun = load_checkpoint(state_dir, kind="world_model-train", config_cls=WorldModelConfig).config
-        if not begun.state_low:  # a run begun before the trainer recorded state bounds resumes without them
-            bounds = {}
-    wm = WorldModel(WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
-                                     static_state_dims=static_state_dims(train_data), **bounds))
+    low, high = state_bounds(train_data)
+    wm_cfg = WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
+                              static_state_dims=static_state_dims(train_data), state_low=low, state_high=high)
+    if (state_dir / "model.safetensors").is_file():
+        # The fields derived from the data are the run's own: a run begun before the trainer recorded
+        # one of them (static dims, state bounds) resumes as it began.
+        begun = load_checkpoint_config(state_dir, kind="world_model-train", config_cls=WorldModelConfig)
+        wm_cfg = wm_cfg.replace(**{k: getattr(begun, k) for k in ("static_state_dims", "state_low", "state_high")})
+    wm = WorldModel(wm_cfg)
     wm.tokenizer.load_state_dict(tok.state_dict())
     wm.tokenizer.requires_grad_(False)
     for d in (train_data, val_data):
         d.add_array("codes", encode_dataset(d, tok))
     wm.state_mean.copy_(torch.from_numpy(train_data.state_mean))
     wm.state_std.copy_(torch.from_numpy(np.maximum(train_data.state_std, 1e-3)))
-    real = np.ones(train_data.num_frames, dtype=bool)
-    real[train_data.offsets + train_data.lengths - 1] = False  # the last frame of an episode has no action
-    r = train_data.arrays["rewards"][real]
+    r = train_data.arrays["rewards"][train_data.action_frames()]
     wm.reward_mean.fill_(float(r.mean()))
     wm.reward_std.fill_(float(max(r.std(), 1e-3)))
     wm.to(dev)
@@ -326,7 +323,9 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     val_sampler = WindowSampler(val_data, T=context + 1, seed=1234, keys=("codes",))
     gen = torch.Generator(device=dev)
     pathway = dyn_cfg.state_mlp > 0 and cfg.state_batch > 0
-    transitions = Transitions([train_data, *(EpisodeDataset(d) for d in state_data)], wm) if pathway else None
+    transitions = None
+    if pathway:
+        transitions = Transitions([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm)
     # Its own stream, seeded by the step, so a resumed run draws the same transitions.
     def draw(i: int, stage: int = 1) -> dict[str, torch.Tensor] | None:
         if transitions is None:
