@@ -14,6 +14,10 @@ Each episode of length L (actions taken) is an HDF5 group `episodes/{e:07d}` hol
 frames uint8 [L+1, H, W, 3], states float64 [L+1, S], physics float64 [L+1, nq+nv],
 contacts bool [L+1, P], energy float64 [L+1], actions float32 [L, A], rewards float32 [L],
 terminated bool [L], truncated bool [L].
+
+A dataset generated with `frames=False` (`--no-frames`) holds everything but the frames, and its
+manifest says `"frames": false`: it costs no rendering and a few hundred bytes a step, and serves
+state-only uses (the state pathway's `--state-data`), never the tokenizer or the frame stream.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Keys that must match for a rerun to resume (or extend) an existing dataset directory.
 IDENTITY_KEYS = ("format_version", "scene", "scene_options", "scene_config_hash", "policy", "seed",
-                 "shard_size", "max_steps")
+                 "shard_size", "max_steps", "frames")
+# Identity keys that manifests written before them lack, with the value those manifests meant.
+IDENTITY_DEFAULTS = {"frames": True}
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class GenerateSpec:
     height: int = 64
     max_steps: int | None = None
     scene_options: tuple[tuple[str, Any], ...] = ()
+    frames: bool = True
 
     def __post_init__(self) -> None:
         for name in ("episodes", "workers", "shard_size"):
@@ -76,18 +83,20 @@ def shard_name(index: int) -> str:
 # --- one episode, one shard ---------------------------------------------------------------------
 
 
-def run_episode(scene, policy, seed: int, episode: int, max_steps: int) -> dict[str, np.ndarray]:
-    """Roll out one seeded episode and return its arrays (see the module docstring)."""
+def run_episode(scene, policy, seed: int, episode: int, max_steps: int, render: bool = True) -> dict[str, np.ndarray]:
+    """Roll out one seeded episode and return its arrays (see the module docstring); without
+    `render`, every array but the frames (the physics, and so the states, are the same)."""
     reset_seed, policy_seed = episode_seeds(seed, episode)
     state, info = scene.reset(seed=reset_seed)
     policy.reset(scene, policy_seed)
-    frames, states, physics, contacts, energy = [scene.render()], [state], [info["physics_state"]], \
-        [info["contacts"]], [info["energy"]]
+    frames, states, physics, contacts, energy = [scene.render()] if render else [], [state], \
+        [info["physics_state"]], [info["contacts"]], [info["energy"]]
     actions, rewards, terms, truncs = [], [], [], []
     for t in range(max_steps):
         action = np.asarray(policy.act(scene), dtype=np.float32)
         r = scene.step(action)
-        frames.append(scene.render())
+        if render:
+            frames.append(scene.render())
         states.append(r.state)
         physics.append(r.info["physics_state"])
         contacts.append(r.info["contacts"])
@@ -98,8 +107,8 @@ def run_episode(scene, policy, seed: int, episode: int, max_steps: int) -> dict[
         truncs.append(not r.terminated and t == max_steps - 1)
         if r.terminated:
             break
-    return {
-        "frames": np.stack(frames).astype(np.uint8),
+    out = {"frames": np.stack(frames).astype(np.uint8)} if render else {}
+    return out | {
         "states": np.stack(states).astype(np.float64),
         "physics": np.stack(physics).astype(np.float64),
         "contacts": np.stack(contacts).astype(bool),
@@ -172,11 +181,11 @@ def _generate_shard(spec: GenerateSpec, index: int, first: int, count: int, max_
     episodes = []
     steps = 0
     for ep in range(first, first + count):
-        arrays = run_episode(scene, policy, spec.seed, ep, max_steps)
+        arrays = run_episode(scene, policy, spec.seed, ep, max_steps, render=spec.frames)
         episodes.append((ep, episode_seeds(spec.seed, ep)[0], arrays))
         steps += len(arrays["actions"])
         if progress is not None:
-            progress.put(len(arrays["frames"]))
+            progress.put(len(arrays["states"]))
     path = Path(spec.out) / shard_name(index)
     write_shard(path, index, first, episodes)
     states = np.concatenate([a["states"] for _, _, a in episodes])
@@ -186,7 +195,7 @@ def _generate_shard(spec: GenerateSpec, index: int, first: int, count: int, max_
         "first_episode": first,
         "num_episodes": count,
         "steps": steps,
-        "frames": int(sum(len(a["frames"]) for _, _, a in episodes)),
+        "frames": int(sum(len(a["states"]) for _, _, a in episodes)),  # time steps (rows), rendered or not
         "sha256": file_sha256(path),
         "bytes": path.stat().st_size,
         "state_sum": states.sum(0).tolist(),
@@ -228,7 +237,7 @@ def _describe_shard(path: Path) -> dict[str, Any]:
             eps = [f["episodes"][k] for k in f["episodes"]]
             states = np.concatenate([g["states"][()] for g in eps])
             steps = sum(int(g.attrs["length"]) for g in eps)
-            frames = sum(g["frames"].shape[0] for g in eps)
+            frames = sum(g["states"].shape[0] for g in eps)
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path}: corrupt or unreadable shard ({exc})") from exc
     return {
@@ -256,6 +265,7 @@ def _new_manifest(spec: GenerateSpec, scene) -> dict[str, Any]:
         "max_steps": spec.max_steps or scene.max_episode_steps,
         "episodes": spec.episodes,
         "dt": scene.dt,
+        "frames": spec.frames,
         "width": spec.width,
         "height": spec.height,
         "state_dim": scene.state_dim,
@@ -272,8 +282,11 @@ def _new_manifest(spec: GenerateSpec, scene) -> dict[str, Any]:
 
 
 def _check_identity(root: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
-    diffs = [f"{k}: directory has {old.get(k)!r}, asked for {new.get(k)!r}" for k in IDENTITY_KEYS
-             if old.get(k) != new.get(k)]
+    def get(m: dict[str, Any], k: str) -> Any:
+        return m.get(k, IDENTITY_DEFAULTS.get(k))
+
+    diffs = [f"{k}: directory has {get(old, k)!r}, asked for {get(new, k)!r}" for k in IDENTITY_KEYS
+             if get(old, k) != get(new, k)]
     if diffs:
         raise ValueError(
             f"{root} was made for another scene or config; refusing to append to it ("

@@ -39,6 +39,9 @@ class EpisodeDataset:
         self.manifest: dict[str, Any] = read_manifest(self.root)
         if not self.manifest.get("complete"):
             raise ValueError(f"{self.root}: dataset is incomplete; rerun the generate command to resume it")
+        if frames and not self.manifest.get("frames", True):
+            raise ValueError(f"{self.root}: dataset has no frames (generated with --no-frames); it serves state-only "
+                             f"uses such as --state-data, not frame training")
         keep = None if episodes is None else {int(e) for e in episodes}
         parts: dict[str, list[np.ndarray]] = {k: [] for k in
                                               ("frames", "states", "physics", "actions", "rewards",

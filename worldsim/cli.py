@@ -147,7 +147,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     options = tuple(sorted({"n_balls": args.n_balls}.items())) if args.n_balls is not None else ()
     spec = GenerateSpec(scene=args.scene, out=args.out, episodes=args.episodes, policy=args.policy, seed=args.seed,
                         workers=args.workers, shard_size=args.shard_size, width=args.size, height=args.size,
-                        max_steps=args.max_steps, scene_options=options)
+                        max_steps=args.max_steps, scene_options=options, frames=not args.no_frames)
     m = generate(spec, progress_bar=not args.quiet)
     fps = m["_generated_frames"] / max(m["_elapsed_s"], 1e-9)
     print(f"{args.out}: {m['episodes']} episodes, {m['stats']['frames']} frames "
@@ -171,6 +171,7 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
         "episodes_written": sum(r["num_episodes"] for r in shards.values()),
         "shards": len(shards),
         "steps": sum(r["steps"] for r in shards.values()),
+        "rendered": m.get("frames", True),
         "frames": sum(r["frames"] for r in shards.values()),
         "bytes": sum(r["bytes"] for r in shards.values()),
         "frame_size": [m["height"], m["width"]],
@@ -214,6 +215,18 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     if metrics:
         print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
               f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
+    return 0
+
+
+def _cmd_train_pathway(args: argparse.Namespace) -> int:
+    from worldsim.train_pathway import PathwayTrainConfig, train_pathway
+
+    extra = {} if args.unroll is None else {"unroll": args.unroll}
+    cfg = PathwayTrainConfig(**_run_overrides(args), **extra)
+    metrics = train_pathway(args.checkpoint, args.state_data, args.out, cfg, device=args.device,
+                            progress=not args.quiet)
+    print(f"wrote {args.out}: held-out state MSE (normalised) {metrics['val_mse_step1']:.4g} at step 1, "
+          f"{metrics['val_mse']:.4g} over {cfg.unroll} unrolled step(s)")
     return 0
 
 
@@ -346,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=64, help="frame size in pixels (a multiple of 16)")
     s.add_argument("--max-steps", type=int, default=None, help="episode length cap (default: the scene's)")
     s.add_argument("--n-balls", type=int, default=None, help="bounce only: number of balls (1-3)")
+    s.add_argument("--no-frames", action="store_true",
+                   help="render nothing: states, actions and the rest only (for --state-data)")
     s.add_argument("--out", required=True, help="dataset directory")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_data_generate)
@@ -393,6 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-data", nargs="+", default=(), metavar="DIR",
                    help="more datasets of the scene whose transitions also fit the state pathway (frames unused)")
     s.set_defaults(func=_cmd_train_dynamics)
+
+    s = tsub.add_parser("pathway", help="fit a world model's state pathway on more transitions (resumable)",
+                        description="Fit the state pathway of a world model alone, on datasets of its scene "
+                                    "(frames unused: `data generate --no-frames` makes them cheaply); the "
+                                    "transformer is unchanged. Rerun to resume.")
+    s.add_argument("--checkpoint", required=True,
+                   help="the world model (a directory, or a scene name for the shipped one)")
+    s.add_argument("--state-data", nargs="+", required=True, metavar="DIR",
+                   help="datasets of the scene; the first one's last episodes are held out for validation")
+    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
+    _add_run_args(s, batch="transition sequences per step")
+    s.add_argument("--unroll", type=int, default=None,
+                   help="steps the loss rolls the pathway out from each recorded state (default 1)")
+    s.set_defaults(func=_cmd_train_pathway)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")
     toksub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")

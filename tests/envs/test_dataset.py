@@ -208,3 +208,43 @@ def test_bad_spec_values():
         from worldsim.envs.policies import make_policy
 
         make_policy("greedy")
+
+
+def test_no_frames_dataset_holds_the_same_episodes_without_frames(reference, tmp_path, capsys):
+    root = tmp_path / "states"
+    assert main(["data", "generate", "--scene", "Reacher-v5", "--episodes", "6", "--seed", "3", "--shard-size", "2",
+                 "--max-steps", "12", "--workers", "1", "--no-frames", "--quiet", "--out", str(root)]) == 0
+    m, ref = read_manifest(root), read_manifest(reference)
+    assert m["frames"] is False and ref["frames"] is True
+    assert m["stats"] == ref["stats"]  # the same physics: rendering changes nothing else
+    with h5py.File(root / "shard_00000.h5", "r") as f:
+        assert "frames" not in f["episodes"]["0000000"]
+    ea, eb = _episodes(reference), {}
+    for shard in sorted(root.glob("shard_*.h5")):
+        with h5py.File(shard, "r") as f:
+            eb.update({k: {a: g[a][()] for a in ARRAYS if a != "frames"} for k, g in f["episodes"].items()})
+    assert sorted(ea) == sorted(eb)
+    for k in ea:
+        for name in eb[k]:
+            np.testing.assert_array_equal(ea[k][name], eb[k][name], err_msg=f"episode {k} {name}")
+    states = EpisodeDataset(root, frames=False)
+    np.testing.assert_array_equal(states.arrays["states"], EpisodeDataset(reference, frames=False).arrays["states"])
+    with pytest.raises(ValueError, match="has no frames .*--no-frames"):
+        EpisodeDataset(root)
+    capsys.readouterr()
+    assert main(["data", "info", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rendered"] is False
+
+
+def test_frames_are_part_of_a_datasets_identity(reference, tmp_path):
+    with pytest.raises(ValueError, match="frames: directory has True, asked for False"):
+        generate(_spec(reference, frames=False), progress_bar=False)
+    # A manifest written before the key existed meant a rendered dataset: it still resumes.
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(reference, old)
+    m = json.loads((old / "manifest.json").read_text())
+    del m["frames"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    assert generate(_spec(old), progress_bar=False)["_generated_frames"] == 0
