@@ -2,8 +2,9 @@
 
 Every public op takes `backend="auto" | "torch" | "triton"`:
 - "auto": the Triton kernel when the tensors are on CUDA and Triton is installed; otherwise PyTorch
-  ("fused": PyTorch's fastest path, which is the reference itself except for attention, where it is
-  the fused `scaled_dot_product_attention`).
+  ("fused": PyTorch's fastest formulation of the same op: the fused `scaled_dot_product_attention`,
+  the MoE sorted by expert, gather and scatter as row lookups in the flattened stream, and the
+  reference itself elsewhere).
 - "torch": the readable reference in `<op>/reference.py`.
 - "triton": the Triton kernel. On CPU tensors it runs only under the Triton interpreter
   (`TRITON_INTERPRET=1` set before the kernel modules are imported), which is how the tests run it.

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from worldsim.kernels.dispatch import pick_backend
-from worldsim.kernels.gather.reference import gather_tokens_ref, scatter_tokens_ref, select_tokens_ref
+from worldsim.kernels.gather.reference import (
+    gather_tokens_ref,
+    gather_tokens_rows,
+    scatter_tokens_ref,
+    scatter_tokens_rows,
+    select_tokens_ref,
+)
 
 
 def select_tokens(score: torch.Tensor, k: int, lead: int = 2, backend: str = "auto") -> tuple[torch.Tensor,
@@ -42,7 +48,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor, backend: str = "auto") -
         from worldsim.kernels.gather.triton import gather_tokens_triton
 
         return gather_tokens_triton(x, index)
-    return gather_tokens_ref(x, index)
+    return gather_tokens_rows(x, index) if be == "fused" else gather_tokens_ref(x, index)
 
 
 def scatter_tokens(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor, gate: torch.Tensor | None = None,
@@ -58,4 +64,6 @@ def scatter_tokens(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor, g
         from worldsim.kernels.gather.triton import scatter_tokens_triton
 
         return scatter_tokens_triton(x, index, values, gate, kept)
+    if be == "fused":
+        return scatter_tokens_rows(x, index, values, gate, kept)
     return scatter_tokens_ref(x, index, values, gate, kept)

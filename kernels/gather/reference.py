@@ -27,6 +27,26 @@ def gather_tokens_ref(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def gather_tokens_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`gather_tokens_ref` as one row lookup in the flattened [B * L, D] stream (the fast PyTorch
+    path on CPU: `index_select` copies whole rows, where `gather` indexes every element)."""
+    b, l, d = x.shape
+    flat = (index + torch.arange(b, device=index.device)[:, None] * l).reshape(-1)
+    return x.reshape(b * l, d).index_select(0, flat).view(b, -1, d)
+
+
+def scatter_tokens_rows(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor, gate: torch.Tensor | None = None,
+                        kept: torch.Tensor | None = None) -> torch.Tensor:
+    """`scatter_tokens_ref` as one row copy into the flattened [B * L, D] stream (the fast PyTorch path
+    on CPU); the gated update is one fused multiply-add."""
+    b, l, d = x.shape
+    if gate is not None:
+        kept = gather_tokens_rows(x, index) if kept is None else kept
+        values = torch.addcmul(kept, gate.unsqueeze(-1), values - kept)
+    flat = (index + torch.arange(b, device=index.device)[:, None] * l).reshape(-1)
+    return x.reshape(b * l, d).index_copy(0, flat, values.reshape(-1, d)).view(b, l, d)
+
+
 def scatter_tokens_ref(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor, gate: torch.Tensor | None = None,
                        kept: torch.Tensor | None = None) -> torch.Tensor:
     """A copy of x [B, L, D] with rows `index` [B, M] replaced by values [B, M, D], or, with gate [B, M],

@@ -51,7 +51,7 @@ def moe_ffn_sorted(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_
     order = torch.argsort(flat_e, stable=True)
     tok = order // k
     counts = torch.bincount(flat_e, minlength=w_gate.shape[0]).tolist()
-    xs = x[tok]
+    xs = x.index_select(0, tok)  # whole rows: several times faster on CPU than x[tok]
     ys, start = [], 0
     for e, c in enumerate(counts):
         if c:

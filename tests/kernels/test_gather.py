@@ -1,4 +1,5 @@
-"""Token selection, gather and (gated) scatter: the Triton kernels (interpreted) against the reference."""
+"""Token selection, gather and (gated) scatter: the Triton kernels (interpreted) and the fused CPU path
+("auto" on CPU tensors: row lookups in the flattened stream) against the reference."""
 
 import pytest
 import torch
@@ -35,27 +36,29 @@ def stream(B, T, N, D, k, dtype=torch.float32):
     return x, index
 
 
+@pytest.mark.parametrize("backend", ["triton", "auto"])
 @pytest.mark.parametrize("B, T, N, D, k", [(1, 1, 9, 7, 1), (2, 3, 9, 20, 4), (2, 2, 9, 130, 9)])
-def test_gather_matches_reference(B, T, N, D, k):
+def test_gather_matches_reference(B, T, N, D, k, backend):
     x, index = stream(B, T, N, D, k)
-    out = gather_tokens(x, index, backend="triton")
+    out = gather_tokens(x, index, backend=backend)
     ref = gather_tokens(x, index, backend="torch")
     assert torch.equal(out, ref)
     g = torch.randn_like(ref)
     assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
 
 
+@pytest.mark.parametrize("backend", ["triton", "auto"])
 @pytest.mark.parametrize("gated, with_kept", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("B, T, N, D, k", [(1, 1, 9, 7, 1), (2, 3, 9, 130, 4)])
-def test_scatter_matches_reference(B, T, N, D, k, gated, with_kept):
+def test_scatter_matches_reference(B, T, N, D, k, gated, with_kept, backend):
     x, index = stream(B, T, N, D, k)
     g = torch.Generator().manual_seed(1)
     values = torch.randn(B, index.shape[1], D, generator=g).requires_grad_()
     gate = torch.rand(B, index.shape[1], generator=g).requires_grad_() if gated else None
     results = []
-    for backend in ("triton", "torch"):
-        kept = gather_tokens(x, index, backend=backend) if with_kept else None
-        out = scatter_tokens(x, index, values, gate, kept, backend=backend)
+    for be in (backend, "torch"):
+        kept = gather_tokens(x, index, backend=be) if with_kept else None
+        out = scatter_tokens(x, index, values, gate, kept, backend=be)
         inputs = [x, values] + ([gate] if gated else [])
         results.append([out, *torch.autograd.grad(out, inputs, torch.randn(out.shape, generator=g.manual_seed(2)))])
     for a, b in zip(*results):
