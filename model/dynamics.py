@@ -61,6 +61,11 @@ class DynamicsConfig(ConfigBase):
     # With a state pathway: whether the state token's linear head adds its own correction to it
     # (False: the pathway alone predicts the state change; the transformer still reads the state).
     state_residual: bool = True
+    # Width of the state renderer, an MLP from a normalised state to the frame head's logits for
+    # the frame of that state (0: none). In a rollout it reads the state predicted for the next step;
+    # `render_mix` "sum" adds its logits to the frame head's, "replace" uses them alone.
+    state_render: int = 0
+    render_mix: str = "sum"
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "grid", "codebook_size", "width", "layers", "heads", "context",
@@ -83,6 +88,10 @@ class DynamicsConfig(ConfigBase):
             raise ValueError(f"DynamicsConfig.state_mlp must be >= 0, got {self.state_mlp}")
         if not self.state_residual and not self.state_mlp:
             raise ValueError("DynamicsConfig.state_residual=False needs a state pathway (state_mlp > 0)")
+        if self.state_render < 0:
+            raise ValueError(f"DynamicsConfig.state_render must be >= 0, got {self.state_render}")
+        if self.render_mix not in ("sum", "replace"):
+            raise ValueError(f"DynamicsConfig.render_mix must be 'sum' or 'replace', got {self.render_mix!r}")
 
     @property
     def tokens_per_frame(self) -> int:
@@ -91,6 +100,11 @@ class DynamicsConfig(ConfigBase):
     @property
     def tokens_per_step(self) -> int:
         return self.tokens_per_frame + 2
+
+    @property
+    def code_logits(self) -> int:
+        """Logits per frame token: the codebook (joint head) or the sum of the FSQ levels (factorized)."""
+        return sum(self.code_levels) if self.frame_head == "factorized" else self.codebook_size
 
     @property
     def kept_frame_tokens(self) -> int:
@@ -286,9 +300,8 @@ class Dynamics(nn.Module):
             Block(cfg, pruned=cfg.prune and i >= cfg.prune_from) for i in range(cfg.layers)
         )
         self.norm = nn.RMSNorm(d)
-        factorized = cfg.frame_head == "factorized"
-        self.frame_head = nn.Linear(d, sum(cfg.code_levels) if factorized else cfg.codebook_size)
-        if factorized:
+        self.frame_head = nn.Linear(d, cfg.code_logits)
+        if cfg.frame_head == "factorized":
             lv = torch.tensor(cfg.code_levels, dtype=torch.long)
             self.register_buffer("code_levels", lv, persistent=False)
             self.register_buffer("code_basis", torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), 0),
@@ -299,6 +312,12 @@ class Dynamics(nn.Module):
             w = cfg.state_mlp
             self.state_mlp = nn.Sequential(nn.Linear(cfg.state_dim + cfg.action_dim, w), nn.SiLU(), nn.Linear(w, w),
                                            nn.SiLU(), nn.Linear(w, w), nn.SiLU(), nn.Linear(w, cfg.state_dim))
+        self.state_render: nn.Module | None = None
+        if cfg.state_render:
+            w = cfg.state_render
+            self.state_render = nn.Sequential(nn.Linear(cfg.state_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
+                                              nn.Linear(w, w), nn.SiLU(),
+                                              nn.Linear(w, cfg.tokens_per_frame * cfg.code_logits))
         self.reward_head = nn.Linear(d, 1)
         self.term_head = nn.Linear(d, 1)
 
@@ -330,6 +349,13 @@ class Dynamics(nn.Module):
         if self.state_mlp is None:
             raise ValueError("this model has no state pathway (DynamicsConfig.state_mlp = 0)")
         return self.state_mlp(torch.cat([states, actions.to(states.dtype)], -1))
+
+    def render_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The state renderer's frame-head logits for the frames of normalised states [..., S]:
+        [..., N, V'] (V' as the frame head's)."""
+        if self.state_render is None:
+            raise ValueError("this model has no state renderer (DynamicsConfig.state_render = 0)")
+        return self.state_render(states).unflatten(-1, (self.cfg.tokens_per_frame, self.cfg.code_logits))
 
     def _digit_logits(self, logits: torch.Tensor) -> list[torch.Tensor]:
         return list(logits.split(self.cfg.code_levels, dim=-1))

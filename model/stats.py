@@ -31,6 +31,8 @@ def flops_per_step(dyn: Dynamics, batch: int = 1, seed: int = 0) -> int:
         states = torch.randn(batch, 1, cfg.state_dim, generator=g).to(dev)
         actions = torch.randn(batch, 1, cfg.action_dim, generator=g).to(dev)
         dyn.step_with_cache(caches, codes, states, actions, t)
+        if dyn.state_render is not None:  # `WorldModel.step` renders the predicted state's frame
+            dyn.render_logits(states[:, 0])
 
     was_training = dyn.training
     dyn.eval()
@@ -60,6 +62,7 @@ def world_model_info(wm) -> dict:
         "expert_groups": cfg.expert_groups if cfg.moe else 0,
         "frame_head": cfg.frame_head,
         "state_mlp": cfg.state_mlp,
+        "state_render": cfg.state_render,
         "layers": cfg.layers,
         "width": cfg.width,
     }

@@ -207,13 +207,17 @@ class WorldModel(PretrainedMixin, nn.Module):
             raise ValueError(f"actions must be [{b}, {cfg.action_dim}], got {tuple(actions.shape)}")
         out = self.dynamics.step_with_cache(handle.caches, handle.codes, handle.state,
                                             actions.to(self.device).float()[:, None], handle.step_index)
-        codes = self.dynamics.predict_codes(out["code_logits"][:, 0], temperature, handle.generator)  # [B, N]
         delta = out["state_delta"][:, 0]
         if self.cfg.static_state_dims:
             delta[:, list(self.cfg.static_state_dims)] = 0
         state_n = handle.state[:, 0] + delta
         if self.state_low is not None:  # the config's bounds, in the model's normalised units
             state_n = state_n.clamp(self.normalize_state(self.state_low), self.normalize_state(self.state_high))
+        logits = out["code_logits"][:, 0]  # [B, N, V']
+        if self.dynamics.state_render is not None:  # the frame of the state just predicted
+            rendered = self.dynamics.render_logits(state_n)
+            logits = rendered if cfg.render_mix == "replace" else logits + rendered
+        codes = self.dynamics.predict_codes(logits, temperature, handle.generator)  # [B, N]
         handle.codes, handle.state = codes[:, None], state_n[:, None]
         handle.step_index += 1
         reward = out["reward"][:, 0] * self.reward_std + self.reward_mean

@@ -137,3 +137,95 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match="unroll must be >= 1"):
         PathwayTrainConfig(unroll=0)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def framed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("renderer")
+    generate(GenerateSpec(scene="Reacher-v5", out=str(root / "data"), episodes=6, seed=1, shard_size=6, max_steps=10),
+             progress_bar=False)
+    _world(root / "world", data=EpisodeDataset(root / "data", frames=False))
+    return root
+
+
+def test_renderer_config_and_logits():
+    with pytest.raises(ValueError, match="state_render must be >= 0"):
+        DynamicsConfig(state_render=-1)
+    with pytest.raises(ValueError, match="render_mix must be 'sum' or 'replace'"):
+        DynamicsConfig(render_mix="max")
+    from worldsim.model.dynamics import Dynamics
+
+    with pytest.raises(ValueError, match="no state renderer"):
+        Dynamics(DynamicsConfig()).render_logits(torch.zeros(1, 10))
+    dyn = Dynamics(DynamicsConfig(state_render=8, frame_head="factorized", code_levels=(8, 5, 5, 5)))
+    assert dyn.render_logits(torch.zeros(3, 10)).shape == (3, 64, 23)
+    assert Dynamics(DynamicsConfig(state_render=8)).render_logits(torch.zeros(2, 10)).shape == (2, 64, 1000)
+
+
+@pytest.mark.parametrize("mix", ["sum", "replace"])
+def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
+    from worldsim.train_pathway import with_renderer
+
+    wm = with_renderer(WorldModel.from_pretrained(framed / "world"), 16, mix)
+    with torch.no_grad():  # a loud renderer, so that it visibly decides the codes
+        wm.dynamics.state_render[-1].weight.mul_(50)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 60, (2, 1, 8, 8), generator=g)
+    states = torch.randn(2, 1, 10, generator=g) * 0.1
+    actions = torch.rand(2, 2, generator=g)
+    h = wm.start(tokens, states)
+    before_codes, before_state = h.codes.clone(), h.state.clone()
+    codes, state, _, _ = wm.step(h, actions)
+    out = wm.dynamics.step_with_cache(wm.start(tokens, states).caches, before_codes, before_state,
+                                      actions[:, None], 0)
+    rendered = wm.dynamics.render_logits(wm.normalize_state(state))
+    logits = rendered if mix == "replace" else out["code_logits"][:, 0] + rendered
+    assert torch.equal(codes.view(2, -1), wm.dynamics.predict_codes(logits))
+    plain = wm.dynamics.predict_codes(out["code_logits"][:, 0])
+    assert not torch.equal(codes.view(2, -1), plain)  # the renderer changed the frame
+    from worldsim.model.stats import world_model_info
+
+    assert world_model_info(wm)["state_render"] == 16
+
+
+def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypatch):
+    import worldsim.train_pathway as tp
+    from worldsim.train_pathway import RendererTrainConfig, train_renderer
+
+    cfg = RendererTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=3, width=32, val_fraction=0.2, save_every=15)
+    m = train_renderer(framed / "world", [str(framed / "data")], tmp_path / "r", cfg, device="cpu", progress=False)
+    base, wm = WorldModel.from_pretrained(framed / "world"), WorldModel.from_pretrained(tmp_path / "r")
+    assert wm.cfg.dynamics.state_render == 32 and wm.cfg.dynamics.render_mix == "sum"
+    for k, v in base.state_dict().items():  # nothing of the base model moved
+        assert torch.equal(wm.state_dict()[k], v), k
+    untrained = tp.with_renderer(base, 32, "sum")
+    val = tp.Frames([EpisodeDataset(framed / "data", [5])], wm)
+    with torch.no_grad():
+        ce = [wm.dynamics.code_loss(w.dynamics.render_logits(val.state), val.codes).mean() for w in (untrained, wm)]
+    assert ce[1] < 0.85 * ce[0]
+    assert 0 <= m["val_token_acc"] <= 1
+    calls = {"n": 0}
+    real_save = tp.save_train_state
+
+    def save_then_die(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(tp, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_renderer(framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False)
+    monkeypatch.setattr(tp, "save_train_state", real_save)
+    train_renderer(framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False)
+    resumed = WorldModel.from_pretrained(tmp_path / "k")
+    for k, v in wm.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
+def test_train_renderer_refuses_state_only_data(setup, tmp_path):
+    from worldsim.train_pathway import train_renderer
+
+    with pytest.raises(ValueError, match="has no frames"):
+        train_renderer(setup / "world", [str(setup / "data")], tmp_path / "r", device="cpu")
+    assert not (tmp_path / "r").exists()

@@ -230,6 +230,16 @@ def _cmd_train_pathway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_renderer(args: argparse.Namespace) -> int:
+    from worldsim.train_pathway import RendererTrainConfig, train_renderer
+
+    extra = {k: getattr(args, k) for k in ("width", "mix") if getattr(args, k) is not None}
+    cfg = RendererTrainConfig(**_run_overrides(args), **extra)
+    metrics = train_renderer(args.checkpoint, args.data, args.out, cfg, device=args.device, progress=not args.quiet)
+    print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f} from true states")
+    return 0
+
+
 def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -422,6 +432,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unroll", type=int, default=None,
                    help="steps the loss rolls the pathway out from each recorded state (default 1)")
     s.set_defaults(func=_cmd_train_pathway)
+
+    s = tsub.add_parser("renderer", help="give a world model a state renderer, fitted on frames (resumable)",
+                        description="Fit a state renderer for a world model: an MLP from a state to the frame "
+                                    "head's logits for that state's frame, added to the frame head's in rollouts "
+                                    "(or replacing them) so predicted frames follow the predicted state. The "
+                                    "transformer is unchanged. Rerun to resume.")
+    s.add_argument("--checkpoint", required=True,
+                   help="the world model (a directory, or a scene name for the shipped one)")
+    s.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                   help="datasets of the scene, with frames; the first one's last episodes are held out")
+    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
+    _add_run_args(s, batch="frames per step")
+    s.add_argument("--width", type=int, default=None, help="the renderer MLP's width (default 512)")
+    s.add_argument("--mix", choices=("sum", "replace"), default=None,
+                   help="add the renderer's logits to the frame head's (sum, default) or use them alone")
+    s.set_defaults(func=_cmd_train_renderer)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools", description="Tokenizer commands.")
     toksub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")

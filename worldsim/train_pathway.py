@@ -1,4 +1,5 @@
-"""Fit a world model's state pathway alone on many transitions: `worldsim train pathway`.
+"""Fit parts of a trained world model alone, the transformer unchanged: `worldsim train pathway`
+and `worldsim train renderer`.
 
 The state pathway (`DynamicsConfig.state_mlp`) maps (normalised state, action) to the state's
 change. In models without the state token's head (`state_residual=False`, the v4-lite preset) it
@@ -12,7 +13,12 @@ The loss is unrolled as `WorldModel.step` rolls out: from a recorded state the p
 model's bounds), and the mean squared error of every predicted state against the recorded one is
 minimised, in normalised units. `unroll=1` is the one-step loss of the dynamics trainer.
 
-    OUT/        the world model with the new pathway (a normal checkpoint; export it to ship)
+The state renderer (`DynamicsConfig.state_render`, added by `train renderer`) maps a normalised
+state to the frame head's logits for the frame of that state. In a rollout it reads the state the
+pathway just predicted, so the predicted frame follows the predicted physics; it is fitted on the
+dataset's frames, encoded by the model's tokenizer, against their recorded states.
+
+    OUT/        the world model with the new part (a normal checkpoint; export it to ship)
     OUT.train/  the training state, saved every `save_every` steps: a killed run resumes from it and
                 ends with the same weights as an uninterrupted one
 """
@@ -33,24 +39,52 @@ from worldsim.trainstate import load_train_state, save_train_state
 
 
 @dataclass(frozen=True)
-class PathwayTrainConfig(ConfigBase):
+class PartTrainConfig(ConfigBase):
+    """What both part trainers share."""
+
     steps: int = 20000
     batch_size: int = 1024
     lr: float = 1e-3
     warmup: int = 200
-    unroll: int = 1
     val_fraction: float = 0.02
     save_every: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "save_every", "unroll"):
+        for name in ("steps", "batch_size", "save_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"PathwayTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"PathwayTrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise ValueError(f"{type(self).__name__}.val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0:
-            raise ValueError(f"PathwayTrainConfig.lr must be > 0, got {self.lr}")
+            raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class PathwayTrainConfig(PartTrainConfig):
+    unroll: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.unroll < 1:
+            raise ValueError(f"PathwayTrainConfig.unroll must be >= 1, got {self.unroll}")
+
+
+@dataclass(frozen=True)
+class RendererTrainConfig(PartTrainConfig):
+    steps: int = 6000
+    batch_size: int = 256
+    val_fraction: float = 0.05
+    save_every: int = 500
+    width: int = 512
+    mix: str = "sum"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.width < 1:
+            raise ValueError(f"RendererTrainConfig.width must be >= 1, got {self.width}")
+        if self.mix not in ("sum", "replace"):
+            raise ValueError(f"RendererTrainConfig.mix must be 'sum' or 'replace', got {self.mix!r}")
 
 
 class Sequences:
@@ -107,13 +141,68 @@ def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor) -
     return per_step.mean(), per_step.detach()
 
 
+def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
+    from worldsim.envs.dataset import read_manifest
+
+    dyn = wm.cfg.dynamics
+    for d in datasets:  # checked before any work
+        m = read_manifest(d)
+        want = {"scene": wm.cfg.scene, "state_dim": dyn.state_dim, "action_dim": dyn.action_dim}
+        for key, v in want.items():
+            if m.get(key) != v:
+                raise ValueError(f"dataset {d}: {key} {m.get(key)!r}, but the model {checkpoint} has {v!r}")
+
+
+def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
+         train_loss, validate, extra: dict, desc: str, progress: bool) -> dict[str, float]:
+    """The loop both part trainers run: AdamW on `params` alone (the rest of `wm` frozen) with a
+    cosine schedule, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run draws
+    the same batches), `validate(batches)` a dict of held-out figures; resumable from `out`.train."""
+    from tqdm import tqdm
+
+    wm.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    out = Path(out)
+    state_dir = out.with_name(out.name + ".train")
+    step, rng = 0, np.random.default_rng(cfg.seed)
+    key = f"{desc.replace(' ', '_')}_config"
+    extra = {key: cfg.to_dict(), **extra}
+    if (state_dir / "model.safetensors").is_file():
+        step, rng, begun = load_train_state(state_dir, wm, opt, type(wm.cfg), kind="world_model")
+        if begun.get(key) != cfg.to_dict():
+            raise ValueError(f"{state_dir}: a run with another training config ({begun.get(key)}); "
+                             f"use a new --out or delete {state_dir}")
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
+        loss = train_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3g}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            logs = validate(8)
+            bar.write(f"step {step}: train loss {loss.item():.4g}, "
+                      + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, extra=extra)
+    bar.close()
+    metrics = validate(16)
+    wm.save(out, extra={**extra, "steps": step, **metrics, "train_seconds_this_run": time.perf_counter() - t0})
+    return metrics
+
+
 def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
                   cfg: PathwayTrainConfig = PathwayTrainConfig(), device: str = "auto",
                   progress: bool = True) -> dict[str, float]:
     """Fit the state pathway of the world model `checkpoint` on the transitions of `state_data` (datasets
     of its scene, with or without frames) and write the model to `out`; resumes from `out`.train."""
-    from tqdm import tqdm
-
     from worldsim.envs.dataset import read_manifest
     from worldsim.envs.loader import EpisodeDataset
     from worldsim.runtime import resolve_device
@@ -121,67 +210,105 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
 
     if not state_data:
         raise ValueError("train pathway needs at least one dataset (--state-data)")
-    dev = resolve_device(device)
-    wm = WorldModel.from_pretrained(checkpoint, device=dev).float()
-    dyn = wm.cfg.dynamics
-    if not dyn.state_mlp:
+    wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+    if not wm.cfg.dynamics.state_mlp:
         raise ValueError(f"{checkpoint}: this world model has no state pathway (state_mlp = 0); "
                          f"train one with a preset that has it, e.g. --preset v4-lite")
-    for d in state_data:  # checked before any work
-        m = read_manifest(d)
-        want = {"scene": wm.cfg.scene, "state_dim": dyn.state_dim, "action_dim": dyn.action_dim}
-        for key, v in want.items():
-            if m.get(key) != v:
-                raise ValueError(f"state data {d}: {key} {m.get(key)!r}, but the model {checkpoint} has {v!r}")
-    first = read_manifest(state_data[0])
-    train_ep, val_ep = split_episodes(first["episodes"], cfg.val_fraction)
-    train_sets = [EpisodeDataset(state_data[0], train_ep, frames=False),
-                  *(EpisodeDataset(d, frames=False) for d in state_data[1:])]
-    train = Sequences(train_sets, wm, cfg.unroll)
+    _check_data(wm, checkpoint, state_data)
+    train_ep, val_ep = split_episodes(read_manifest(state_data[0])["episodes"], cfg.val_fraction)
+    train = Sequences([EpisodeDataset(state_data[0], train_ep, frames=False),
+                       *(EpisodeDataset(d, frames=False) for d in state_data[1:])], wm, cfg.unroll)
     val = Sequences([EpisodeDataset(state_data[0], val_ep, frames=False, verify=False)], wm, cfg.unroll)
 
-    wm.requires_grad_(False)
-    params = list(wm.dynamics.state_mlp.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    out = Path(out)
-    state_dir = out.with_name(out.name + ".train")
-    step, rng = 0, np.random.default_rng(cfg.seed)
-    if (state_dir / "model.safetensors").is_file():
-        step, rng, begun = load_train_state(state_dir, wm, opt, type(wm.cfg), kind="world_model")
-        if begun.get("pathway_config") != cfg.to_dict():
-            raise ValueError(f"{state_dir}: a run with another training config ({begun.get('pathway_config')}); "
-                             f"use a new --out or delete {state_dir}")
+    def train_loss(step: int) -> torch.Tensor:
+        return unrolled_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
 
     @torch.no_grad()
-    def validate(batches: int = 8) -> dict[str, float]:
+    def validate(batches: int) -> dict[str, float]:
         per = torch.stack([unrolled_loss(wm, *val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]
                            for i in range(batches)]).mean(0)
         return {"val_mse": float(per.mean()), "val_mse_step1": float(per[0]), "val_mse_last": float(per[-1])}
 
-    extra = {"pathway_config": cfg.to_dict(), "base": str(checkpoint), "state_data": [str(d) for d in state_data]}
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc="state pathway", disable=not progress, dynamic_ncols=True)
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        # Seeded by the step: a resumed run draws the same sequences.
-        loss, _ = unrolled_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(mse=f"{loss.item():.3g}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            logs = validate()
-            bar.write(f"step {step}: train mse {loss.item():.4g}, "
-                      + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, extra=extra)
-    bar.close()
-    metrics = validate(16)
-    wm.save(out, extra={**extra, "steps": step, "transitions": len(train), **metrics,
-                        "train_seconds_this_run": time.perf_counter() - t0})
-    return metrics
+    extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "transitions": len(train)}
+    return _fit(wm, list(wm.dynamics.state_mlp.parameters()), cfg, out, train_loss, validate, extra,
+                "state pathway", progress)
+
+
+class Frames:
+    """Every frame of some datasets as (normalised state, tokenizer codes) pairs."""
+
+    def __init__(self, datasets: list, wm: WorldModel):
+        from worldsim.train_dynamics import encode_dataset
+
+        dev = wm.device
+        self.state = wm.normalize_state(torch.from_numpy(
+            np.concatenate([d.arrays["states"] for d in datasets])).float().to(dev))
+        codes = np.concatenate([encode_dataset(d, wm.tokenizer) for d in datasets])
+        self.codes = torch.from_numpy(codes).long().to(dev)
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.state.device)
+        return self.state[i], self.codes[i]
+
+
+def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldModel:
+    """`wm` with a new, untrained state renderer initialised from `seed` (or its own, when it has one of
+    this width: then only the mix changes)."""
+    dyn = wm.cfg.dynamics
+    if dyn.state_render == width and dyn.render_mix == mix:
+        return wm
+    if dyn.state_render and dyn.state_render != width:
+        raise ValueError(f"the model has a state renderer of width {dyn.state_render}, asked for {width}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = WorldModel(wm.cfg.replace(dynamics=dyn.replace(state_render=width, render_mix=mix))).to(wm.device)
+    own = wm.state_dict()
+    missing, unexpected = new.load_state_dict(own, strict=False)
+    if unexpected or any(not k.startswith("dynamics.state_render.") for k in missing):
+        raise ValueError(f"cannot add a renderer: missing {missing}, unexpected {unexpected}")
+    return new
+
+
+def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], out: str | Path,
+                   cfg: RendererTrainConfig = RendererTrainConfig(), device: str = "auto",
+                   progress: bool = True) -> dict[str, float]:
+    """Give the world model `checkpoint` a state renderer fitted on the frames and states of `data`
+    (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train."""
+    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.loader import EpisodeDataset
+    from worldsim.runtime import resolve_device
+    from worldsim.train_tokenizer import split_episodes
+
+    if not data:
+        raise ValueError("train renderer needs at least one dataset with frames (--data)")
+    wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+    _check_data(wm, checkpoint, data)
+    for d in data:
+        if not read_manifest(d).get("frames", True):
+            raise ValueError(f"dataset {d} has no frames (generated with --no-frames); the renderer learns frames")
+    wm = with_renderer(wm, cfg.width, cfg.mix, cfg.seed)
+    train_ep, val_ep = split_episodes(read_manifest(data[0])["episodes"], cfg.val_fraction)
+    train = Frames([EpisodeDataset(data[0], train_ep), *(EpisodeDataset(d) for d in data[1:])], wm)
+    val = Frames([EpisodeDataset(data[0], val_ep, verify=False)], wm)
+    dyn = wm.dynamics
+
+    def train_loss(step: int) -> torch.Tensor:
+        states, codes = train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step]))
+        return dyn.code_loss(dyn.render_logits(states), codes).mean()
+
+    @torch.no_grad()
+    def validate(batches: int) -> dict[str, float]:
+        ce, acc = [], []
+        for i in range(batches):
+            states, codes = val.sample(cfg.batch_size, np.random.default_rng([1234, i]))
+            logits = dyn.render_logits(states)
+            ce.append(dyn.code_loss(logits, codes).mean())
+            acc.append((dyn.predict_codes(logits) == codes).float().mean())
+        return {"val_ce": float(torch.stack(ce).mean()), "val_token_acc": float(torch.stack(acc).mean())}
+
+    extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
+    return _fit(wm, list(dyn.state_render.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
+                progress)
