@@ -129,8 +129,10 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
                  "--out", str(tmp_path / "cli"), "--steps", "3", "--batch-size", "16", "--unroll", "2", "--quiet"]) == 0
     assert "held-out state MSE" in capsys.readouterr().out
     _world(tmp_path / "no-pathway", state_mlp=0)
-    with pytest.raises(ValueError, match="no state pathway"):
+    with pytest.raises(ValueError, match=r"no state pathway \(state_mlp = 0\); give it one with --width"):
         train_pathway(tmp_path / "no-pathway", [str(setup / "data")], tmp_path / "x", device="cpu")
+    with pytest.raises(ValueError, match="has a state pathway already"):
+        train_pathway(setup / "world", [str(setup / "data")], tmp_path / "x", PathwayTrainConfig(width=8), device="cpu")
     _world(tmp_path / "bounce-world", scene="bounce")
     with pytest.raises(ValueError, match="scene 'Reacher-v5', but the model .* has 'bounce'"):
         train_pathway(tmp_path / "bounce-world", [str(setup / "data")], tmp_path / "x", device="cpu")
@@ -146,6 +148,22 @@ def framed(tmp_path_factory):
              progress_bar=False)
     _world(root / "world", data=EpisodeDataset(root / "data", frames=False))
     return root
+
+
+def test_width_gives_a_model_without_pathway_one_that_carries_the_state(setup, tmp_path):
+    _world(tmp_path / "v4", state_mlp=0)
+    base = WorldModel.from_pretrained(tmp_path / "v4")
+    assert base.dynamics.state_head is not None
+    cfg = PathwayTrainConfig(steps=4, batch_size=16, width=24, unroll=2, save_every=4)
+    train_pathway(tmp_path / "v4", [str(setup / "data")], tmp_path / "pw", cfg, device="cpu", progress=False)
+    wm = WorldModel.from_pretrained(tmp_path / "pw")
+    dyn = wm.cfg.dynamics
+    assert dyn.state_mlp == 24 and not dyn.state_residual and wm.dynamics.state_head is None
+    for k, v in base.state_dict().items():  # the rest is the base model's
+        if not k.startswith("dynamics.state_head."):
+            assert torch.equal(wm.state_dict()[k], v), k
+    h = wm.start(torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, 10))
+    assert torch.isfinite(wm.step(h, torch.zeros(1, 2))[1]).all()
 
 
 def test_renderer_config_and_logits():

@@ -221,7 +221,7 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
 def _cmd_train_pathway(args: argparse.Namespace) -> int:
     from worldsim.train_pathway import PathwayTrainConfig, train_pathway
 
-    extra = {} if args.unroll is None else {"unroll": args.unroll}
+    extra = {k: getattr(args, k) for k in ("unroll", "width") if getattr(args, k) is not None}
     cfg = PathwayTrainConfig(**_run_overrides(args), **extra)
     metrics = train_pathway(args.checkpoint, args.state_data, args.out, cfg, device=args.device,
                             progress=not args.quiet)
@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(s, batch="transition sequences per step")
     s.add_argument("--unroll", type=int, default=None,
                    help="steps the loss rolls the pathway out from each recorded state (default 1)")
+    s.add_argument("--width", type=int, default=None,
+                   help="for a model without a pathway: add one of this width, which then carries the state "
+                        "alone (the state token's head is dropped)")
     s.set_defaults(func=_cmd_train_pathway)
 
     s = tsub.add_parser("renderer", help="give a world model a state renderer, fitted on frames (resumable)",

@@ -63,11 +63,16 @@ class PartTrainConfig(ConfigBase):
 @dataclass(frozen=True)
 class PathwayTrainConfig(PartTrainConfig):
     unroll: int = 1
+    # For a model without a pathway: give it one of this width (it then carries the state alone,
+    # replacing the state token's head). 0: fit the model's own pathway.
+    width: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.unroll < 1:
             raise ValueError(f"PathwayTrainConfig.unroll must be >= 1, got {self.unroll}")
+        if self.width < 0:
+            raise ValueError(f"PathwayTrainConfig.width must be >= 0, got {self.width}")
 
 
 @dataclass(frozen=True)
@@ -145,12 +150,17 @@ def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
     from worldsim.envs.dataset import read_manifest
 
     dyn = wm.cfg.dynamics
+    first = None
     for d in datasets:  # checked before any work
         m = read_manifest(d)
         want = {"scene": wm.cfg.scene, "state_dim": dyn.state_dim, "action_dim": dyn.action_dim}
         for key, v in want.items():
             if m.get(key) != v:
                 raise ValueError(f"dataset {d}: {key} {m.get(key)!r}, but the model {checkpoint} has {v!r}")
+        first = first or (d, m.get("scene_config_hash"))
+        if m.get("scene_config_hash") != first[1]:
+            raise ValueError(f"dataset {d} was made with another scene config than {first[0]} "
+                             f"(scene_config_hash {m.get('scene_config_hash')} vs {first[1]})")
 
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
@@ -211,9 +221,11 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     if not state_data:
         raise ValueError("train pathway needs at least one dataset (--state-data)")
     wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
-    if not wm.cfg.dynamics.state_mlp:
-        raise ValueError(f"{checkpoint}: this world model has no state pathway (state_mlp = 0); "
-                         f"train one with a preset that has it, e.g. --preset v4-lite")
+    if cfg.width:
+        wm = with_pathway(wm, cfg.width, cfg.seed)
+    elif not wm.cfg.dynamics.state_mlp:
+        raise ValueError(f"{checkpoint}: this world model has no state pathway (state_mlp = 0); give it one "
+                         f"with --width, or train with a preset that has one, e.g. --preset v4-lite")
     _check_data(wm, checkpoint, state_data)
     train_ep, val_ep = split_episodes(read_manifest(state_data[0])["episodes"], cfg.val_fraction)
     train = Sequences([EpisodeDataset(state_data[0], train_ep, frames=False),
@@ -254,6 +266,29 @@ class Frames:
         return self.state[i], self.codes[i]
 
 
+def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
+    """`wm` rebuilt with new dynamics config `fields`: its weights (less those under `drop`) loaded,
+    the new parts initialised from `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = WorldModel(wm.cfg.replace(dynamics=wm.cfg.dynamics.replace(**fields))).to(wm.device)
+    own = {k: v for k, v in wm.state_dict().items() if not (drop and k.startswith(drop))}
+    missing, unexpected = new.load_state_dict(own, strict=False)
+    missing = [k for k in missing if not k.startswith(("dynamics.state_mlp.", "dynamics.state_render."))]
+    if missing or unexpected:
+        raise ValueError(f"cannot rebuild the model with {fields}: missing {missing}, unexpected {unexpected}")
+    return new
+
+
+def with_pathway(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
+    """`wm` with a new, untrained state pathway of `width` that carries the state alone (the state
+    token's head, if any, dropped). A model that has a pathway already is refused."""
+    if wm.cfg.dynamics.state_mlp:
+        raise ValueError(f"the model has a state pathway already (width {wm.cfg.dynamics.state_mlp}); "
+                         f"leave --width unset to fit it")
+    return _rebuilt(wm, seed, drop="dynamics.state_head.", state_mlp=width, state_residual=False)
+
+
 def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldModel:
     """`wm` with a new, untrained state renderer initialised from `seed` (or its own, when it has one of
     this width: then only the mix changes)."""
@@ -262,14 +297,7 @@ def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldM
         return wm
     if dyn.state_render and dyn.state_render != width:
         raise ValueError(f"the model has a state renderer of width {dyn.state_render}, asked for {width}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        new = WorldModel(wm.cfg.replace(dynamics=dyn.replace(state_render=width, render_mix=mix))).to(wm.device)
-    own = wm.state_dict()
-    missing, unexpected = new.load_state_dict(own, strict=False)
-    if unexpected or any(not k.startswith("dynamics.state_render.") for k in missing):
-        raise ValueError(f"cannot add a renderer: missing {missing}, unexpected {unexpected}")
-    return new
+    return _rebuilt(wm, seed, state_render=width, render_mix=mix)
 
 
 def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], out: str | Path,
