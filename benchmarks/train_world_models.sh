@@ -23,8 +23,15 @@ time worldsim train dynamics --data "$DATA/reacher2" --state-data "$DATA/reacher
 time worldsim train dynamics --data "$DATA/pendulum" --tokenizer InvertedPendulum-v5 --preset v4-lite \
     --out "$RUN/pendulum-lite" --steps 2000 --state-pretrain 10000 --quiet
 
+# Reacher's state pathway refitted with an 8-step unrolled loss, then a state renderer added
+# (README, "Refitting parts of a trained world"): about 12 + 15 min on one thread.
+time worldsim train pathway --checkpoint "$RUN/reacher-lite-big" --state-data "$DATA/reacher2" "$DATA/reacher" \
+    --out "$RUN/reacher-pw" --steps 8000 --unroll 8 --quiet
+time worldsim train renderer --checkpoint "$RUN/reacher-pw" --data "$DATA/reacher2" "$DATA/reacher" \
+    --out "$RUN/reacher-final" --steps 6000 --quiet
+
 W=$(python -c "import worldsim.pretrained as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
-worldsim export "$RUN/reacher-lite-big" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
+worldsim export "$RUN/reacher-final" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
 worldsim export "$RUN/pendulum-lite" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
 worldsim export "$RUN/bounce-v4" --out "$W/world-bounce" --tokenizer-ref ../tokenizer --static-from "$DATA/bounce"
