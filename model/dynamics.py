@@ -61,9 +61,10 @@ class DynamicsConfig(ConfigBase):
     # With a state pathway: whether the state token's linear head adds its own correction to it
     # (False: the pathway alone predicts the state change; the transformer still reads the state).
     state_residual: bool = True
-    # Width of the state renderer, an MLP from a normalised state to the frame head's logits for
-    # the frame of that state (0: none). In a rollout it reads the state predicted for the next step;
-    # `render_mix` "sum" adds its logits to the frame head's, "replace" uses them alone.
+    # Width of the state renderer, an MLP from a normalised state to per-FSQ-channel logits for the
+    # frame of that state (0: none; it needs `code_levels`, with either head). In a rollout it reads
+    # the state predicted for the next step; `render_mix` "sum" adds its log-probabilities to the
+    # frame head's logits, "replace" uses them alone.
     state_render: int = 0
     render_mix: str = "sum"
 
@@ -80,10 +81,11 @@ class DynamicsConfig(ConfigBase):
             raise ValueError(f"DynamicsConfig.prune_from must be in [0, layers={self.layers}], got {self.prune_from}")
         if self.frame_head not in ("joint", "factorized"):
             raise ValueError(f"DynamicsConfig.frame_head must be 'joint' or 'factorized', got {self.frame_head!r}")
-        if self.frame_head == "factorized" and (not self.code_levels or any(v < 2 for v in self.code_levels)
-                                                or math.prod(self.code_levels) != self.codebook_size):
-            raise ValueError(f"a factorized frame head needs code_levels (each >= 2) whose product is the codebook "
-                             f"size {self.codebook_size}, got {self.code_levels}")
+        if (self.frame_head == "factorized" or self.state_render > 0) and (
+                not self.code_levels or any(v < 2 for v in self.code_levels)
+                or math.prod(self.code_levels) != self.codebook_size):
+            raise ValueError(f"a factorized frame head or a state renderer needs code_levels (each >= 2) whose "
+                             f"product is the codebook size {self.codebook_size}, got {self.code_levels}")
         if self.state_mlp < 0:
             raise ValueError(f"DynamicsConfig.state_mlp must be >= 0, got {self.state_mlp}")
         if not self.state_residual and not self.state_mlp:
@@ -301,7 +303,7 @@ class Dynamics(nn.Module):
         )
         self.norm = nn.RMSNorm(d)
         self.frame_head = nn.Linear(d, cfg.code_logits)
-        if cfg.frame_head == "factorized":
+        if cfg.code_levels:
             lv = torch.tensor(cfg.code_levels, dtype=torch.long)
             self.register_buffer("code_levels", lv, persistent=False)
             self.register_buffer("code_basis", torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), 0),
@@ -317,7 +319,7 @@ class Dynamics(nn.Module):
             w = cfg.state_render
             self.state_render = nn.Sequential(nn.Linear(cfg.state_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
                                               nn.Linear(w, w), nn.SiLU(),
-                                              nn.Linear(w, cfg.tokens_per_frame * cfg.code_logits))
+                                              nn.Linear(w, cfg.tokens_per_frame * sum(cfg.code_levels)))
         self.reward_head = nn.Linear(d, 1)
         self.term_head = nn.Linear(d, 1)
 
@@ -351,20 +353,35 @@ class Dynamics(nn.Module):
         return self.state_mlp(torch.cat([states, actions.to(states.dtype)], -1))
 
     def render_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """The state renderer's frame-head logits for the frames of normalised states [..., S]:
-        [..., N, V'] (V' as the frame head's)."""
+        """The state renderer's logits for the frames of normalised states [..., S], per FSQ channel
+        whatever the frame head: [..., N, sum(levels)] (score them with `factorized=True`)."""
         if self.state_render is None:
             raise ValueError("this model has no state renderer (DynamicsConfig.state_render = 0)")
-        return self.state_render(states).unflatten(-1, (self.cfg.tokens_per_frame, self.cfg.code_logits))
+        return self.state_render(states).unflatten(-1, (self.cfg.tokens_per_frame, sum(self.cfg.code_levels)))
+
+    def mix_render(self, logits: torch.Tensor, rendered: torch.Tensor) -> torch.Tensor:
+        """The frame head's logits [..., N, V'] combined with the renderer's [..., N, sum(levels)] as
+        `render_mix` says, in the frame head's layout. For a joint head the renderer's channels become
+        the joint log-probability of every code (the sum of its digits' log-probabilities)."""
+        if self.cfg.frame_head == "factorized":
+            return rendered if self.cfg.render_mix == "replace" else logits + rendered
+        lp = [F.log_softmax(lg.float(), -1) for lg in self._digit_logits(rendered)]
+        all_codes = torch.arange(self.cfg.codebook_size, device=rendered.device)
+        digits = (all_codes[:, None] // self.code_basis) % self.code_levels  # [V, C]
+        joint = sum(p[..., digits[:, i]] for i, p in enumerate(lp)).to(logits.dtype)  # [..., N, V]
+        return joint if self.cfg.render_mix == "replace" else logits + joint
 
     def _digit_logits(self, logits: torch.Tensor) -> list[torch.Tensor]:
         return list(logits.split(self.cfg.code_levels, dim=-1))
 
-    def code_loss(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def code_loss(self, logits: torch.Tensor, codes: torch.Tensor, factorized: bool | None = None) -> torch.Tensor:
         """Cross-entropy of the frame head's `logits` [..., V'] against codes [...] (long): [...].
-        Factorized: the sum over FSQ channels of each channel's cross-entropy on its digit."""
+        Factorized (by default when the frame head is): the sum over FSQ channels of each channel's
+        cross-entropy on its digit."""
         logits = logits.float()
-        if self.cfg.frame_head == "joint":
+        if factorized is None:
+            factorized = self.cfg.frame_head == "factorized"
+        if not factorized:
             return F.cross_entropy(logits.flatten(0, -2), codes.flatten(), reduction="none").view(codes.shape)
         digits = (codes.unsqueeze(-1) // self.code_basis) % self.code_levels  # [..., C]
         ce = [F.cross_entropy(lg.flatten(0, -2), digits[..., i].flatten(), reduction="none")
@@ -372,10 +389,13 @@ class Dynamics(nn.Module):
         return torch.stack(ce, -1).sum(-1).view(codes.shape)
 
     def predict_codes(self, logits: torch.Tensor, temperature: float = 0.0,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, factorized: bool | None = None) -> torch.Tensor:
         """Codes [...] from the frame head's `logits` [..., V']: the argmax at temperature 0, else a
-        sample of softmax(logits / temperature) (per channel when factorized)."""
-        parts = [logits] if self.cfg.frame_head == "joint" else self._digit_logits(logits)
+        sample of softmax(logits / temperature) (per channel when factorized, by default when the
+        frame head is)."""
+        if factorized is None:
+            factorized = self.cfg.frame_head == "factorized"
+        parts = self._digit_logits(logits) if factorized else [logits]
         picks = []
         for lg in parts:
             if temperature <= 0:
@@ -384,7 +404,7 @@ class Dynamics(nn.Module):
                 probs = torch.softmax(lg.float() / temperature, -1)
                 pick = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
                 picks.append(pick.view(lg.shape[:-1]))
-        if self.cfg.frame_head == "joint":
+        if not factorized:
             return picks[0]
         return (torch.stack(picks, -1) * self.code_basis).sum(-1)
 

@@ -215,8 +215,7 @@ class WorldModel(PretrainedMixin, nn.Module):
             state_n = state_n.clamp(self.normalize_state(self.state_low), self.normalize_state(self.state_high))
         logits = out["code_logits"][:, 0]  # [B, N, V']
         if self.dynamics.state_render is not None:  # the frame of the state just predicted
-            rendered = self.dynamics.render_logits(state_n)
-            logits = rendered if cfg.render_mix == "replace" else logits + rendered
+            logits = self.dynamics.mix_render(logits, self.dynamics.render_logits(state_n))
         codes = self.dynamics.predict_codes(logits, temperature, handle.generator)  # [B, N]
         handle.codes, handle.state = codes[:, None], state_n[:, None]
         handle.step_index += 1

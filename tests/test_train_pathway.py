@@ -175,9 +175,27 @@ def test_renderer_config_and_logits():
 
     with pytest.raises(ValueError, match="no state renderer"):
         Dynamics(DynamicsConfig()).render_logits(torch.zeros(1, 10))
+    with pytest.raises(ValueError, match="a state renderer needs code_levels"):
+        DynamicsConfig(state_render=8)
     dyn = Dynamics(DynamicsConfig(state_render=8, frame_head="factorized", code_levels=(8, 5, 5, 5)))
     assert dyn.render_logits(torch.zeros(3, 10)).shape == (3, 64, 23)
-    assert Dynamics(DynamicsConfig(state_render=8)).render_logits(torch.zeros(2, 10)).shape == (2, 64, 1000)
+    # A joint head (1000 logits a token) with a renderer that scores the FSQ channels (23 logits).
+    torch.manual_seed(0)
+    joint = Dynamics(DynamicsConfig(state_render=8, code_levels=(8, 5, 5, 5), render_mix="replace"))
+    rendered = joint.render_logits(torch.randn(2, 10))
+    assert rendered.shape == (2, 64, 23)
+    mixed = joint.mix_render(torch.randn(2, 64, 1000), rendered)
+    assert mixed.shape == (2, 64, 1000)
+    # The joint log-probabilities are normalised, and their argmax is the per-channel argmax.
+    torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 64))
+    assert torch.equal(joint.predict_codes(mixed), joint.predict_codes(rendered, factorized=True))
+    code = 7 + 8 * (3 + 5 * (1 + 5 * 4))  # digits (7, 3, 1, 4)
+    lp = [torch.log_softmax(p, -1) for p in rendered.split((8, 5, 5, 5), -1)]
+    torch.testing.assert_close(mixed[..., code], lp[0][..., 7] + lp[1][..., 3] + lp[2][..., 1] + lp[3][..., 4])
+    summed = joint.cfg.replace(render_mix="sum")
+    joint.cfg = summed
+    head = torch.randn(2, 64, 1000)
+    torch.testing.assert_close(joint.mix_render(head, rendered), head + mixed)
 
 
 @pytest.mark.parametrize("mix", ["sum", "replace"])

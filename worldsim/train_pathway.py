@@ -297,7 +297,8 @@ def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldM
         return wm
     if dyn.state_render and dyn.state_render != width:
         raise ValueError(f"the model has a state renderer of width {dyn.state_render}, asked for {width}")
-    return _rebuilt(wm, seed, state_render=width, render_mix=mix)
+    levels = dyn.code_levels or tuple(wm.cfg.tokenizer.levels)  # the renderer scores FSQ channels
+    return _rebuilt(wm, seed, state_render=width, render_mix=mix, code_levels=levels)
 
 
 def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], out: str | Path,
@@ -325,7 +326,7 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
 
     def train_loss(step: int) -> torch.Tensor:
         states, codes = train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step]))
-        return dyn.code_loss(dyn.render_logits(states), codes).mean()
+        return dyn.code_loss(dyn.render_logits(states), codes, factorized=True).mean()
 
     @torch.no_grad()
     def validate(batches: int) -> dict[str, float]:
@@ -333,8 +334,8 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
         for i in range(batches):
             states, codes = val.sample(cfg.batch_size, np.random.default_rng([1234, i]))
             logits = dyn.render_logits(states)
-            ce.append(dyn.code_loss(logits, codes).mean())
-            acc.append((dyn.predict_codes(logits) == codes).float().mean())
+            ce.append(dyn.code_loss(logits, codes, factorized=True).mean())
+            acc.append((dyn.predict_codes(logits, factorized=True) == codes).float().mean())
         return {"val_ce": float(torch.stack(ce).mean()), "val_token_acc": float(torch.stack(acc).mean())}
 
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
