@@ -30,8 +30,14 @@ time worldsim train pathway --checkpoint "$RUN/reacher-lite-big" --state-data "$
 time worldsim train renderer --checkpoint "$RUN/reacher-pw" --data "$DATA/reacher2" "$DATA/reacher" \
     --out "$RUN/reacher-final" --steps 6000 --quiet
 
+# The pendulum's pathway refitted the same way on 3000 more state-only episodes (2 min to generate).
+worldsim data generate --scene InvertedPendulum-v5 --episodes 3000 --max-steps 200 --seed 5 --no-frames \
+    --shard-size 250 --out "$DATA/pendulum-states" --workers 2
+time worldsim train pathway --checkpoint "$RUN/pendulum-lite" --state-data "$DATA/pendulum-states" "$DATA/pendulum" \
+    --out "$RUN/pendulum-pw" --steps 8000 --unroll 8 --quiet
+
 W=$(python -c "import worldsim.pretrained as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
 worldsim export "$RUN/reacher-final" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
-worldsim export "$RUN/pendulum-lite" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
+worldsim export "$RUN/pendulum-pw" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
 worldsim export "$RUN/bounce-v4" --out "$W/world-bounce" --tokenizer-ref ../tokenizer --static-from "$DATA/bounce"
