@@ -56,7 +56,9 @@ class Scene(abc.ABC):
         self.width, self.height = width, height
         # Energy is computed by mj_forward only when this flag is on.
         self.model.opt.enableflags |= mujoco.mjtEnableBit.mjENBL_ENERGY
-        self._renderer = FrameRenderer(model, width, height, camera)
+        # Made on the first render(): state-only work (`data generate --no-frames`) needs no GL context.
+        self._renderer: FrameRenderer | None = None
+        self._camera_spec = camera
         self.body_names = [model.body(i).name for i in range(model.nbody)]
         self._tracked = [i for i in range(model.nbody)]
         self.contact_pairs: list[tuple[str, str]] = [
@@ -156,6 +158,8 @@ class Scene(abc.ABC):
 
     def render(self) -> np.ndarray:
         """An RGB frame, uint8 [H, W, 3], from the scene's fixed camera."""
+        if self._renderer is None:
+            self._renderer = FrameRenderer(self.model, self.width, self.height, self._camera_spec)
         return self._renderer.render(self.data, self._markers())
 
     @property
@@ -205,7 +209,8 @@ class Scene(abc.ABC):
         return float(self.data.energy[0] + self.data.energy[1])
 
     def close(self) -> None:
-        self._renderer.close()
+        if self._renderer is not None:
+            self._renderer.close()
 
     def __enter__(self) -> Scene:
         return self

@@ -81,8 +81,10 @@ class WorldModel(PretrainedMixin, nn.Module):
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
         bounded = bool(cfg.state_low)
-        self.register_buffer("state_low", torch.tensor(cfg.state_low) if bounded else None, persistent=False)
-        self.register_buffer("state_high", torch.tensor(cfg.state_high) if bounded else None, persistent=False)
+        f32 = torch.float32
+        self.register_buffer("state_low", torch.tensor(cfg.state_low, dtype=f32) if bounded else None, persistent=False)
+        self.register_buffer("state_high", torch.tensor(cfg.state_high, dtype=f32) if bounded else None,
+                             persistent=False)
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
              tokenizer_ref: str | None = None):

@@ -54,7 +54,7 @@ def test_sequences_follow_one_episode(setup):
         assert i + 4 < data.offsets[ep] + data.lengths[ep]  # the run ends inside the episode
         torch.testing.assert_close(s, raw[i : i + 5], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(a, torch.from_numpy(data.arrays["actions"][i : i + 4]))
-    with pytest.raises(ValueError, match="no episode is long enough for 11 unrolled steps"):
+    with pytest.raises(ValueError, match="no training episode of .* has 11 actions"):
         Sequences([data], wm, unroll=11)
 
 
@@ -70,19 +70,36 @@ def test_one_unrolled_step_is_the_dynamics_trainers_loss(setup):
     assert len(Transitions([data], wm)) == 120
 
 
-def test_unrolled_loss_rolls_out_as_the_world_model_steps(setup):
-    wm = WorldModel.from_pretrained(setup / "world")
-    states = torch.randn(3, 4, 10) * 3
-    actions = torch.rand(3, 3, 2) * 2 - 1
-    _, per = unrolled_loss(wm, states, actions)
-    # The same rollout by hand: static dims held, clamped to the bounds in normalised units.
+def test_unrolled_loss_rolls_out_as_the_world_model_steps(setup, tmp_path):
+    """Fed WorldModel.step's own rollout as targets, the unrolled loss is zero at every step: same
+    pathway, same static dimensions, same clamp (bounds tight enough to bind here)."""
+    data = EpisodeDataset(setup / "data", frames=False)
+    _world(tmp_path / "w", data=data)
+    wm0 = WorldModel.from_pretrained(tmp_path / "w")
+    st = data.arrays["states"]
+    lo, hi = st.min(0), st.max(0)
+    mid, half = (lo + hi) / 2, (hi - lo) / 4  # half the data's range: rollouts hit the bounds
+    wm = WorldModel(wm0.cfg.replace(state_low=tuple(mid - half), state_high=tuple(mid + half)))
+    wm.load_state_dict(wm0.state_dict())
+    wm.eval()
+    g = torch.Generator().manual_seed(0)
+    s0 = torch.from_numpy(st[:4]).float()[:, None]
+    actions = torch.rand(4, 6, 2, generator=g) * 2 - 1
+    h = wm.start(torch.zeros(4, 1, 8, 8, dtype=torch.long), s0)
+    traj = [h.state[:, 0]]
+    for k in range(6):
+        wm.step(h, actions[:, k])
+        traj.append(h.state[:, 0])
+    traj = torch.stack(traj, 1)  # [4, 7, S] normalised
     low, high = wm.normalize_state(wm.state_low), wm.normalize_state(wm.state_high)
-    s = states[:, 0]
-    for k in range(3):
-        d = wm.dynamics.state_pathway(s, actions[:, k])
-        d[:, [4, 5]] = 0
-        s = (s + d).clamp(low, high)
-        torch.testing.assert_close(per[k], (s - states[:, k + 1]).pow(2).mean())
+    assert ((traj == low) | (traj == high)).any()  # the clamp bound somewhere
+    # Static dims get no change (from step 1 on: step 1 may clamp them into these tight bounds).
+    torch.testing.assert_close(traj[:, 2:, [4, 5]], traj[:, 1:2, [4, 5]].expand(4, 5, 2))
+    with torch.no_grad():
+        _, per = unrolled_loss(wm, traj, actions)
+    assert per.shape == (6,) and float(per.max()) < 1e-10
+    _, per_wrong = unrolled_loss(wm, traj.flip(1), actions)
+    assert float(per_wrong.max()) > 1e-3
 
 
 def test_fits_the_pathway_alone_and_a_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
@@ -114,7 +131,7 @@ def test_fits_the_pathway_alone_and_a_killed_run_resumes_to_the_same_weights(set
         train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg, device="cpu", progress=False)
     monkeypatch.setattr(tp, "save_train_state", real_save)
     assert load_checkpoint(tmp_path / "part.train").extra["step"] == 20 and not (tmp_path / "part").exists()
-    with pytest.raises(ValueError, match="another training config"):
+    with pytest.raises(ValueError, match="begun with another state_pathway_config"):
         train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg.replace(lr=1e-3), device="cpu",
                       progress=False)
     train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg, device="cpu", progress=False)
@@ -138,6 +155,18 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
         train_pathway(tmp_path / "bounce-world", [str(setup / "data")], tmp_path / "x", device="cpu")
     with pytest.raises(ValueError, match="unroll must be >= 1"):
         PathwayTrainConfig(unroll=0)
+    with pytest.raises(ValueError, match="no training episode of .* has 11 actions"):  # episodes hold 10
+        train_pathway(setup / "world", [str(setup / "data")], tmp_path / "x", PathwayTrainConfig(unroll=11),
+                      device="cpu")
+    # A model whose state head adds to the pathway cannot have the pathway fitted alone.
+    wm = WorldModel.from_pretrained(setup / "world")
+    WorldModel(wm.cfg.replace(dynamics=wm.cfg.dynamics.replace(state_residual=True))).save(tmp_path / "residual")
+    with pytest.raises(ValueError, match="state_residual=True"):
+        train_pathway(tmp_path / "residual", [str(setup / "data")], tmp_path / "x", device="cpu")
+    # Rerunning an output directory with other data is refused, not silently resumed.
+    with pytest.raises(ValueError, match="begun with another state_data"):
+        train_pathway(setup / "world", [str(setup / "data"), str(setup / "data")], tmp_path / "cli",
+                      PathwayTrainConfig(steps=3, batch_size=16, unroll=2), device="cpu")
     assert not (tmp_path / "x").exists()
 
 
@@ -262,6 +291,6 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
 def test_train_renderer_refuses_state_only_data(setup, tmp_path):
     from worldsim.train_pathway import train_renderer
 
-    with pytest.raises(ValueError, match="has no frames"):
+    with pytest.raises(ValueError, match="has no frames .*the renderer learns frames"):
         train_renderer(setup / "world", [str(setup / "data")], tmp_path / "r", device="cpu")
     assert not (tmp_path / "r").exists()

@@ -150,8 +150,9 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
                         max_steps=args.max_steps, scene_options=options, frames=not args.no_frames)
     m = generate(spec, progress_bar=not args.quiet)
     fps = m["_generated_frames"] / max(m["_elapsed_s"], 1e-9)
-    print(f"{args.out}: {m['episodes']} episodes, {m['stats']['frames']} frames "
-          f"({m['_generated_frames']} new, {fps:.0f} frames/s with {args.workers} worker(s))")
+    unit = "frames" if m.get("frames", True) else "time steps (no frames rendered)"
+    print(f"{args.out}: {m['episodes']} episodes, {m['stats']['frames']} {unit} "
+          f"({m['_generated_frames']} new, {fps:.0f}/s with {args.workers} worker(s))")
     return 0
 
 

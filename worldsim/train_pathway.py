@@ -96,8 +96,9 @@ class Sequences:
     """Every run of `unroll` consecutive transitions inside one episode of some datasets, states
     normalised by `wm`: `sample(n, rng)` draws n of them as states [n, K+1, S] and actions [n, K, A]."""
 
-    def __init__(self, datasets: list, wm: WorldModel, unroll: int):
+    def __init__(self, datasets: list, wm: WorldModel, unroll: int, what: str = "training"):
         states, actions, starts, base = [], [], [], 0
+        self.short_episodes = 0  # episodes with fewer than `unroll` actions: they add no run
         for data in datasets:
             st, ac = data.arrays["states"], data.arrays["actions"]
             # Frame f starts a run if f .. f+K-1 all have actions in f's episode (its last frame has none).
@@ -105,10 +106,14 @@ class Sequences:
             for first, end in zip(data.offsets, last):
                 if end - first >= unroll:
                     starts.append(base + np.arange(first, end - unroll + 1))
+                else:
+                    self.short_episodes += 1
             states.append(st), actions.append(ac)
             base += len(st)
         if not starts:
-            raise ValueError(f"no episode is long enough for {unroll} unrolled steps")
+            names = ", ".join(str(d.root) for d in datasets)
+            raise ValueError(f"no {what} episode of {names} has {unroll} actions, as --unroll {unroll} needs; "
+                             f"lower --unroll (or, for the held-out split, raise --val-fraction)")
         dev = wm.device
         self.unroll = unroll
         self.starts = torch.from_numpy(np.concatenate(starts)).to(dev)
@@ -146,6 +151,16 @@ def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor) -
     return per_step.mean(), per_step.detach()
 
 
+def _base_extra(checkpoint) -> dict:
+    """The `extra` of the base checkpoint (its training record), kept in the refitted model's."""
+    import json
+
+    from worldsim.pretrained import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint, kind="world_model")
+    return json.loads((Path(path) / "config.json").read_text()).get("extra", {})
+
+
 def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
     from worldsim.envs.dataset import read_manifest
 
@@ -181,9 +196,11 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
     extra = {key: cfg.to_dict(), **extra}
     if (state_dir / "model.safetensors").is_file():
         step, rng, begun = load_train_state(state_dir, wm, opt, type(wm.cfg), kind="world_model")
-        if begun.get(key) != cfg.to_dict():
-            raise ValueError(f"{state_dir}: a run with another training config ({begun.get(key)}); "
-                             f"use a new --out or delete {state_dir}")
+        # A resumed run must be the same run: same training config (steps included), base and data.
+        for k in (key, "base", "state_data", "data"):
+            if begun.get(k) != extra.get(k):
+                raise ValueError(f"{state_dir}: begun with another {k} ({begun.get(k)!r}, asked for {extra.get(k)!r}); "
+                                 f"use a new --out or delete {state_dir}")
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
@@ -204,7 +221,8 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
             save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, extra=extra)
     bar.close()
     metrics = validate(16)
-    wm.save(out, extra={**extra, "steps": step, **metrics, "train_seconds_this_run": time.perf_counter() - t0})
+    wm.save(out, extra={**extra, "steps": step, **metrics, "train_seconds_this_run": time.perf_counter() - t0,
+                        "base_extra": _base_extra(extra["base"])})
     return metrics
 
 
@@ -226,11 +244,16 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     elif not wm.cfg.dynamics.state_mlp:
         raise ValueError(f"{checkpoint}: this world model has no state pathway (state_mlp = 0); give it one "
                          f"with --width, or train with a preset that has one, e.g. --preset v4-lite")
+    elif wm.cfg.dynamics.state_residual:
+        raise ValueError(f"{checkpoint}: the state token's head adds its own correction to this model's pathway "
+                         f"(state_residual=True), so the pathway cannot be fitted alone; train with a preset "
+                         f"whose pathway carries the state alone (v4-lite)")
     _check_data(wm, checkpoint, state_data)
     train_ep, val_ep = split_episodes(read_manifest(state_data[0])["episodes"], cfg.val_fraction)
     train = Sequences([EpisodeDataset(state_data[0], train_ep, frames=False),
                        *(EpisodeDataset(d, frames=False) for d in state_data[1:])], wm, cfg.unroll)
-    val = Sequences([EpisodeDataset(state_data[0], val_ep, frames=False, verify=False)], wm, cfg.unroll)
+    val = Sequences([EpisodeDataset(state_data[0], val_ep, frames=False, verify=False)], wm, cfg.unroll,
+                    what="held-out")
 
     def train_loss(step: int) -> torch.Tensor:
         return unrolled_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
@@ -241,7 +264,8 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
                            for i in range(batches)]).mean(0)
         return {"val_mse": float(per.mean()), "val_mse_step1": float(per[0]), "val_mse_last": float(per[-1])}
 
-    extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "transitions": len(train)}
+    extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "runs": len(train),
+             "short_episodes": train.short_episodes}
     return _fit(wm, list(wm.dynamics.state_mlp.parameters()), cfg, out, train_loss, validate, extra,
                 "state pathway", progress)
 
