@@ -75,27 +75,28 @@ def test_transitions_never_cross_an_episode_end(setup):
     from worldsim.envs.loader import EpisodeDataset
     from worldsim.model.dynamics import DynamicsConfig
     from worldsim.model.world_model import WorldModelConfig
-    from worldsim.train_dynamics import Transitions
+    from worldsim.train_pathway import Sequences
 
     data = EpisodeDataset(setup / "data")
     st, act = data.arrays["states"], data.arrays["actions"]
     wm = WorldModel(WorldModelConfig(scene="test", tokenizer=TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3)),
                                      dynamics=DynamicsConfig(state_dim=st.shape[1], action_dim=act.shape[1],
                                                              codebook_size=60, width=32, layers=2, heads=2)))
-    tr = Transitions([data], wm)  # identity normalisation (mean 0, std 1)
+    tr = Sequences([data], wm, unroll=1)  # identity normalisation (mean 0, std 1)
     assert len(tr) == int(data.lengths.sum()) - len(data.lengths)  # every frame that has an action
-    pairs = {(a.tobytes(), b.tobytes()) for a, b in zip(tr.state.numpy(), tr.next_state.numpy())}
+    pairs = {(tr.state[i].numpy().tobytes(), tr.state[i + 1].numpy().tobytes()) for i in tr.starts.tolist()}
     for o, n in zip(data.offsets, data.lengths):
         for t in range(n - 1):
             assert (st[o + t].astype(np.float32).tobytes(), st[o + t + 1].astype(np.float32).tobytes()) in pairs
         if o + n < len(st):  # the last frame of an episode and the first of the next are no transition
             assert (st[o + n - 1].astype(np.float32).tobytes(), st[o + n].astype(np.float32).tobytes()) not in pairs
-    batch = tr.sample(16, np.random.default_rng(0))
-    assert batch["state"].shape == (16, st.shape[1]) and batch["action"].shape == (16, act.shape[1])
+    states, actions = tr.sample(16, np.random.default_rng(0))
+    assert states.shape == (16, 2, st.shape[1]) and actions.shape == (16, 1, act.shape[1])
     # A state-only read (for --state-data) skips the frames and gives the same transitions.
     lean = EpisodeDataset(setup / "data", frames=False)
     assert "frames" not in lean.arrays and np.array_equal(lean.arrays["states"], st)
-    assert torch.equal(Transitions([lean], wm).next_state, tr.next_state)
+    other = Sequences([lean], wm, unroll=1)
+    assert torch.equal(other.state, tr.state) and torch.equal(other.starts, tr.starts)
 
 
 def test_cli_train_dynamics(setup, tmp_path):

@@ -9,7 +9,6 @@ from worldsim.envs.loader import EpisodeDataset
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.train_dynamics import Transitions, state_pathway_loss
 from worldsim.train_pathway import PathwayTrainConfig, Sequences, train_pathway, unrolled_loss
 
 
@@ -58,16 +57,17 @@ def test_sequences_follow_one_episode(setup):
         Sequences([data], wm, unroll=11)
 
 
-def test_one_unrolled_step_is_the_dynamics_trainers_loss(setup):
+def test_one_unrolled_step_is_the_one_step_pathway_loss(setup):
     data = EpisodeDataset(setup / "data", frames=False)
     wm = WorldModel.from_pretrained(setup / "world")
-    states, actions = Sequences([data], wm, unroll=1).sample(32, np.random.default_rng(1))
-    wm.state_low = wm.state_high = None  # the dynamics trainer's loss does not clamp
-    loss, per = unrolled_loss(wm, states, actions)
-    ref = state_pathway_loss(wm, {"state": states[:, 0], "action": actions[:, 0], "next_state": states[:, 1]})
-    torch.testing.assert_close(loss, ref)
+    seq = Sequences([data], wm, unroll=1)
+    assert len(seq) == 120  # every frame that has an action
+    states, actions = seq.sample(32, np.random.default_rng(1))
+    loss, per = unrolled_loss(wm, states, actions, clamp=False)  # as the dynamics trainer calls it
+    delta = wm.dynamics.state_pathway(states[:, 0], actions[:, 0])
+    delta[:, [4, 5]] = 0  # the static dims
+    torch.testing.assert_close(loss, (states[:, 0] + delta - states[:, 1]).pow(2).mean())
     assert per.shape == (1,)
-    assert len(Transitions([data], wm)) == 120
 
 
 def test_unrolled_loss_rolls_out_as_the_world_model_steps(setup, tmp_path):

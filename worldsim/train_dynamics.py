@@ -29,6 +29,7 @@ from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.runtime import seed_everything
+from worldsim.train_pathway import Sequences, unrolled_loss
 from worldsim.train_tokenizer import split_episodes
 from worldsim.training import cosine_lr, finish_distributed, setup_distributed, wrap_ddp
 from worldsim.trainstate import load_train_state, save_train_state
@@ -155,42 +156,6 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
     return loss, logs
 
 
-class Transitions:
-    """Every (state, action, next state) of one or more datasets' episodes, states normalised by
-    `wm`, for fitting the state pathway: `sample(n, rng)` draws n of them (float tensors on the
-    model's device)."""
-
-    def __init__(self, datasets: list, wm: WorldModel):
-        states, next_states, actions = [], [], []
-        for data in datasets:
-            idx = data.action_frames()
-            st = data.arrays["states"]
-            states.append(st[idx]), next_states.append(st[idx + 1]), actions.append(data.arrays["actions"][idx])
-        dev = wm.device
-
-        def norm(parts: list[np.ndarray]) -> torch.Tensor:
-            return wm.normalize_state(torch.from_numpy(np.concatenate(parts)).float().to(dev))
-
-        self.state, self.next_state = norm(states), norm(next_states)
-        self.action = torch.from_numpy(np.concatenate(actions)).float().to(dev)
-
-    def __len__(self) -> int:
-        return len(self.state)
-
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.state.device)
-        return {"state": self.state[i], "action": self.action[i], "next_state": self.next_state[i]}
-
-
-def state_pathway_loss(wm: WorldModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean squared error of the state pathway alone on a batch of transitions (normalised units)."""
-    delta = wm.dynamics.state_pathway(batch["state"], batch["action"])
-    if wm.cfg.static_state_dims:
-        delta = delta.clone()
-        delta[:, list(wm.cfg.static_state_dims)] = 0
-    return (batch["state"] + delta - batch["next_state"]).pow(2).mean()
-
-
 class Objective(torch.nn.Module):
     """The training loss as one module, so DDP sees exactly one forward per backward (the open-loop
     second pass included)."""
@@ -200,10 +165,10 @@ class Objective(torch.nn.Module):
         self.wm = wm
 
     def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
-                rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None):
+                rng: torch.Generator | None, transitions: tuple[torch.Tensor, torch.Tensor] | None = None):
         loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
-        if transitions is not None:
-            aux = state_pathway_loss(self.wm, transitions)
+        if transitions is not None:  # the pathway alone, one step from recorded states (no clamp)
+            aux = unrolled_loss(self.wm, *transitions, clamp=False)[0]
             logs["pathway_mse"] = aux.item()
             loss = loss + aux
         return loss, logs
@@ -325,9 +290,9 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     pathway = dyn_cfg.state_mlp > 0 and cfg.state_batch > 0
     transitions = None
     if pathway:
-        transitions = Transitions([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm)
+        transitions = Sequences([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm, unroll=1)
     # Its own stream, seeded by the step, so a resumed run draws the same transitions.
-    def draw(i: int, stage: int = 1) -> dict[str, torch.Tensor] | None:
+    def draw(i: int, stage: int = 1) -> tuple[torch.Tensor, torch.Tensor] | None:
         if transitions is None:
             return None
         return transitions.sample(cfg.state_batch, np.random.default_rng([cfg.seed, rank, stage, i]))
@@ -339,7 +304,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                       dynamic_ncols=True):
             for g in popt.param_groups:
                 g["lr"] = cosine_lr(i, cfg.state_pretrain, cfg.warmup, cfg.lr)
-            ploss = state_pathway_loss(wm, draw(i, stage=0))
+            ploss = unrolled_loss(wm, *draw(i, stage=0), clamp=False)[0]
             popt.zero_grad(set_to_none=True)
             ploss.backward()
             popt.step()

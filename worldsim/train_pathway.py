@@ -129,13 +129,15 @@ class Sequences:
         return self.state[idx], self.action[idx[:, :-1]]
 
 
-def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor,
+                  clamp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Roll the pathway from states[:, 0] under actions [n, K, A] as `WorldModel.step` does; returns
-    (the mean squared error over all K predicted states, the per-step mean squared error [K])."""
+    (the mean squared error over all K predicted states, the per-step mean squared error [K]).
+    `clamp=False` leaves the model's bounds out (the dynamics trainer's one-step loss)."""
     cfg = wm.cfg
     static = list(cfg.static_state_dims)
     low = high = None
-    if wm.state_low is not None:
+    if clamp and wm.state_low is not None:
         low, high = wm.normalize_state(wm.state_low), wm.normalize_state(wm.state_high)
     s, errs = states[:, 0], []
     for k in range(actions.shape[1]):
