@@ -89,12 +89,15 @@ class EpisodeDataset:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def action_frames(self) -> np.ndarray:
-        """Indices of the frames that have an action (every frame but each episode's last): the
-        frame i -> i + 1 transitions."""
-        has_action = np.ones(self.num_frames, dtype=bool)
-        has_action[self.offsets + self.lengths - 1] = False
-        return np.flatnonzero(has_action)
+    def action_frames(self, run: int = 1) -> np.ndarray:
+        """Indices of the frames that start `run` consecutive frames with actions inside one episode
+        (an episode's last frame has none). `run=1`: every frame but each episode's last, the frame
+        i -> i + 1 transitions."""
+        if run < 1:
+            raise ValueError(f"run must be >= 1, got {run}")
+        pos = np.arange(self.num_frames) - np.repeat(self.offsets, self.lengths)  # position in its episode
+        actions_left = np.repeat(self.lengths, self.lengths) - 1 - pos
+        return np.flatnonzero(actions_left >= run)
 
     def add_array(self, name: str, values: np.ndarray) -> None:
         """Attach a frame-aligned array (e.g. the tokenizer's codes of every frame) for sampling."""

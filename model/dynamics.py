@@ -308,6 +308,8 @@ class Dynamics(nn.Module):
             self.register_buffer("code_levels", lv, persistent=False)
             self.register_buffer("code_basis", torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), 0),
                                  persistent=False)
+            # Every code's FSQ digits [V, C], for scoring a joint head's codes by channel.
+            self.register_buffer("code_digits", self.digits(torch.arange(cfg.codebook_size)), persistent=False)
         self.state_head = nn.Linear(d, cfg.state_dim) if cfg.state_residual else None
         self.state_mlp: nn.Module | None = None
         if cfg.state_mlp:
@@ -366,10 +368,12 @@ class Dynamics(nn.Module):
         if self.cfg.frame_head == "factorized":
             return rendered if self.cfg.render_mix == "replace" else logits + rendered
         lp = [F.log_softmax(lg.float(), -1) for lg in self._digit_logits(rendered)]
-        all_codes = torch.arange(self.cfg.codebook_size, device=rendered.device)
-        digits = (all_codes[:, None] // self.code_basis) % self.code_levels  # [V, C]
-        joint = sum(p[..., digits[:, i]] for i, p in enumerate(lp)).to(logits.dtype)  # [..., N, V]
+        joint = sum(p[..., self.code_digits[:, i]] for i, p in enumerate(lp)).to(logits.dtype)  # [..., N, V]
         return joint if self.cfg.render_mix == "replace" else logits + joint
+
+    def digits(self, codes: torch.Tensor) -> torch.Tensor:
+        """The FSQ digits of codes [...] (long): [..., C], one per channel."""
+        return (codes.unsqueeze(-1) // self.code_basis) % self.code_levels
 
     def _digit_logits(self, logits: torch.Tensor) -> list[torch.Tensor]:
         return list(logits.split(self.cfg.code_levels, dim=-1))
@@ -383,7 +387,7 @@ class Dynamics(nn.Module):
             factorized = self.cfg.frame_head == "factorized"
         if not factorized:
             return F.cross_entropy(logits.flatten(0, -2), codes.flatten(), reduction="none").view(codes.shape)
-        digits = (codes.unsqueeze(-1) // self.code_basis) % self.code_levels  # [..., C]
+        digits = self.digits(codes)  # [..., C]
         ce = [F.cross_entropy(lg.flatten(0, -2), digits[..., i].flatten(), reduction="none")
               for i, lg in enumerate(self._digit_logits(logits))]
         return torch.stack(ce, -1).sum(-1).view(codes.shape)

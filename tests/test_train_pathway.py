@@ -29,6 +29,25 @@ def _world(path, state_mlp=16, scene="Reacher-v5", data=None):
     return wm.save(path)
 
 
+def kill_after_first_checkpoint(monkeypatch, run) -> None:
+    """Run `run()` and kill it (KeyboardInterrupt) as it comes to save its second checkpoint."""
+    import worldsim.train_pathway as tp
+
+    calls = {"n": 0}
+    real_save = tp.save_train_state
+
+    def save_then_die(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(tp, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(tp, "save_train_state", real_save)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pathway")
@@ -115,21 +134,8 @@ def test_fits_the_pathway_alone_and_a_killed_run_resumes_to_the_same_weights(set
         assert unrolled_loss(after, s, a)[0] < 0.75 * unrolled_loss(before, s, a)[0]
     assert full["val_mse_step1"] <= full["val_mse_last"] * 1.5
     # Killed after the step-20 checkpoint, then rerun: the same weights as the straight run.
-    import worldsim.train_pathway as tp
-
-    calls = {"n": 0}
-    real_save = tp.save_train_state
-
-    def save_then_die(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_save(*a, **k)
-
-    monkeypatch.setattr(tp, "save_train_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg, device="cpu", progress=False)
-    monkeypatch.setattr(tp, "save_train_state", real_save)
+    kill_after_first_checkpoint(monkeypatch, lambda: train_pathway(
+        setup / "world", [str(setup / "data")], tmp_path / "part", cfg, device="cpu", progress=False))
     assert load_checkpoint(tmp_path / "part.train").extra["step"] == 20 and not (tmp_path / "part").exists()
     with pytest.raises(ValueError, match="begun with another state_pathway_config"):
         train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg.replace(lr=1e-3), device="cpu",
@@ -269,19 +275,8 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
         ce = [wm.dynamics.code_loss(w.dynamics.render_logits(val.state), val.codes).mean() for w in (untrained, wm)]
     assert ce[1] < 0.85 * ce[0]
     assert 0 <= m["val_token_acc"] <= 1
-    calls = {"n": 0}
-    real_save = tp.save_train_state
-
-    def save_then_die(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_save(*a, **k)
-
-    monkeypatch.setattr(tp, "save_train_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_renderer(framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False)
-    monkeypatch.setattr(tp, "save_train_state", real_save)
+    kill_after_first_checkpoint(monkeypatch, lambda: train_renderer(
+        framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False))
     train_renderer(framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False)
     resumed = WorldModel.from_pretrained(tmp_path / "k")
     for k, v in wm.state_dict().items():

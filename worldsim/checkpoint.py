@@ -141,6 +141,11 @@ def load_checkpoint_config(path: str | Path, *, kind: str | None = None,
     return _read_meta(path, kind, config_cls)[2]
 
 
+def load_checkpoint_extra(path: str | Path, *, kind: str | None = None) -> dict[str, Any]:
+    """A checkpoint's `extra` (its training record) alone, checked as `load_checkpoint` checks it."""
+    return dict(_read_meta(path, kind, None)[1].get("extra", {}))
+
+
 def _read_meta(path: str | Path, kind: str | None, config_cls: type[ConfigBase] | None
                ) -> tuple[Path, dict[str, Any], ConfigBase | dict[str, Any]]:
     """(weights file, config.json contents, parsed config) of a checkpoint directory, checked."""

@@ -29,7 +29,7 @@ from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.runtime import seed_everything
-from worldsim.train_pathway import Sequences, unrolled_loss
+from worldsim.train_pathway import Sequences, check_datasets, unrolled_loss
 from worldsim.train_tokenizer import split_episodes
 from worldsim.training import cosine_lr, finish_distributed, setup_distributed, wrap_ddp
 from worldsim.trainstate import load_train_state, save_train_state
@@ -241,11 +241,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                             codebook_size=tok.cfg.codebook_size, context=context, **extra)
     if state_data and not (dyn_cfg.state_mlp > 0 and cfg.state_batch > 0):
         raise ValueError(f"state_data is for the state pathway, which preset {preset!r} (or state_batch=0) lacks")
-    for d in state_data:  # checked before any work
-        em = read_manifest(d)
-        for key in ("scene", "state_dim", "action_dim", "scene_config_hash"):
-            if em.get(key) != m.get(key):
-                raise ValueError(f"state data {d}: {key} {em.get(key)!r} differs from {data_dir}'s {m.get(key)!r}")
+    keys = ("scene", "state_dim", "action_dim", "scene_config_hash")
+    check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))  # before any work
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     out = Path(out)

@@ -100,17 +100,11 @@ class Sequences:
         states, actions, starts, base = [], [], [], 0
         self.short_episodes = 0  # episodes with fewer than `unroll` actions: they add no run
         for data in datasets:
-            st, ac = data.arrays["states"], data.arrays["actions"]
-            # Frame f starts a run if f .. f+K-1 all have actions in f's episode (its last frame has none).
-            last = data.offsets + data.lengths - 1
-            for first, end in zip(data.offsets, last):
-                if end - first >= unroll:
-                    starts.append(base + np.arange(first, end - unroll + 1))
-                else:
-                    self.short_episodes += 1
-            states.append(st), actions.append(ac)
-            base += len(st)
-        if not starts:
+            starts.append(base + data.action_frames(unroll))
+            self.short_episodes += int((data.lengths - 1 < unroll).sum())
+            states.append(data.arrays["states"]), actions.append(data.arrays["actions"])
+            base += data.num_frames
+        if not sum(len(s) for s in starts):
             names = ", ".join(str(d.root) for d in datasets)
             raise ValueError(f"no {what} episode of {names} has {unroll} actions, as --unroll {unroll} needs; "
                              f"lower --unroll (or, for the held-out split, raise --val-fraction)")
@@ -155,29 +149,33 @@ def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor,
 
 def _base_extra(checkpoint) -> dict:
     """The `extra` of the base checkpoint (its training record), kept in the refitted model's."""
-    import json
-
+    from worldsim.checkpoint import load_checkpoint_extra
     from worldsim.pretrained import resolve_checkpoint
 
-    path = resolve_checkpoint(checkpoint, kind="world_model")
-    return json.loads((Path(path) / "config.json").read_text()).get("extra", {})
+    return load_checkpoint_extra(resolve_checkpoint(checkpoint, kind="world_model"), kind="world_model")
 
 
-def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
+def check_datasets(datasets, want: dict, against: str) -> None:
+    """Refuse, before any work, datasets whose manifest differs from `want` (e.g. scene, state_dim,
+    action_dim) or that were made with different scene configs; `against` names what `want` came from."""
     from worldsim.envs.dataset import read_manifest
 
-    dyn = wm.cfg.dynamics
     first = None
-    for d in datasets:  # checked before any work
+    for d in datasets:
         m = read_manifest(d)
-        want = {"scene": wm.cfg.scene, "state_dim": dyn.state_dim, "action_dim": dyn.action_dim}
         for key, v in want.items():
             if m.get(key) != v:
-                raise ValueError(f"dataset {d}: {key} {m.get(key)!r}, but the model {checkpoint} has {v!r}")
+                raise ValueError(f"dataset {d}: {key} {m.get(key)!r}, but {against} has {v!r}")
         first = first or (d, m.get("scene_config_hash"))
         if m.get("scene_config_hash") != first[1]:
             raise ValueError(f"dataset {d} was made with another scene config than {first[0]} "
                              f"(scene_config_hash {m.get('scene_config_hash')} vs {first[1]})")
+
+
+def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
+    dyn = wm.cfg.dynamics
+    check_datasets(datasets, {"scene": wm.cfg.scene, "state_dim": dyn.state_dim, "action_dim": dyn.action_dim},
+                   f"the model {checkpoint}")
 
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,

@@ -27,12 +27,16 @@ def gather_tokens_ref(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def _stream_rows(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Positions index [B, M] in streams of `length` tokens -> rows [B * M] of the flattened stream."""
+    return (index + torch.arange(index.shape[0], device=index.device)[:, None] * length).reshape(-1)
+
+
 def gather_tokens_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """`gather_tokens_ref` as one row lookup in the flattened [B * L, D] stream (the fast PyTorch
     path on CPU: `index_select` copies whole rows, where `gather` indexes every element)."""
     b, l, d = x.shape
-    flat = (index + torch.arange(b, device=index.device)[:, None] * l).reshape(-1)
-    return x.reshape(b * l, d).index_select(0, flat).view(b, -1, d)
+    return x.reshape(b * l, d).index_select(0, _stream_rows(index, l)).view(b, -1, d)
 
 
 def scatter_tokens_rows(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor, gate: torch.Tensor | None = None,
@@ -43,8 +47,7 @@ def scatter_tokens_rows(x: torch.Tensor, index: torch.Tensor, values: torch.Tens
     if gate is not None:
         kept = gather_tokens_rows(x, index) if kept is None else kept
         values = torch.addcmul(kept, gate.unsqueeze(-1), values - kept)
-    flat = (index + torch.arange(b, device=index.device)[:, None] * l).reshape(-1)
-    return x.reshape(b * l, d).index_copy(0, flat, values.reshape(-1, d)).view(b, l, d)
+    return x.reshape(b * l, d).index_copy(0, _stream_rows(index, l), values.reshape(-1, d)).view(b, l, d)
 
 
 def scatter_tokens_ref(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor, gate: torch.Tensor | None = None,

@@ -186,6 +186,12 @@ def test_short_episodes_are_padded_and_masked(tmp_path):
         assert b["act_mask"][i].tolist() == [t < L - 1 for t in range(30)]
         assert bool(b["terminated"][i, L - 2]), "the last action of a dropped pole terminates"
         assert not b["actions"][i, L - 1 :].any()
+    # Runs of k frames with actions, inside one episode, by brute force over episodes of unequal length.
+    for k in (1, 3, 100):
+        want = [o + t for o, n in zip(data.offsets, data.lengths) for t in range(n - k)]
+        assert data.action_frames(k).tolist() == want
+    with pytest.raises(ValueError, match="run must be >= 1"):
+        data.action_frames(0)
 
 
 def test_held_out_episode_subset(reference):
