@@ -67,6 +67,10 @@ class DynamicsConfig(ConfigBase):
     # frame head's logits, "replace" uses them alone.
     state_render: int = 0
     render_mix: str = "sum"
+    # Width of the outcome head, an MLP from (normalised next state, action) to that step's reward
+    # (normalised) and termination logit (0: none). In a rollout it reads the state just predicted,
+    # so reward and termination follow the predicted physics; the action token's heads go unused.
+    state_outcome: int = 0
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "grid", "codebook_size", "width", "layers", "heads", "context",
@@ -92,6 +96,8 @@ class DynamicsConfig(ConfigBase):
             raise ValueError("DynamicsConfig.state_residual=False needs a state pathway (state_mlp > 0)")
         if self.state_render < 0:
             raise ValueError(f"DynamicsConfig.state_render must be >= 0, got {self.state_render}")
+        if self.state_outcome < 0:
+            raise ValueError(f"DynamicsConfig.state_outcome must be >= 0, got {self.state_outcome}")
         if self.render_mix not in ("sum", "replace"):
             raise ValueError(f"DynamicsConfig.render_mix must be 'sum' or 'replace', got {self.render_mix!r}")
 
@@ -322,6 +328,11 @@ class Dynamics(nn.Module):
             self.state_render = nn.Sequential(nn.Linear(cfg.state_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
                                               nn.Linear(w, w), nn.SiLU(),
                                               nn.Linear(w, cfg.tokens_per_frame * sum(cfg.code_levels)))
+        self.state_outcome: nn.Module | None = None
+        if cfg.state_outcome:
+            w = cfg.state_outcome
+            self.state_outcome = nn.Sequential(nn.Linear(cfg.state_dim + cfg.action_dim, w), nn.SiLU(),
+                                               nn.Linear(w, w), nn.SiLU(), nn.Linear(w, 2))
         self.reward_head = nn.Linear(d, 1)
         self.term_head = nn.Linear(d, 1)
 
@@ -353,6 +364,14 @@ class Dynamics(nn.Module):
         if self.state_mlp is None:
             raise ValueError("this model has no state pathway (DynamicsConfig.state_mlp = 0)")
         return self.state_mlp(torch.cat([states, actions.to(states.dtype)], -1))
+
+    def outcome(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outcome head's (normalised reward [...], termination logit [...]) for the steps taken
+        under actions [..., A] that end in normalised states [..., S]."""
+        if self.state_outcome is None:
+            raise ValueError("this model has no outcome head (DynamicsConfig.state_outcome = 0)")
+        out = self.state_outcome(torch.cat([states, actions.to(states.dtype)], -1))
+        return out[..., 0], out[..., 1]
 
     def render_logits(self, states: torch.Tensor) -> torch.Tensor:
         """The state renderer's logits for the frames of normalised states [..., S], per FSQ channel

@@ -33,6 +33,8 @@ def flops_per_step(dyn: Dynamics, batch: int = 1, seed: int = 0) -> int:
         dyn.step_with_cache(caches, codes, states, actions, t)
         if dyn.state_render is not None:  # `WorldModel.step` renders the predicted state's frame
             dyn.render_logits(states[:, 0])
+        if dyn.state_outcome is not None:  # ... and scores its reward and termination
+            dyn.outcome(states[:, 0], actions[:, 0])
 
     was_training = dyn.training
     dyn.eval()
@@ -63,6 +65,7 @@ def world_model_info(wm) -> dict:
         "frame_head": cfg.frame_head,
         "state_mlp": cfg.state_mlp,
         "state_render": cfg.state_render,
+        "state_outcome": cfg.state_outcome,
         "layers": cfg.layers,
         "width": cfg.width,
     }

@@ -36,6 +36,10 @@ class WorldModelConfig(ConfigBase):
     # that leaves everything the model has seen (a fallen pendulum) then stays finite.
     state_low: tuple[float, ...] = ()
     state_high: tuple[float, ...] = ()
+    # (low, high) of a rollout's reward (empty: none), the range of the rewards the outcome head was
+    # fitted on (`worldsim.train_pathway.train_outcome`): its MLP extrapolates without bound on states
+    # far outside its data, such as a fallen pendulum's.
+    reward_range: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tokenizer.grid != self.dynamics.grid:
@@ -53,6 +57,8 @@ class WorldModelConfig(ConfigBase):
                                  f"{len(self.state_low)} and {len(self.state_high)}")
             if any(not lo <= hi for lo, hi in zip(self.state_low, self.state_high)):
                 raise ValueError("state_low must be <= state_high in every dimension")
+        if self.reward_range and (len(self.reward_range) != 2 or not self.reward_range[0] <= self.reward_range[1]):
+            raise ValueError(f"reward_range must be empty or (low, high) with low <= high, got {self.reward_range}")
 
 
 @dataclass
@@ -207,8 +213,9 @@ class WorldModel(PretrainedMixin, nn.Module):
         b = handle.codes.shape[0]
         if actions.shape != (b, cfg.action_dim):
             raise ValueError(f"actions must be [{b}, {cfg.action_dim}], got {tuple(actions.shape)}")
-        out = self.dynamics.step_with_cache(handle.caches, handle.codes, handle.state,
-                                            actions.to(self.device).float()[:, None], handle.step_index)
+        acts = actions.to(self.device).float()
+        out = self.dynamics.step_with_cache(handle.caches, handle.codes, handle.state, acts[:, None],
+                                            handle.step_index)
         delta = out["state_delta"][:, 0]
         if self.cfg.static_state_dims:
             delta[:, list(self.cfg.static_state_dims)] = 0
@@ -221,6 +228,11 @@ class WorldModel(PretrainedMixin, nn.Module):
         codes = self.dynamics.predict_codes(logits, temperature, handle.generator)  # [B, N]
         handle.codes, handle.state = codes[:, None], state_n[:, None]
         handle.step_index += 1
-        reward = out["reward"][:, 0] * self.reward_std + self.reward_mean
-        term = out["term_logit"][:, 0] > 0
+        reward, term_logit = out["reward"][:, 0], out["term_logit"][:, 0]
+        if self.dynamics.state_outcome is not None:  # the outcome of the state just predicted
+            reward, term_logit = self.dynamics.outcome(state_n, acts)
+        reward = reward * self.reward_std + self.reward_mean
+        if self.cfg.reward_range:
+            reward = reward.clamp(*self.cfg.reward_range)
+        term = term_logit > 0
         return codes.view(b, cfg.grid, cfg.grid), self.denormalize_state(state_n), reward, term

@@ -12,16 +12,18 @@ from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.train_pathway import PathwayTrainConfig, Sequences, train_pathway, unrolled_loss
 
 
-def _world(path, state_mlp=16, scene="Reacher-v5", data=None):
-    """A tiny v4-lite-like world with a state pathway, normalised by the data's statistics."""
-    dyn = DynamicsConfig(state_dim=10, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
+def _world(path, state_mlp=16, scene="Reacher-v5", data=None, dims=(10, 2)):
+    """A tiny v4-lite-like world with a state pathway, normalised by the data's statistics; `dims` are
+    the scene's state and action sizes (Reacher's by default)."""
+    dyn = DynamicsConfig(state_dim=dims[0], action_dim=dims[1], grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
                          prune=True, capacity=0.5, prune_from=0, moe=True, experts=4, expert_groups=2, top_groups=1,
                          top_k=2, expert_hidden=16, shared_hidden=32, frame_head="factorized", code_levels=(5, 4, 3),
                          state_mlp=state_mlp, state_residual=not state_mlp)
     torch.manual_seed(0)
     tok = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
     wm = WorldModel(WorldModelConfig(scene=scene, preset="v4-lite", tokenizer=tok, dynamics=dyn,
-                                     static_state_dims=(4, 5), state_low=(-50.0,) * 10, state_high=(50.0,) * 10))
+                                     static_state_dims=(4, 5) if dims[0] == 10 else (),
+                                     state_low=(-50.0,) * dims[0], state_high=(50.0,) * dims[0]))
     wm.state_std.fill_(0.5)
     if data is not None:
         wm.state_mean.copy_(torch.from_numpy(data.state_mean))
@@ -46,6 +48,16 @@ def kill_after_first_checkpoint(monkeypatch, run) -> None:
     with pytest.raises(KeyboardInterrupt):
         run()
     monkeypatch.setattr(tp, "save_train_state", real_save)
+
+
+def killed_then_rerun_matches(monkeypatch, run, out, straight: WorldModel) -> None:
+    """Kill `run()` after its first checkpoint, rerun it: the model it writes to `out` has the weights
+    of `straight`, the uninterrupted run's."""
+    kill_after_first_checkpoint(monkeypatch, run)
+    run()
+    resumed = WorldModel.from_pretrained(out)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
 
 
 @pytest.fixture(scope="module")
@@ -275,12 +287,8 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
         ce = [wm.dynamics.code_loss(w.dynamics.render_logits(val.state), val.codes).mean() for w in (untrained, wm)]
     assert ce[1] < 0.85 * ce[0]
     assert 0 <= m["val_token_acc"] <= 1
-    kill_after_first_checkpoint(monkeypatch, lambda: train_renderer(
-        framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False))
-    train_renderer(framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False)
-    resumed = WorldModel.from_pretrained(tmp_path / "k")
-    for k, v in wm.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+    killed_then_rerun_matches(monkeypatch, lambda: train_renderer(
+        framed / "world", [str(framed / "data")], tmp_path / "k", cfg, device="cpu", progress=False), tmp_path / "k", wm)
 
 
 def test_train_renderer_refuses_state_only_data(setup, tmp_path):
@@ -289,3 +297,71 @@ def test_train_renderer_refuses_state_only_data(setup, tmp_path):
     with pytest.raises(ValueError, match="has no frames .*the renderer learns frames"):
         train_renderer(setup / "world", [str(setup / "data")], tmp_path / "r", device="cpu")
     assert not (tmp_path / "r").exists()
+
+
+def test_outcome_head_scores_the_predicted_state(setup):
+    from worldsim.model.dynamics import Dynamics
+    from worldsim.model.stats import world_model_info
+    from worldsim.train_pathway import with_outcome
+
+    with pytest.raises(ValueError, match="state_outcome must be >= 0"):
+        DynamicsConfig(state_outcome=-1)
+    with pytest.raises(ValueError, match="no outcome head"):
+        Dynamics(DynamicsConfig()).outcome(torch.zeros(1, 10), torch.zeros(1, 2))
+    wm = with_outcome(WorldModel.from_pretrained(setup / "world"), 16)
+    with pytest.raises(ValueError, match="has an outcome head of width 16, asked for 8"):
+        with_outcome(wm, 8)
+    wm.reward_mean.fill_(0.5)
+    wm.reward_std.fill_(2.0)
+    g = torch.Generator().manual_seed(0)
+    tokens, states = torch.randint(0, 60, (3, 1, 8, 8), generator=g), torch.randn(3, 1, 10, generator=g) * 0.1
+    actions = torch.rand(3, 2, generator=g) * 2 - 1
+    with torch.no_grad():  # a termination logit that is positive for some rows and negative for others
+        wm.dynamics.state_outcome[-1].bias.copy_(torch.tensor([0.0, 0.0]))
+        wm.dynamics.state_outcome[-1].weight.mul_(20)
+    h = wm.start(tokens, states)
+    before = (h.codes.clone(), h.state.clone())
+    _, state, reward, term = wm.step(h, actions)
+    reward_n, logit = wm.dynamics.outcome(wm.normalize_state(state), actions)
+    torch.testing.assert_close(reward, reward_n * 2.0 + 0.5)
+    assert torch.equal(term, logit > 0)
+    out = wm.dynamics.step_with_cache(wm.start(tokens, states).caches, *before, actions[:, None], 0)
+    assert not torch.allclose(reward, out["reward"][:, 0] * 2.0 + 0.5)  # not the action token's heads
+    assert world_model_info(wm)["state_outcome"] == 16
+    # With a reward range, the rollout's rewards are held inside it.
+    wm.cfg = wm.cfg.replace(reward_range=(0.4, 0.6))
+    h = wm.start(tokens, states)
+    reward = wm.step(h, actions)[2]
+    torch.testing.assert_close(reward, (reward_n * 2.0 + 0.5).clamp(0.4, 0.6))
+    with pytest.raises(ValueError, match="reward_range must be empty or"):
+        wm.cfg.replace(reward_range=(1.0, 0.0))
+
+
+def test_train_outcome_learns_termination_and_resumes(tmp_path, monkeypatch):
+    from worldsim.train_pathway import Outcomes, OutcomeTrainConfig, train_outcome
+
+    # Random pushes drop the pendulum within a few dozen steps: every episode ends in a termination.
+    generate(GenerateSpec(scene="InvertedPendulum-v5", out=str(tmp_path / "data"), episodes=60, seed=1, shard_size=30,
+                          policy="random", frames=False), progress_bar=False)
+    data = EpisodeDataset(tmp_path / "data", frames=False)
+    _world(tmp_path / "world", scene="InvertedPendulum-v5", data=data, dims=(4, 1))
+    cfg = OutcomeTrainConfig(steps=300, batch_size=256, lr=3e-3, warmup=10, width=32, val_fraction=0.2, save_every=150)
+    m = train_outcome(tmp_path / "world", [str(tmp_path / "data")], tmp_path / "o", cfg, device="cpu", progress=False)
+    base, wm = WorldModel.from_pretrained(tmp_path / "world"), WorldModel.from_pretrained(tmp_path / "o")
+    assert wm.cfg.dynamics.state_outcome == 32 and wm.cfg.reward_range == (0.0, 1.0)
+    for k, v in base.state_dict().items():  # nothing of the base model moved
+        assert torch.equal(wm.state_dict()[k], v), k
+    # Held-out episodes: the head finds the terminal transitions, read from the states alone.
+    val = Outcomes([EpisodeDataset(tmp_path / "data", list(range(48, 60)), frames=False)], wm)
+    with torch.no_grad():
+        reward, logit = wm.dynamics.outcome(val.next, val.action)
+    ended = val.terminated.bool()
+    assert ended.sum() == 12 and ((logit > 0) == ended).float().mean() > 0.97
+    assert (logit[ended] > 0).float().mean() >= 0.75
+    assert m["val_term_acc"] > 0.97
+    # The pendulum's reward is 1 a step and 0 at the step that ends the episode.
+    reward = reward * wm.reward_std + wm.reward_mean
+    assert reward[ended].mean() < 0.5 < reward[~ended].mean()
+    killed_then_rerun_matches(monkeypatch, lambda: train_outcome(
+        tmp_path / "world", [str(tmp_path / "data")], tmp_path / "k", cfg, device="cpu", progress=False),
+        tmp_path / "k", wm)

@@ -231,6 +231,18 @@ def _cmd_train_pathway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_outcome(args: argparse.Namespace) -> int:
+    from worldsim.train_pathway import OutcomeTrainConfig, train_outcome
+
+    extra = {"width": args.width} if args.width is not None else {}
+    cfg = OutcomeTrainConfig(**_run_overrides(args), **extra)
+    metrics = train_outcome(args.checkpoint, args.state_data, args.out, cfg, device=args.device,
+                            progress=not args.quiet)
+    print(f"wrote {args.out}: held-out reward MSE (normalised) {metrics['val_reward_mse']:.4g}, "
+          f"termination accuracy {metrics['val_term_acc']:.4f}")
+    return 0
+
+
 def _cmd_train_renderer(args: argparse.Namespace) -> int:
     from worldsim.train_pathway import RendererTrainConfig, train_renderer
 
@@ -281,6 +293,15 @@ def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
 
 
 _RUN_FIELDS = ("steps", "batch_size", "lr", "save_every", "seed", "val_fraction")
+
+
+def _add_part_args(s: argparse.ArgumentParser, data_flag: str, data_help: str, batch: str) -> None:
+    """What the part trainers' parsers (`train pathway`, `outcome`, `renderer`) share."""
+    s.add_argument("--checkpoint", required=True,
+                   help="the world model (a directory, or a scene name for the shipped one)")
+    s.add_argument(data_flag, nargs="+", required=True, metavar="DIR", help=data_help)
+    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
+    _add_run_args(s, batch=batch)
 
 
 def _add_run_args(s: argparse.ArgumentParser, batch: str) -> None:
@@ -424,12 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Fit the state pathway of a world model alone, on datasets of its scene "
                                     "(frames unused: `data generate --no-frames` makes them cheaply); the "
                                     "transformer is unchanged. Rerun to resume.")
-    s.add_argument("--checkpoint", required=True,
-                   help="the world model (a directory, or a scene name for the shipped one)")
-    s.add_argument("--state-data", nargs="+", required=True, metavar="DIR",
-                   help="datasets of the scene; the first one's last episodes are held out for validation")
-    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
-    _add_run_args(s, batch="transition sequences per step")
+    _add_part_args(s, "--state-data", "datasets of the scene; the first one's last episodes are held out for "
+                   "validation", batch="transition sequences per step")
     s.add_argument("--unroll", type=int, default=None,
                    help="steps the loss rolls the pathway out from each recorded state (default 1)")
     s.add_argument("--width", type=int, default=None,
@@ -437,17 +454,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "alone (the state token's head is dropped)")
     s.set_defaults(func=_cmd_train_pathway)
 
+    s = tsub.add_parser("outcome", help="give a world model an outcome head on its predicted state (resumable)",
+                        description="Fit an outcome head for a world model: an MLP from (next state, action) to "
+                                    "the step's reward and termination, which in rollouts reads the predicted "
+                                    "state in place of the transformer's own reward and termination heads. "
+                                    "The transformer is unchanged. Rerun to resume.")
+    _add_part_args(s, "--state-data", "datasets of the scene; the first one's last episodes are held out for "
+                   "validation", batch="transitions per step")
+    s.add_argument("--width", type=int, default=None, help="the outcome MLP's width (default 128)")
+    s.set_defaults(func=_cmd_train_outcome)
+
     s = tsub.add_parser("renderer", help="give a world model a state renderer, fitted on frames (resumable)",
                         description="Fit a state renderer for a world model: an MLP from a state to the frame "
                                     "head's logits for that state's frame, added to the frame head's in rollouts "
                                     "(or replacing them) so predicted frames follow the predicted state. The "
                                     "transformer is unchanged. Rerun to resume.")
-    s.add_argument("--checkpoint", required=True,
-                   help="the world model (a directory, or a scene name for the shipped one)")
-    s.add_argument("--data", nargs="+", required=True, metavar="DIR",
-                   help="datasets of the scene, with frames; the first one's last episodes are held out")
-    s.add_argument("--out", required=True, help="output checkpoint directory (training state in OUT.train/)")
-    _add_run_args(s, batch="frames per step")
+    _add_part_args(s, "--data", "datasets of the scene, with frames; the first one's last episodes are held out",
+                   batch="frames per step")
     s.add_argument("--width", type=int, default=None, help="the renderer MLP's width (default 512)")
     s.add_argument("--mix", choices=("sum", "replace"), default=None,
                    help="add the renderer's logits to the frame head's (sum, default) or use them alone")

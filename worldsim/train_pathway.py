@@ -1,5 +1,5 @@
-"""Fit parts of a trained world model alone, the transformer unchanged: `worldsim train pathway`
-and `worldsim train renderer`.
+"""Fit parts of a trained world model alone, the transformer unchanged: `worldsim train pathway`,
+`worldsim train renderer` and `worldsim train outcome`.
 
 The state pathway (`DynamicsConfig.state_mlp`) maps (normalised state, action) to the state's
 change. In models without the state token's head (`state_residual=False`, the v4-lite preset) it
@@ -17,6 +17,12 @@ The state renderer (`DynamicsConfig.state_render`, added by `train renderer`) ma
 state to the frame head's logits for the frame of that state. In a rollout it reads the state the
 pathway just predicted, so the predicted frame follows the predicted physics; it is fitted on the
 dataset's frames, encoded by the model's tokenizer, against their recorded states.
+
+The outcome head (`DynamicsConfig.state_outcome`, added by `train outcome`) maps (normalised next
+state, action) to that step's reward and termination logit. In a rollout it reads the state the
+pathway just predicted, where the transformer's own reward and termination heads read the action
+token, which never sees that state; it is fitted on the datasets' recorded transitions (mean squared
+error of the normalised reward plus the termination's binary cross-entropy).
 
     OUT/        the world model with the new part (a normal checkpoint; export it to ship)
     OUT.train/  the training state, saved every `save_every` steps: a killed run resumes from it and
@@ -90,6 +96,18 @@ class RendererTrainConfig(PartTrainConfig):
             raise ValueError(f"RendererTrainConfig.width must be >= 1, got {self.width}")
         if self.mix not in ("sum", "replace"):
             raise ValueError(f"RendererTrainConfig.mix must be 'sum' or 'replace', got {self.mix!r}")
+
+
+@dataclass(frozen=True)
+class OutcomeTrainConfig(PartTrainConfig):
+    steps: int = 4000
+    batch_size: int = 1024
+    width: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.width < 1:
+            raise ValueError(f"OutcomeTrainConfig.width must be >= 1, got {self.width}")
 
 
 class Sequences:
@@ -298,7 +316,8 @@ def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
         new = WorldModel(wm.cfg.replace(dynamics=wm.cfg.dynamics.replace(**fields))).to(wm.device)
     own = {k: v for k, v in wm.state_dict().items() if not (drop and k.startswith(drop))}
     missing, unexpected = new.load_state_dict(own, strict=False)
-    missing = [k for k in missing if not k.startswith(("dynamics.state_mlp.", "dynamics.state_render."))]
+    new_parts = ("dynamics.state_mlp.", "dynamics.state_render.", "dynamics.state_outcome.")
+    missing = [k for k in missing if not k.startswith(new_parts)]
     if missing or unexpected:
         raise ValueError(f"cannot rebuild the model with {fields}: missing {missing}, unexpected {unexpected}")
     return new
@@ -365,3 +384,89 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
     return _fit(wm, list(dyn.state_render.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
                 progress)
+
+
+class Outcomes:
+    """Every transition of some datasets as (normalised next state, action, normalised reward,
+    terminated), the reward normalised by `wm`'s reward statistics."""
+
+    def __init__(self, datasets: list, wm: WorldModel):
+        dev, cols = wm.device, {"next": [], "action": [], "reward": [], "terminated": []}
+        for d in datasets:
+            i = d.action_frames()
+            cols["next"].append(d.arrays["states"][i + 1])
+            cols["action"].append(d.arrays["actions"][i])
+            cols["reward"].append(d.arrays["rewards"][i])
+            cols["terminated"].append(d.arrays["terminated"][i])
+        c = {k: torch.from_numpy(np.concatenate(v)).float().to(dev) for k, v in cols.items()}
+        self.reward_range = (float(c["reward"].min()), float(c["reward"].max()))  # raw units
+        self.next, self.action = wm.normalize_state(c["next"]), c["action"]
+        self.reward = (c["reward"] - wm.reward_mean) / wm.reward_std
+        self.terminated = c["terminated"]
+
+    def __len__(self) -> int:
+        return len(self.next)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.next.device)
+        return self.next[i], self.action[i], self.reward[i], self.terminated[i]
+
+
+def outcome_loss(wm: WorldModel, next_states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                 terminated: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The outcome head's loss on transitions (normalised next states, actions, normalised rewards,
+    terminated as 0/1 floats): the reward's mean squared error plus the termination's binary
+    cross-entropy; returns (loss, its two terms and the termination's accuracy)."""
+    reward, logit = wm.dynamics.outcome(next_states, actions)
+    mse = (reward - rewards).pow(2).mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, terminated)
+    acc = ((logit > 0).float() == terminated).float().mean()
+    return mse + bce, {"reward_mse": mse.detach(), "term_bce": bce.detach(), "term_acc": acc}
+
+
+def with_outcome(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
+    """`wm` with a new, untrained outcome head of `width` initialised from `seed` (or its own, when it
+    has one of this width: it is then fitted further)."""
+    have = wm.cfg.dynamics.state_outcome
+    if have == width:
+        return wm
+    if have:
+        raise ValueError(f"the model has an outcome head of width {have}, asked for {width}")
+    return _rebuilt(wm, seed, state_outcome=width)
+
+
+def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
+                  cfg: OutcomeTrainConfig = OutcomeTrainConfig(), device: str = "auto",
+                  progress: bool = True) -> dict[str, float]:
+    """Give the world model `checkpoint` an outcome head fitted on the transitions of `state_data`
+    (datasets of its scene, with or without frames) and write it to `out`, its rollout rewards held to
+    the range of the training rewards (`WorldModelConfig.reward_range`); resumes from `out`.train."""
+    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.loader import EpisodeDataset
+    from worldsim.runtime import resolve_device
+    from worldsim.train_tokenizer import split_episodes
+
+    if not state_data:
+        raise ValueError("train outcome needs at least one dataset (--state-data)")
+    wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+    _check_data(wm, checkpoint, state_data)
+    wm = with_outcome(wm, cfg.width, cfg.seed)
+    train_ep, val_ep = split_episodes(read_manifest(state_data[0])["episodes"], cfg.val_fraction)
+    train = Outcomes([EpisodeDataset(state_data[0], train_ep, frames=False),
+                      *(EpisodeDataset(d, frames=False) for d in state_data[1:])], wm)
+    val = Outcomes([EpisodeDataset(state_data[0], val_ep, frames=False, verify=False)], wm)
+    wm.cfg = wm.cfg.replace(reward_range=train.reward_range)  # the rollout's rewards stay in the data's range
+
+    def train_loss(step: int) -> torch.Tensor:
+        return outcome_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
+
+    @torch.no_grad()
+    def validate(batches: int) -> dict[str, float]:
+        logs = [outcome_loss(wm, *val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]
+                for i in range(batches)]
+        return {f"val_{k}": float(torch.stack([g[k] for g in logs]).mean()) for k in logs[0]}
+
+    extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "transitions": len(train),
+             "terminations": int(train.terminated.sum())}
+    return _fit(wm, list(wm.dynamics.state_outcome.parameters()), cfg, out, train_loss, validate, extra,
+                "outcome head", progress)
