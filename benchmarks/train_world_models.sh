@@ -36,6 +36,12 @@ worldsim data generate --scene InvertedPendulum-v5 --episodes 3000 --max-steps 2
 time worldsim train pathway --checkpoint "$RUN/pendulum-lite" --state-data "$DATA/pendulum-states" "$DATA/pendulum" \
     --out "$RUN/pendulum-pw" --steps 8000 --unroll 8 --quiet
 
+# Both gain an outcome head: reward and termination read from the predicted state (30 s each).
+time worldsim train outcome --checkpoint "$RUN/reacher-final" --state-data "$DATA/reacher2" "$DATA/reacher" \
+    --out "$RUN/reacher-out" --quiet
+time worldsim train outcome --checkpoint "$RUN/pendulum-pw" --state-data "$DATA/pendulum-states" "$DATA/pendulum" \
+    --out "$RUN/pendulum-out" --quiet
+
 # Bounce keeps its v4 transformer and gains a state pathway (8-step unrolled loss, 1000 state-only
 # episodes, 4 min to generate) that carries the state, and a state renderer whose frames replace the
 # transformer's: about 15 + 10 min.
@@ -44,10 +50,29 @@ worldsim data generate --scene bounce --episodes 1000 --seed 5 --no-frames --sha
 time worldsim train pathway --checkpoint "$RUN/bounce-v4" --width 256 --state-data "$DATA/bounce-states" \
     --out "$RUN/bounce-pw" --steps 10000 --unroll 8 --quiet
 time worldsim train renderer --checkpoint "$RUN/bounce-pw" --data "$DATA/bounce" --mix replace \
-    --out "$RUN/bounce-final" --steps 6000 --quiet
+    --out "$RUN/bounce-r" --steps 6000 --quiet
+# Then both fitted further on the start of an episode, where the balls are high and fast: the
+# 240-step episodes hold few such states (the balls settle within about 60 steps). The pathway on
+# 8000 short (48-step) state-only episodes (5 min to generate, 18 min to fit); the renderer (a second
+# `train renderer` of the same width fits the model's renderer further) on 3000 short episodes with
+# frames and 400 long ones (15 min to generate, 30 min to fit, half of it encoding the frames); then
+# an outcome head (30 s).
+worldsim data generate --scene bounce --episodes 8000 --seed 8 --max-steps 48 --no-frames --shard-size 500 \
+    --out "$DATA/bounce-states-early" --workers 2
+time worldsim train pathway --checkpoint "$RUN/bounce-r" --state-data "$DATA/bounce-states" \
+    "$DATA/bounce-states-early" --out "$RUN/bounce-pw-early" --steps 10000 --unroll 8 --quiet
+worldsim data generate --scene bounce --episodes 400 --seed 6 --out "$DATA/bounce2" --workers 2
+worldsim data generate --scene bounce --episodes 1000 --seed 7 --max-steps 48 --shard-size 50 \
+    --out "$DATA/bounce-early" --workers 2
+worldsim data generate --scene bounce --episodes 2000 --seed 9 --max-steps 48 --shard-size 100 \
+    --out "$DATA/bounce-early2" --workers 2
+time worldsim train renderer --checkpoint "$RUN/bounce-pw-early" --data "$DATA/bounce2" "$DATA/bounce-early" \
+    "$DATA/bounce-early2" --mix replace --out "$RUN/bounce-r2" --steps 10000 --quiet
+time worldsim train outcome --checkpoint "$RUN/bounce-r2" --state-data "$DATA/bounce-states" \
+    "$DATA/bounce-states-early" --out "$RUN/bounce-final" --quiet
 
 W=$(python -c "import worldsim.pretrained as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
-worldsim export "$RUN/reacher-final" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
-worldsim export "$RUN/pendulum-pw" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
+worldsim export "$RUN/reacher-out" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
+worldsim export "$RUN/pendulum-out" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
 worldsim export "$RUN/bounce-final" --out "$W/world-bounce" --tokenizer-ref ../tokenizer --static-from "$DATA/bounce"
