@@ -36,7 +36,7 @@ worldsim data generate --scene InvertedPendulum-v5 --episodes 3000 --max-steps 2
 time worldsim train pathway --checkpoint "$RUN/pendulum-lite" --state-data "$DATA/pendulum-states" "$DATA/pendulum" \
     --out "$RUN/pendulum-pw" --steps 8000 --unroll 8 --quiet
 
-# Both gain an outcome head: reward and termination read from the predicted state (30 s each).
+# Both gain an outcome head: reward and termination read from the predicted state (under a minute each).
 time worldsim train outcome --checkpoint "$RUN/reacher-final" --state-data "$DATA/reacher2" "$DATA/reacher" \
     --out "$RUN/reacher-out" --quiet
 time worldsim train outcome --checkpoint "$RUN/pendulum-pw" --state-data "$DATA/pendulum-states" "$DATA/pendulum" \
@@ -56,7 +56,7 @@ time worldsim train renderer --checkpoint "$RUN/bounce-pw" --data "$DATA/bounce"
 # 8000 short (48-step) state-only episodes (5 min to generate, 18 min to fit); the renderer (a second
 # `train renderer` of the same width fits the model's renderer further) on 3000 short episodes with
 # frames and 400 long ones (15 min to generate, 30 min to fit, half of it encoding the frames); then
-# an outcome head (30 s).
+# an outcome head (under a minute).
 worldsim data generate --scene bounce --episodes 8000 --seed 8 --max-steps 48 --no-frames --shard-size 500 \
     --out "$DATA/bounce-states-early" --workers 2
 time worldsim train pathway --checkpoint "$RUN/bounce-r" --state-data "$DATA/bounce-states" \

@@ -257,9 +257,10 @@ class DSV4World(_Common, gym.Env):
     `"latent"`: the frame's token grid, int64 `(8, 8)` in `[0, codebook)`; `"dict"`: all three.
 
     ## Rewards
-    `reward="model"` (default): the model's reward head. `reward="task"`: the scene's own reward
-    function applied to the predicted state and the action. Both are in `info` (`reward_model`,
-    `reward_task`), with the predicted state (`info["state"]`).
+    `reward="model"` (default): the model's own reward, from its outcome head on the predicted state
+    when it has one (every shipped world does), else the transformer's reward head. `reward="task"`:
+    the scene's own reward function applied to the predicted state and the action. Both are in
+    `info` (`reward_model`, `reward_task`), with the predicted state (`info["state"]`).
 
     ## Starting State
     `reset(seed=s)` puts MuJoCo in the same initial physics state as the real scene's
@@ -268,8 +269,9 @@ class DSV4World(_Common, gym.Env):
     runs C - 1 steps under the zero action and the model starts from those C real steps.
 
     ## Episode End
-    Terminated when the model's termination head fires (`reward="model"`) or the scene's termination
-    function holds on the predicted state (`reward="task"`); both are in `info`. Truncated after
+    Terminated when the model's termination fires (`reward="model"`; from the outcome head, as the
+    reward) or the scene's termination function holds on the predicted state (`reward="task"`); both
+    are in `info`. Truncated after
     `max_episode_steps` (the scene's own by default: Reacher 50, InvertedPendulum 1000, bounce 240).
 
     ## Arguments

@@ -48,7 +48,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "reward_mae": ("reward", "lower", "absolute reward error at step h"),
     "termination_agreement": ("fraction", "higher", "episodes whose termination by step h agrees within tolerance"),
     "termination_agreement_rule": ("fraction", "higher", "the same, with the model's termination taken from the "
-                                   "scene's rule on its predicted states instead of its termination head"),
+                                   "scene's rule on its predicted states instead of the model's own"),
     "psnr": ("dB", "higher", "frame PSNR at step h"),
     "ssim": ("", "higher", "frame SSIM at step h"),
     "contact_precision": ("fraction", "higher", "predicted contact events up to h that match MuJoCo's"),

@@ -66,7 +66,8 @@ class Prediction:
     rewards: np.ndarray  # [E, T]
     terminated: np.ndarray  # [E, T] bool
     # The scene's own termination rule on the predicted states (`Scene.task_terminated`), for a
-    # predictor whose `terminated` comes from elsewhere (the world model's termination head).
+    # predictor whose `terminated` comes from elsewhere (the world model's own: its outcome head, or
+    # the transformer's termination head).
     terminated_rule: np.ndarray | None = None  # [E, T] bool
 
 

@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=100_000, help="environment steps of training, world and real alike")
     p.add_argument("--num-envs", type=int, default=16, help="batched worlds (and real envs) during training")
     p.add_argument("--reward", default="task", choices=("model", "task"),
-                   help="the world's reward: its reward head, or the task's reward function on predicted states")
+                   help="the world's reward: the model's own (its outcome head), or the task's reward function on "
+                        "predicted states")
     p.add_argument("--episodes", type=int, default=20, help="seeded evaluation episodes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation episode seed (held out)")

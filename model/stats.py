@@ -66,6 +66,7 @@ def world_model_info(wm) -> dict:
         "state_mlp": cfg.state_mlp,
         "state_render": cfg.state_render,
         "state_outcome": cfg.state_outcome,
+        "reward_range": list(wm.cfg.reward_range) if wm.cfg.reward_range else None,
         "layers": cfg.layers,
         "width": cfg.width,
     }

@@ -114,10 +114,11 @@ class WorldModel(PretrainedMixin, nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("tokenizer.")}
             extra["tokenizer_ref"] = tokenizer_ref
         # At reduced precision the state's scale and the state pathway stay in float32: the pathway
-        # carries the state to about 1e-3 of its spread a step, fp16's own rounding.
+        # carries the state to about 1e-3 of its spread a step, fp16's own rounding. So does the small
+        # outcome head (about 20k weights), whose termination logit is read at its sign.
         return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype,
                                keep_fp32=("state_mean", "state_std", "reward_mean", "reward_std",
-                                          "dynamics.state_mlp."))
+                                          "dynamics.state_mlp.", "dynamics.state_outcome."))
 
     @classmethod
     def _checkpoint_tensors(cls, path, ck) -> dict[str, torch.Tensor]:

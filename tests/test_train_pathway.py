@@ -163,6 +163,11 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
     assert main(["train", "pathway", "--checkpoint", str(setup / "world"), "--state-data", str(setup / "data"),
                  "--out", str(tmp_path / "cli"), "--steps", "3", "--batch-size", "16", "--unroll", "2", "--quiet"]) == 0
     assert "held-out state MSE" in capsys.readouterr().out
+    assert main(["train", "outcome", "--checkpoint", str(setup / "world"), "--state-data", str(setup / "data"),
+                 "--out", str(tmp_path / "cli-out"), "--steps", "3", "--batch-size", "16", "--width", "8",
+                 "--quiet"]) == 0
+    assert "held-out reward MSE" in capsys.readouterr().out
+    assert WorldModel.from_pretrained(tmp_path / "cli-out").cfg.dynamics.state_outcome == 8
     _world(tmp_path / "no-pathway", state_mlp=0)
     with pytest.raises(ValueError, match=r"no state pathway \(state_mlp = 0\); give it one with --width"):
         train_pathway(tmp_path / "no-pathway", [str(setup / "data")], tmp_path / "x", device="cpu")
@@ -314,25 +319,31 @@ def test_outcome_head_scores_the_predicted_state(setup):
     wm.reward_mean.fill_(0.5)
     wm.reward_std.fill_(2.0)
     g = torch.Generator().manual_seed(0)
-    tokens, states = torch.randint(0, 60, (3, 1, 8, 8), generator=g), torch.randn(3, 1, 10, generator=g) * 0.1
-    actions = torch.rand(3, 2, generator=g) * 2 - 1
+    tokens, states = torch.randint(0, 60, (16, 1, 8, 8), generator=g), torch.randn(16, 1, 10, generator=g)
+    actions = torch.rand(16, 2, generator=g) * 2 - 1
     with torch.no_grad():  # a termination logit that is positive for some rows and negative for others
         wm.dynamics.state_outcome[-1].bias.copy_(torch.tensor([0.0, 0.0]))
         wm.dynamics.state_outcome[-1].weight.mul_(20)
+        wm.dynamics.state_mlp[-1].weight.mul_(20)  # a large step, so that the state before it scores otherwise
     h = wm.start(tokens, states)
     before = (h.codes.clone(), h.state.clone())
     _, state, reward, term = wm.step(h, actions)
     reward_n, logit = wm.dynamics.outcome(wm.normalize_state(state), actions)
     torch.testing.assert_close(reward, reward_n * 2.0 + 0.5)
-    assert torch.equal(term, logit > 0)
+    assert torch.equal(term, logit > 0) and term.any() and not term.all()
+    # Not the outcome of the state before the step, nor the action token's heads.
+    reward_before, logit_before = wm.dynamics.outcome(before[1][:, 0], actions)
+    assert not torch.equal(logit_before > 0, term)
+    assert not torch.allclose(reward, reward_before * 2.0 + 0.5)
     out = wm.dynamics.step_with_cache(wm.start(tokens, states).caches, *before, actions[:, None], 0)
-    assert not torch.allclose(reward, out["reward"][:, 0] * 2.0 + 0.5)  # not the action token's heads
-    assert world_model_info(wm)["state_outcome"] == 16
+    assert not torch.allclose(reward, out["reward"][:, 0] * 2.0 + 0.5)
+    assert world_model_info(wm)["state_outcome"] == 16 and world_model_info(wm)["reward_range"] is None
     # With a reward range, the rollout's rewards are held inside it.
     wm.cfg = wm.cfg.replace(reward_range=(0.4, 0.6))
     h = wm.start(tokens, states)
     reward = wm.step(h, actions)[2]
     torch.testing.assert_close(reward, (reward_n * 2.0 + 0.5).clamp(0.4, 0.6))
+    assert world_model_info(wm)["reward_range"] == [0.4, 0.6]
     with pytest.raises(ValueError, match="reward_range must be empty or"):
         wm.cfg.replace(reward_range=(1.0, 0.0))
 

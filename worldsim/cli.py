@@ -305,7 +305,7 @@ def _add_part_args(s: argparse.ArgumentParser, data_flag: str, data_help: str, b
 
 
 def _add_run_args(s: argparse.ArgumentParser, batch: str) -> None:
-    """The options both trainers take. Unset ones keep the train config's own default (in code)."""
+    """The options every trainer takes. Unset ones keep the train config's own default (in code)."""
     s.add_argument("--steps", type=int, default=None, help="optimiser steps")
     s.add_argument("--batch-size", type=int, default=None, help=batch)
     s.add_argument("--lr", type=float, default=None, help="peak learning rate")

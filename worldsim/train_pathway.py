@@ -46,7 +46,7 @@ from worldsim.trainstate import load_train_state, save_train_state
 
 @dataclass(frozen=True)
 class PartTrainConfig(ConfigBase):
-    """What both part trainers share."""
+    """What the part trainers share."""
 
     steps: int = 20000
     batch_size: int = 1024
@@ -190,6 +190,25 @@ def check_datasets(datasets, want: dict, against: str) -> None:
                              f"(scene_config_hash {m.get('scene_config_hash')} vs {first[1]})")
 
 
+def _base(checkpoint, device: str) -> WorldModel:
+    """The model a part trainer starts from, in float32."""
+    from worldsim.runtime import resolve_device
+
+    return WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+
+
+def _split(data, val_fraction: float, frames: bool) -> tuple[list, list]:
+    """`data` opened for a part trainer: (training datasets, held-out datasets), the first dataset's
+    last `val_fraction` of episodes held out."""
+    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.loader import EpisodeDataset
+    from worldsim.train_tokenizer import split_episodes
+
+    train_ep, val_ep = split_episodes(read_manifest(data[0])["episodes"], val_fraction)
+    train = [EpisodeDataset(data[0], train_ep, frames=frames), *(EpisodeDataset(d, frames=frames) for d in data[1:])]
+    return train, [EpisodeDataset(data[0], val_ep, frames=frames, verify=False)]
+
+
 def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
     dyn = wm.cfg.dynamics
     check_datasets(datasets, {"scene": wm.cfg.scene, "state_dim": dyn.state_dim, "action_dim": dyn.action_dim},
@@ -198,7 +217,7 @@ def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
          train_loss, validate, extra: dict, desc: str, progress: bool) -> dict[str, float]:
-    """The loop both part trainers run: AdamW on `params` alone (the rest of `wm` frozen) with a
+    """The loop the part trainers run: AdamW on `params` alone (the rest of `wm` frozen) with a
     cosine schedule, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run draws
     the same batches), `validate(batches)` a dict of held-out figures; resumable from `out`.train."""
     from tqdm import tqdm
@@ -249,14 +268,9 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
                   progress: bool = True) -> dict[str, float]:
     """Fit the state pathway of the world model `checkpoint` on the transitions of `state_data` (datasets
     of its scene, with or without frames) and write the model to `out`; resumes from `out`.train."""
-    from worldsim.envs.dataset import read_manifest
-    from worldsim.envs.loader import EpisodeDataset
-    from worldsim.runtime import resolve_device
-    from worldsim.train_tokenizer import split_episodes
-
     if not state_data:
         raise ValueError("train pathway needs at least one dataset (--state-data)")
-    wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+    wm = _base(checkpoint, device)
     if cfg.width:
         wm = with_pathway(wm, cfg.width, cfg.seed)
     elif not wm.cfg.dynamics.state_mlp:
@@ -267,11 +281,9 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
                          f"(state_residual=True), so the pathway cannot be fitted alone; train with a preset "
                          f"whose pathway carries the state alone (v4-lite)")
     _check_data(wm, checkpoint, state_data)
-    train_ep, val_ep = split_episodes(read_manifest(state_data[0])["episodes"], cfg.val_fraction)
-    train = Sequences([EpisodeDataset(state_data[0], train_ep, frames=False),
-                       *(EpisodeDataset(d, frames=False) for d in state_data[1:])], wm, cfg.unroll)
-    val = Sequences([EpisodeDataset(state_data[0], val_ep, frames=False, verify=False)], wm, cfg.unroll,
-                    what="held-out")
+    train_sets, val_sets = _split(state_data, cfg.val_fraction, frames=False)
+    train = Sequences(train_sets, wm, cfg.unroll)
+    val = Sequences(val_sets, wm, cfg.unroll, what="held-out")
 
     def train_loss(step: int) -> torch.Tensor:
         return unrolled_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
@@ -350,21 +362,17 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
     """Give the world model `checkpoint` a state renderer fitted on the frames and states of `data`
     (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train."""
     from worldsim.envs.dataset import read_manifest
-    from worldsim.envs.loader import EpisodeDataset
-    from worldsim.runtime import resolve_device
-    from worldsim.train_tokenizer import split_episodes
 
     if not data:
         raise ValueError("train renderer needs at least one dataset with frames (--data)")
-    wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+    wm = _base(checkpoint, device)
     _check_data(wm, checkpoint, data)
     for d in data:
         if not read_manifest(d).get("frames", True):
             raise ValueError(f"dataset {d} has no frames (generated with --no-frames); the renderer learns frames")
     wm = with_renderer(wm, cfg.width, cfg.mix, cfg.seed)
-    train_ep, val_ep = split_episodes(read_manifest(data[0])["episodes"], cfg.val_fraction)
-    train = Frames([EpisodeDataset(data[0], train_ep), *(EpisodeDataset(d) for d in data[1:])], wm)
-    val = Frames([EpisodeDataset(data[0], val_ep, verify=False)], wm)
+    train_sets, val_sets = _split(data, cfg.val_fraction, frames=True)
+    train, val = Frames(train_sets, wm), Frames(val_sets, wm)
     dyn = wm.dynamics
 
     def train_loss(step: int) -> torch.Tensor:
@@ -441,20 +449,13 @@ def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     """Give the world model `checkpoint` an outcome head fitted on the transitions of `state_data`
     (datasets of its scene, with or without frames) and write it to `out`, its rollout rewards held to
     the range of the training rewards (`WorldModelConfig.reward_range`); resumes from `out`.train."""
-    from worldsim.envs.dataset import read_manifest
-    from worldsim.envs.loader import EpisodeDataset
-    from worldsim.runtime import resolve_device
-    from worldsim.train_tokenizer import split_episodes
-
     if not state_data:
         raise ValueError("train outcome needs at least one dataset (--state-data)")
-    wm = WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
+    wm = _base(checkpoint, device)
     _check_data(wm, checkpoint, state_data)
     wm = with_outcome(wm, cfg.width, cfg.seed)
-    train_ep, val_ep = split_episodes(read_manifest(state_data[0])["episodes"], cfg.val_fraction)
-    train = Outcomes([EpisodeDataset(state_data[0], train_ep, frames=False),
-                      *(EpisodeDataset(d, frames=False) for d in state_data[1:])], wm)
-    val = Outcomes([EpisodeDataset(state_data[0], val_ep, frames=False, verify=False)], wm)
+    train_sets, val_sets = _split(state_data, cfg.val_fraction, frames=False)
+    train, val = Outcomes(train_sets, wm), Outcomes(val_sets, wm)
     wm.cfg = wm.cfg.replace(reward_range=train.reward_range)  # the rollout's rewards stay in the data's range
 
     def train_loss(step: int) -> torch.Tensor:
