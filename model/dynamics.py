@@ -28,6 +28,8 @@ from worldsim.config import ConfigBase
 from worldsim.kernels import gather_tokens, pruned_attention, scatter_tokens, select_tokens
 from worldsim.model.moe import HierarchicalMoE, SwiGLU
 
+RENDER_MIXES = ("sum", "replace")
+
 
 @dataclass(frozen=True)
 class DynamicsConfig(ConfigBase):
@@ -90,15 +92,12 @@ class DynamicsConfig(ConfigBase):
                 or math.prod(self.code_levels) != self.codebook_size):
             raise ValueError(f"a factorized frame head or a state renderer needs code_levels (each >= 2) whose "
                              f"product is the codebook size {self.codebook_size}, got {self.code_levels}")
-        if self.state_mlp < 0:
-            raise ValueError(f"DynamicsConfig.state_mlp must be >= 0, got {self.state_mlp}")
+        for name in ("state_mlp", "state_render", "state_outcome"):  # widths of the optional MLPs
+            if getattr(self, name) < 0:
+                raise ValueError(f"DynamicsConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_residual and not self.state_mlp:
             raise ValueError("DynamicsConfig.state_residual=False needs a state pathway (state_mlp > 0)")
-        if self.state_render < 0:
-            raise ValueError(f"DynamicsConfig.state_render must be >= 0, got {self.state_render}")
-        if self.state_outcome < 0:
-            raise ValueError(f"DynamicsConfig.state_outcome must be >= 0, got {self.state_outcome}")
-        if self.render_mix not in ("sum", "replace"):
+        if self.render_mix not in RENDER_MIXES:
             raise ValueError(f"DynamicsConfig.render_mix must be 'sum' or 'replace', got {self.render_mix!r}")
 
     @property
@@ -291,6 +290,19 @@ class Block(nn.Module):
         return scatter_tokens(x, index, out, gate=gate, kept=kept)  # kept + gate * (out - kept) at index
 
 
+def _mlp(*sizes: int) -> nn.Sequential:
+    """Linear layers of `sizes` (input, hidden..., output) with SiLU between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.SiLU()] if i else []
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
+
+def _state_action(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    return torch.cat([states, actions.to(states.dtype)], -1)
+
+
 class Dynamics(nn.Module):
     """The transformer over the token stream; `forward(batch) -> (loss, logs)` lives in the trainer,
     which knows the data; this module maps inputs to predictions."""
@@ -317,22 +329,11 @@ class Dynamics(nn.Module):
             # Every code's FSQ digits [V, C], for scoring a joint head's codes by channel.
             self.register_buffer("code_digits", self.digits(torch.arange(cfg.codebook_size)), persistent=False)
         self.state_head = nn.Linear(d, cfg.state_dim) if cfg.state_residual else None
-        self.state_mlp: nn.Module | None = None
-        if cfg.state_mlp:
-            w = cfg.state_mlp
-            self.state_mlp = nn.Sequential(nn.Linear(cfg.state_dim + cfg.action_dim, w), nn.SiLU(), nn.Linear(w, w),
-                                           nn.SiLU(), nn.Linear(w, w), nn.SiLU(), nn.Linear(w, cfg.state_dim))
-        self.state_render: nn.Module | None = None
-        if cfg.state_render:
-            w = cfg.state_render
-            self.state_render = nn.Sequential(nn.Linear(cfg.state_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
-                                              nn.Linear(w, w), nn.SiLU(),
-                                              nn.Linear(w, cfg.tokens_per_frame * sum(cfg.code_levels)))
-        self.state_outcome: nn.Module | None = None
-        if cfg.state_outcome:
-            w = cfg.state_outcome
-            self.state_outcome = nn.Sequential(nn.Linear(cfg.state_dim + cfg.action_dim, w), nn.SiLU(),
-                                               nn.Linear(w, w), nn.SiLU(), nn.Linear(w, 2))
+        # The optional MLPs on the (predicted) state, outside the transformer.
+        s, sa, w = cfg.state_dim, cfg.state_dim + cfg.action_dim, (cfg.state_mlp, cfg.state_render, cfg.state_outcome)
+        self.state_mlp = _mlp(sa, w[0], w[0], w[0], s) if w[0] else None
+        self.state_render = _mlp(s, w[1], w[1], w[1], cfg.tokens_per_frame * sum(cfg.code_levels)) if w[1] else None
+        self.state_outcome = _mlp(sa, w[2], w[2], 2) if w[2] else None
         self.reward_head = nn.Linear(d, 1)
         self.term_head = nn.Linear(d, 1)
 
@@ -363,14 +364,14 @@ class Dynamics(nn.Module):
         """The state MLP's share of the state change: [..., S_dim], [..., A] -> [..., S_dim]."""
         if self.state_mlp is None:
             raise ValueError("this model has no state pathway (DynamicsConfig.state_mlp = 0)")
-        return self.state_mlp(torch.cat([states, actions.to(states.dtype)], -1))
+        return self.state_mlp(_state_action(states, actions))
 
     def outcome(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The outcome head's (normalised reward [...], termination logit [...]) for the steps taken
         under actions [..., A] that end in normalised states [..., S]."""
         if self.state_outcome is None:
             raise ValueError("this model has no outcome head (DynamicsConfig.state_outcome = 0)")
-        out = self.state_outcome(torch.cat([states, actions.to(states.dtype)], -1))
+        out = self.state_outcome(_state_action(states, actions))
         return out[..., 0], out[..., 1]
 
     def render_logits(self, states: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,7 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
     _world(tmp_path / "bounce-world", scene="bounce")
     with pytest.raises(ValueError, match="scene 'Reacher-v5', but the model .* has 'bounce'"):
         train_pathway(tmp_path / "bounce-world", [str(setup / "data")], tmp_path / "x", device="cpu")
-    with pytest.raises(ValueError, match="unroll must be >= 1"):
+    with pytest.raises(ValueError, match="unroll must be > 0"):
         PathwayTrainConfig(unroll=0)
     with pytest.raises(ValueError, match="no training episode of .* has 11 actions"):  # episodes hold 10
         train_pathway(setup / "world", [str(setup / "data")], tmp_path / "x", PathwayTrainConfig(unroll=11),

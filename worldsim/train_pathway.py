@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldsim.config import ConfigBase
+from worldsim.config import ConfigBase, check_positive
+from worldsim.model.dynamics import RENDER_MIXES
 from worldsim.model.world_model import WorldModel
 from worldsim.training import cosine_lr
 from worldsim.trainstate import load_train_state, save_train_state
@@ -57,13 +58,10 @@ class PartTrainConfig(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(type(self).__name__, steps=self.steps, batch_size=self.batch_size, save_every=self.save_every,
+                       lr=self.lr)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"{type(self).__name__}.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not self.lr > 0:
-            raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -75,8 +73,7 @@ class PathwayTrainConfig(PartTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.unroll < 1:
-            raise ValueError(f"PathwayTrainConfig.unroll must be >= 1, got {self.unroll}")
+        check_positive("PathwayTrainConfig", unroll=self.unroll)
         if self.width < 0:
             raise ValueError(f"PathwayTrainConfig.width must be >= 0, got {self.width}")
 
@@ -92,9 +89,8 @@ class RendererTrainConfig(PartTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.width < 1:
-            raise ValueError(f"RendererTrainConfig.width must be >= 1, got {self.width}")
-        if self.mix not in ("sum", "replace"):
+        check_positive("RendererTrainConfig", width=self.width)
+        if self.mix not in RENDER_MIXES:
             raise ValueError(f"RendererTrainConfig.mix must be 'sum' or 'replace', got {self.mix!r}")
 
 
@@ -106,8 +102,7 @@ class OutcomeTrainConfig(PartTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.width < 1:
-            raise ValueError(f"OutcomeTrainConfig.width must be >= 1, got {self.width}")
+        check_positive("OutcomeTrainConfig", width=self.width)
 
 
 class Sequences:
