@@ -73,6 +73,6 @@ time worldsim train outcome --checkpoint "$RUN/bounce-r2" --state-data "$DATA/bo
 
 W=$(python -c "import worldsim.pretrained as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
-worldsim export "$RUN/reacher-out" --out "$W/world-reacher" --tokenizer-ref ../tokenizer --static-from "$DATA/reacher2"
-worldsim export "$RUN/pendulum-out" --out "$W/world-pendulum" --tokenizer-ref ../tokenizer --static-from "$DATA/pendulum"
-worldsim export "$RUN/bounce-final" --out "$W/world-bounce" --tokenizer-ref ../tokenizer --static-from "$DATA/bounce"
+worldsim export "$RUN/reacher-out" --out "$W/world-reacher" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/reacher2"
+worldsim export "$RUN/pendulum-out" --out "$W/world-pendulum" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/pendulum"
+worldsim export "$RUN/bounce-final" --out "$W/world-bounce" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/bounce"

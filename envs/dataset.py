@@ -8,7 +8,8 @@
 
 Episode `e` of a dataset with seed `K` depends only on `(K, e)`: its reset seed and its policy seed
 come from `numpy.random.SeedSequence(K, spawn_key=(e,))`. So the result is the same bit for bit
-whatever the number of workers, and a killed run resumes by regenerating only the missing shards.
+whatever the number of workers, and a killed run resumes by regenerating only the missing shards;
+a rerun also regenerates listed shards that are missing or corrupt (size, and with `verify` SHA-256).
 
 Each episode of length L (actions taken) is an HDF5 group `episodes/{e:07d}` holding:
 frames uint8 [L+1, H, W, 3], states float64 [L+1, S], physics float64 [L+1, nq+nv],
@@ -18,20 +19,37 @@ terminated bool [L], truncated bool [L].
 A dataset generated with `frames=False` (`--no-frames`) holds everything but the frames, and its
 manifest says `"frames": false`: it costs no rendering and a few hundred bytes a step, and serves
 state-only uses (the state pathway's `--state-data`), never the tokenizer or the frame stream.
+
+Every argument is checked (policy, scene, one probe frame at the asked size, a writable directory)
+before anything is written. A shard is built in memory and written with plain file I/O, so a full
+disk stops the run with one `OSError` naming the file and the free space, and leaves no partial file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue as _queue
+import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium
+import h5py
+import mujoco
 import numpy as np
+from tqdm import tqdm
+
+from worldsim._version import __version__
+from worldsim.envs.policies import make_policy
+from worldsim.envs.registry import make_scene
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -40,6 +58,11 @@ IDENTITY_KEYS = ("format_version", "scene", "scene_options", "scene_config_hash"
                  "shard_size", "max_steps", "frames")
 # Identity keys that manifests written before them lack, with the value those manifests meant.
 IDENTITY_DEFAULTS = {"frames": True}
+# A shard's name, as `shard_name` makes it: a plain file name, so a manifest never points outside DIR.
+SHARD_NAME = re.compile(r"shard_\d{5,}\.h5")
+# Temporary files this module writes (the hidden manifest one is what older versions wrote).
+PARTIAL_NAME = re.compile(r"\.?(manifest\.json|shard_\d{5,}\.h5)\.tmp-\d+")
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,15 @@ def episode_seeds(seed: int, episode: int) -> tuple[int, int]:
 
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.h5"
+
+
+def _shard_index(name: str) -> int:
+    return int(name[len("shard_") : -len(".h5")])
+
+
+def _in_order(shards: dict[str, Any]) -> dict[str, Any]:
+    """Shard records by shard index (a dict fills in completion order, which varies between runs)."""
+    return {k: shards[k] for k in sorted(shards, key=_shard_index)}
 
 
 # --- one episode, one shard ---------------------------------------------------------------------
@@ -120,36 +152,69 @@ def run_episode(scene, policy, seed: int, episode: int, max_steps: int, render: 
     }
 
 
-def write_shard(path: Path, index: int, first: int, episodes: list[tuple[int, int, dict[str, np.ndarray]]]) -> None:
-    """Write episodes to `path` atomically: a temporary file, fsync, then rename."""
-    import h5py
+def _fill_shard(f: h5py.File, index: int, first: int, episodes: list[tuple[int, int, dict[str, np.ndarray]]]) -> None:
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["shard"] = index
+    f.attrs["first_episode"] = first
+    f.attrs["num_episodes"] = len(episodes)
+    grp = f.create_group("episodes")
+    for ep, reset_seed, arrays in episodes:
+        g = grp.create_group(f"{ep:07d}")
+        g.attrs["episode"] = ep
+        g.attrs["reset_seed"] = reset_seed
+        g.attrs["length"] = len(arrays["actions"])
+        for key, arr in arrays.items():
+            if key == "frames":
+                chunk = (min(len(arr), 32), *arr.shape[1:])
+                g.create_dataset(key, data=arr, chunks=chunk, compression="lzf", track_times=False)
+            else:
+                g.create_dataset(key, data=arr, track_times=False)
 
+
+def write_shard(path: Path, index: int, first: int, episodes: list[tuple[int, int, dict[str, np.ndarray]]]) -> None:
+    """Write episodes to `path` atomically (see `write_file`).
+
+    The HDF5 file is built in memory (the core driver, no backing store) and written with plain file
+    I/O: HDF5 never touches the disk, so a full disk is one clean `OSError` rather than a storm of
+    HDF5 errors. The image has the same bytes as the file h5py would write to disk.
+    """
+    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False, track_order=True) as f:
+        _fill_shard(f, index, first, episodes)
+        f.flush()
+        image = f.id.get_file_image()
+    write_file(path, image)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically and durably: a temporary file beside it, fsync, rename.
+
+    A full disk (or quota) raises one `OSError` that names `path` and the free space left; on any
+    failure the temporary file is removed and `path` is untouched.
+    """
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["shard"] = index
-            f.attrs["first_episode"] = first
-            f.attrs["num_episodes"] = len(episodes)
-            grp = f.create_group("episodes")
-            for ep, reset_seed, arrays in episodes:
-                g = grp.create_group(f"{ep:07d}")
-                g.attrs["episode"] = ep
-                g.attrs["reset_seed"] = reset_seed
-                g.attrs["length"] = len(arrays["actions"])
-                for key, arr in arrays.items():
-                    if key == "frames":
-                        chunk = (min(len(arr), 32), *arr.shape[1:])
-                        g.create_dataset(key, data=arr, chunks=chunk, compression="lzf", track_times=False)
-                    else:
-                        g.create_dataset(key, data=arr, track_times=False)
-            f.flush()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise _disk_full(path, exc.errno, len(data)) from None
         raise
+
+
+def _disk_full(path: Path, code: int, size: int) -> OSError:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return OSError(code, f"{_DISK_FULL[code]} writing {path} ({size} bytes; {free} in {path.parent})")
 
 
 def file_sha256(path: Path) -> str:
@@ -160,22 +225,43 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def shard_problem(path: Path, rec: dict[str, Any], verify: bool = False) -> str | None:
+    """What is wrong with a listed shard's file, against its manifest record: "missing", "wrong size",
+    or "wrong sha256" (read only with `verify`: hashing a dataset reads all of it); None when fine."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != rec["bytes"]:
+        return "wrong size"
+    if verify and file_sha256(path) != rec["sha256"]:
+        return "wrong sha256"
+    return None
+
+
 # --- worker processes ---------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(spec: GenerateSpec, progress: Any) -> None:
-    from worldsim.envs.policies import make_policy
-    from worldsim.envs.registry import make_scene
-
-    # One renderer per process, made once and reused for every shard this worker writes.
-    _WORKER["scene"] = make_scene(spec.scene, spec.width, spec.height, **dict(spec.scene_options))
-    _WORKER["policy"] = make_policy(spec.policy)
     _WORKER["progress"] = progress
+    try:
+        # One renderer per process, made once and reused for every shard this worker writes.
+        _WORKER["scene"] = make_scene(spec.scene, spec.width, spec.height, **dict(spec.scene_options))
+        _WORKER["policy"] = make_policy(spec.policy)
+    except Exception as exc:  # noqa: BLE001
+        # A pool whose initializer raises respawns its workers forever; the first shard reports it instead.
+        _WORKER["error"] = exc
+
+
+def _close_worker() -> None:
+    if _WORKER.get("scene") is not None:
+        _WORKER["scene"].close()
+    _WORKER.clear()
 
 
 def _generate_shard(spec: GenerateSpec, index: int, first: int, count: int, max_steps: int) -> dict[str, Any]:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     scene, policy, progress = _WORKER["scene"], _WORKER["policy"], _WORKER["progress"]
     t0 = time.perf_counter()
     episodes = []
@@ -204,33 +290,142 @@ def _generate_shard(spec: GenerateSpec, index: int, first: int, count: int, max_
     }
 
 
-# --- the manifest and the driver ----------------------------------------------------------------
+# --- the manifest ---------------------------------------------------------------------------------
+
+_KINDS = {int: "an int", bool: "a bool", str: "a string", dict: "an object", list: "a list"}
+# Top-level fields the code reads, with their kinds and, for ints, their least allowed value.
+_FIELDS = {"scene": (str, None), "scene_config_hash": (str, None), "policy": (str, None), "seed": (int, 0),
+           "shard_size": (int, 1), "max_steps": (int, 1), "episodes": (int, 1), "width": (int, 1),
+           "height": (int, 1), "state_dim": (int, 1), "action_dim": (int, 1), "shards": (dict, None),
+           "complete": (bool, None), "versions": (dict, None)}
+_RECORD_FIELDS = {"sha256": (str, None), "bytes": (int, 0), "first_episode": (int, 0), "num_episodes": (int, 1),
+                  "steps": (int, 0), "frames": (int, 1)}
+_STATS_FIELDS = {"frames": (int, 1), "steps": (int, 0)}
+
+
+def _get(path: Path, obj: dict[str, Any], key: str, kind: type, least: int | None = None, where: str = "",
+         label: str = "") -> Any:
+    """obj[key], checked to be of `kind` (and >= `least`); a ValueError naming the file and field if not."""
+    if key not in obj:
+        raise ValueError(f"{path}: malformed manifest: {where}missing field '{label}{key}'")
+    v = obj[key]
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise ValueError(f"{path}: {where}{label}{key}: expected {_KINDS[kind]}, got {v!r}")
+    if least is not None and v < least:
+        raise ValueError(f"{path}: {where}{label}{key}: expected an int >= {least}, got {v}")
+    return v
+
+
+def _vector(path: Path, v: Any, n: int, label: str) -> np.ndarray:
+    """A list of `n` finite numbers, as float64."""
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"{path}: {label}: expected a list of {n} numbers, got {v!r:.100}")
+    if len(v) != n:
+        raise ValueError(f"{path}: {label}: expected {n} values, got {len(v)}")
+    a = np.asarray(v, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{path}: {label}: expected finite values, got {v}")
+    return a
+
+
+def _check_record(path: Path, name: str, rec: Any, state_dim: int) -> None:
+    if not SHARD_NAME.fullmatch(name):
+        raise ValueError(f"{path}: shard name {name!r} is not of the form shard_NNNNN.h5 (a file in the dataset "
+                         "directory)")
+    where = f"shard {name}: "
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: {where}expected an object, got {rec!r:.100}")
+    if _get(path, rec, "file", str, where=where) != name:
+        raise ValueError(f"{path}: {where}file {rec['file']!r} differs from its name")
+    for key, (kind, least) in _RECORD_FIELDS.items():
+        _get(path, rec, key, kind, least, where=where)
+    if not re.fullmatch(r"[0-9a-f]{64}", rec["sha256"]):
+        raise ValueError(f"{path}: {where}sha256: expected 64 hex digits, got {rec['sha256']!r}")
+    for key in ("state_sum", "state_sqsum"):
+        _vector(path, _get(path, rec, key, list, where=where), state_dim, f"{where}{key}")
+
+
+def _stats(shards: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's statistics from its shard records, summed in shard order: a resumed run's are the
+    same bits as an uninterrupted one's."""
+    recs = list(_in_order(shards).values())
+    frames = sum(r["frames"] for r in recs)
+    s1 = np.sum([r["state_sum"] for r in recs], axis=0)
+    s2 = np.sum([r["state_sqsum"] for r in recs], axis=0)
+    mean = s1 / frames
+    return {
+        "frames": int(frames),
+        "steps": int(sum(r["steps"] for r in recs)),
+        "state_mean": mean.tolist(),
+        "state_std": np.sqrt(np.maximum(s2 / frames - mean**2, 0.0)).tolist(),
+    }
+
+
+def _check_stats(path: Path, m: dict[str, Any]) -> None:
+    """A complete manifest's shards cover its episodes once each, and its stats are the shards'."""
+    spans = sorted((r["first_episode"], r["num_episodes"]) for r in m["shards"].values())
+    ends = np.cumsum([c for _, c in spans], dtype=np.int64)
+    if [f for f, _ in spans] != [0, *ends[:-1].tolist()] or not len(ends) or ends[-1] != m["episodes"]:
+        raise ValueError(f"{path}: marked complete, but its shards do not hold episodes 0 to {m['episodes'] - 1} "
+                         "once each")
+    st = _get(path, m, "stats", dict)
+    for key, (kind, least) in _STATS_FIELDS.items():
+        _get(path, st, key, kind, least, label="stats.")
+    d = m["state_dim"]
+    mean = _vector(path, _get(path, st, "state_mean", list, label="stats."), d, "stats.state_mean")
+    std = _vector(path, _get(path, st, "state_std", list, label="stats."), d, "stats.state_std")
+    if np.any(std < 0):
+        raise ValueError(f"{path}: stats.state_std: expected values >= 0, got {std.tolist()}")
+    want = _stats(m["shards"])
+    for key in ("frames", "steps"):
+        if st[key] != want[key]:
+            raise ValueError(f"{path}: stats.{key} is {st[key]}, but the shards hold {want[key]}")
+    # Recomputed from the records, to the precision of any summation order (older runs summed in
+    # completion order): the mean against the RMS, the variance against the mean square.
+    sq = np.sum([r["state_sqsum"] for r in m["shards"].values()], axis=0) / want["frames"]
+    for key, got, ref, tol in (("state_mean", mean, np.asarray(want["state_mean"]), 1e-9 * np.sqrt(sq)),
+                               ("state_std", std**2, np.asarray(want["state_std"]) ** 2, 1e-9 * sq)):
+        bad = np.flatnonzero(np.abs(got - ref) > tol)
+        if bad.size:
+            i = int(bad[0])
+            shown = (mean if key == "state_mean" else std)[i]
+            raise ValueError(f"{path}: stats.{key} does not match the shard records' state_sum / state_sqsum "
+                             f"(dimension {i}: {shown!r}, the records give {want[key][i]!r}); the manifest was "
+                             "edited or is corrupt: regenerate the dataset")
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    """Read `DIR/manifest.json`, with a clear error when the directory is not a dataset."""
+    """Read and check `DIR/manifest.json`: a ValueError naming the file says what is wrong when the
+    directory is not a dataset, a field is missing or of the wrong kind, a shard name points outside
+    the directory, or a complete manifest's stats are not its shards'."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise ValueError(f"{root}: not a worldsim dataset (no {MANIFEST})")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: corrupt manifest ({exc})") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: expected format_version {FORMAT_VERSION}, got {manifest.get('format_version')!r}")
-    return manifest
+    if not isinstance(m, dict):
+        raise ValueError(f"{path}: corrupt manifest (expected a JSON object, got {type(m).__name__})")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: expected format_version {FORMAT_VERSION}, got {m.get('format_version')!r}")
+    for key, (kind, least) in _FIELDS.items():
+        _get(path, m, key, kind, least)
+    if "frames" in m:  # optional: manifests made before it meant a rendered dataset (IDENTITY_DEFAULTS)
+        _get(path, m, "frames", bool)
+    for name, rec in m["shards"].items():
+        _check_record(path, name, rec, m["state_dim"])
+    if m["complete"]:
+        _check_stats(path, m)
+    return m
 
 
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    write_file(root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _describe_shard(path: Path) -> dict[str, Any]:
     """The manifest record of a finished shard, read back from the file."""
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             index, first, count = (int(f.attrs[k]) for k in ("shard", "first_episode", "num_episodes"))
@@ -238,7 +433,7 @@ def _describe_shard(path: Path) -> dict[str, Any]:
             states = np.concatenate([g["states"][()] for g in eps])
             steps = sum(int(g.attrs["length"]) for g in eps)
             frames = sum(g["states"].shape[0] for g in eps)
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{path}: corrupt or unreadable shard ({exc})") from exc
     return {
         "index": index, "file": path.name, "first_episode": first, "num_episodes": count, "steps": steps,
@@ -247,12 +442,25 @@ def _describe_shard(path: Path) -> dict[str, Any]:
     }
 
 
+def dataset_status(root: str | Path, verify: bool = False) -> dict[str, Any]:
+    """Check a dataset's listed shards against its manifest.
+
+    Returns a dict: `manifest`; `shards`, each listed shard's "ok", "missing", "wrong size" or "wrong
+    sha256" (the size is always checked, the SHA-256 only with `verify`); `bad_shards`, those not ok;
+    `verified`; and `complete`, the manifest's, and False whenever a listed shard is bad.
+    """
+    root = Path(root)
+    m = read_manifest(root)
+    shards = {name: shard_problem(root / name, rec, verify) or "ok" for name, rec in _in_order(m["shards"]).items()}
+    bad = {k: v for k, v in shards.items() if v != "ok"}
+    return {"manifest": m, "complete": m["complete"] and not bad, "shards": shards, "bad_shards": bad,
+            "verified": verify}
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+
 def _new_manifest(spec: GenerateSpec, scene) -> dict[str, Any]:
-    import gymnasium
-    import mujoco
-
-    from worldsim._version import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "scene": spec.scene,
@@ -281,6 +489,37 @@ def _new_manifest(spec: GenerateSpec, scene) -> dict[str, Any]:
     }
 
 
+def _probe(spec: GenerateSpec) -> dict[str, Any]:
+    """Build the policy and the scene, render one frame at the asked size (when rendering), and return
+    the new manifest: a bad argument fails here, before anything is written."""
+    make_policy(spec.policy)
+    with make_scene(spec.scene, spec.width, spec.height, **dict(spec.scene_options)) as scene:
+        if spec.frames:
+            scene.reset(seed=0)
+            try:
+                scene.render()
+            except (mujoco.FatalError, RuntimeError) as exc:
+                raise ValueError(f"cannot render {spec.width}x{spec.height} frames of {spec.scene} (--size "
+                                 f"{spec.width}): {exc}") from exc
+        return _new_manifest(spec, scene)
+
+
+def _check_writable(root: Path) -> None:
+    """Refuse an --out that cannot be written (no permission, a read-only file system) before any work:
+    a temporary file is made and removed in it, or in its nearest existing parent."""
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--out {root}: {probe} exists and is not a directory")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".worldsim-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write to --out {root}: {probe} is not writable ({exc.strerror})") from None
+
+
 def _check_identity(root: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
     def get(m: dict[str, Any], k: str) -> Any:
         return m.get(k, IDENTITY_DEFAULTS.get(k))
@@ -294,46 +533,74 @@ def _check_identity(root: Path, old: dict[str, Any], new: dict[str, Any]) -> Non
         )
 
 
-def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
-    """Generate (or resume, or extend) the dataset `spec` describes; returns the final manifest."""
-    from tqdm import tqdm
+def _remove_partial(root: Path) -> None:
+    for p in root.iterdir():
+        if PARTIAL_NAME.fullmatch(p.name):
+            p.unlink(missing_ok=True)
 
-    from worldsim.envs.registry import make_scene
 
-    root = Path(spec.out)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--out {root} exists and is not a directory")
-    with make_scene(spec.scene, spec.width, spec.height, **dict(spec.scene_options)) as scene:
-        manifest = _new_manifest(spec, scene)
-    max_steps = manifest["max_steps"]
-    if (root / MANIFEST).exists():
-        old = read_manifest(root)
-        _check_identity(root, old, manifest)
-        manifest["shards"] = old.get("shards", {})
-    elif root.exists() and any(root.iterdir()):
-        raise ValueError(f"--out {root} is a non-empty directory without a {MANIFEST}; refusing to write into it")
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob("*.tmp-*"):  # leftovers of a killed run
-        stale.unlink()
+def _check_on_disk(path: Path, rec: dict[str, Any] | None, verify: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, problem) of a shard file on disk; `rec` is its manifest record, None if unlisted."""
+    if rec is None:  # renamed into place, but killed before the manifest said so
+        try:
+            return _describe_shard(path), None
+        except ValueError:
+            return None, "unreadable"
+    problem = shard_problem(path, rec, verify)
+    if problem == "wrong size" and file_sha256(path) == rec["sha256"]:
+        return _describe_shard(path), None  # the very file listed: only its record's size was wrong
+    return rec, problem
 
-    plan = []
+
+def _plan(root: Path, manifest: dict[str, Any], spec: GenerateSpec, verify: bool) -> tuple[list, list[str]]:
+    """The shards to write, as (index, first episode, count), and the names of those among them that
+    were bad (missing, corrupt); bad files are deleted, good ones kept in `manifest["shards"]`."""
+    plan, bad = [], []
     for index in range((spec.episodes + spec.shard_size - 1) // spec.shard_size):
         first = index * spec.shard_size
         count = min(spec.shard_size, spec.episodes - first)
         name = shard_name(index)
-        rec = manifest["shards"].get(name)
+        rec, problem = manifest["shards"].pop(name, None), None
         if (root / name).exists():
-            if rec is None:  # renamed into place, but killed before the manifest said so
-                rec = _describe_shard(root / name)
-            if rec["first_episode"] == first and rec["num_episodes"] == count:
+            rec, problem = _check_on_disk(root / name, rec, verify)
+            if problem is None and (rec["first_episode"], rec["num_episodes"]) == (first, count):
                 manifest["shards"][name] = rec
                 continue
-            (root / name).unlink()  # a smaller last shard from a run with fewer episodes
-        manifest["shards"].pop(name, None)
+            (root / name).unlink()  # bad, or a smaller last shard from a run with fewer episodes
+        elif rec is not None:
+            problem = "missing"
+        if problem is not None:
+            bad.append(name)
         plan.append((index, first, count))
+    return plan, bad
+
+
+def generate(spec: GenerateSpec, progress_bar: bool = True, verify: bool = False) -> dict[str, Any]:
+    """Generate (or resume, extend, or repair) the dataset `spec` describes; returns the final manifest.
+
+    Every listed shard is checked against its record (its size; its SHA-256 too with `verify`, which
+    reads the whole dataset) and regenerated when missing or corrupt. The returned manifest also holds
+    `_elapsed_s`, `_generated_frames` and `_regenerated` (the names of the shards found bad).
+    """
+    root = Path(spec.out)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--out {root} exists and is not a directory")
+    _check_writable(root)
+    manifest = _probe(spec)
+    max_steps = manifest["max_steps"]
+    if (root / MANIFEST).exists():
+        old = read_manifest(root)
+        _check_identity(root, old, manifest)
+        manifest["shards"] = old["shards"]
+    elif root.exists() and any(not PARTIAL_NAME.fullmatch(p.name) for p in root.iterdir()):
+        raise ValueError(f"--out {root} is a non-empty directory without a {MANIFEST}; refusing to write into it")
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_partial(root)  # leftovers of a killed run
+
+    plan, regenerated = _plan(root, manifest, spec, verify)
     # Shards beyond the requested count (a rerun asking for fewer episodes) are left alone but unlisted.
-    manifest["shards"] = {k: v for k, v in manifest["shards"].items()
-                          if v["first_episode"] + v["num_episodes"] <= spec.episodes}
+    manifest["shards"] = _in_order({k: v for k, v in manifest["shards"].items()
+                                    if v["first_episode"] + v["num_episodes"] <= spec.episodes})
     manifest["episodes"] = spec.episodes
     manifest["complete"] = False
     _write_manifest(root, manifest)
@@ -345,49 +612,58 @@ def generate(spec: GenerateSpec, progress_bar: bool = True) -> dict[str, Any]:
     progress = _Progress(bar)
     try:
         if spec.workers == 1 or len(plan) <= 1:
-            _worker_init(spec, progress)
-            try:
-                for index, first, count in plan:
-                    rec = _generate_shard(spec, index, first, count, max_steps)
-                    manifest["shards"][rec["file"]] = rec
-                    _write_manifest(root, manifest)
-            finally:
-                _WORKER["scene"].close()
-                _WORKER.clear()
+            _run_here(spec, plan, max_steps, root, manifest, progress)
         else:
-            ctx = mp.get_context("spawn")  # GL contexts do not survive a fork
-            queue = ctx.Queue()  # no Manager process: nothing outlives a killed run
-            with ctx.Pool(min(spec.workers, len(plan)), _worker_init, (spec, queue)) as pool:
-                pending = [pool.apply_async(_generate_shard, (spec, i, f, c, max_steps)) for i, f, c in plan]
-                while pending:
-                    _drain(queue, progress)
-                    for job in [j for j in pending if j.ready()]:
-                        rec = job.get()
-                        manifest["shards"][rec["file"]] = rec
-                        _write_manifest(root, manifest)
-                        pending.remove(job)
-                    time.sleep(0.05)
-                _drain(queue, progress)
+            _run_pool(spec, plan, max_steps, root, manifest, progress)
     finally:
         bar.total = progress.n  # episodes that terminate early make fewer frames than the bound
         bar.close()
     elapsed = time.perf_counter() - t0
 
-    frames = sum(r["frames"] for r in manifest["shards"].values())
-    s1 = np.sum([r["state_sum"] for r in manifest["shards"].values()], axis=0)
-    s2 = np.sum([r["state_sqsum"] for r in manifest["shards"].values()], axis=0)
-    mean = s1 / frames
-    manifest["stats"] = {
-        "frames": int(frames),
-        "steps": int(sum(r["steps"] for r in manifest["shards"].values())),
-        "state_mean": mean.tolist(),
-        "state_std": np.sqrt(np.maximum(s2 / frames - mean**2, 0.0)).tolist(),
-    }
+    manifest["shards"] = _in_order(manifest["shards"])
+    manifest["stats"] = _stats(manifest["shards"])
     manifest["complete"] = True
     _write_manifest(root, manifest)
     manifest["_elapsed_s"] = elapsed
     manifest["_generated_frames"] = progress.n
+    manifest["_regenerated"] = regenerated
     return manifest
+
+
+def _run_here(spec: GenerateSpec, plan: list, max_steps: int, root: Path, manifest: dict[str, Any],
+              progress: _Progress) -> None:
+    _worker_init(spec, progress)
+    try:
+        for index, first, count in plan:
+            rec = _generate_shard(spec, index, first, count, max_steps)
+            manifest["shards"][rec["file"]] = rec
+            _write_manifest(root, manifest)
+    finally:
+        _close_worker()
+
+
+def _run_pool(spec: GenerateSpec, plan: list, max_steps: int, root: Path, manifest: dict[str, Any],
+              progress: _Progress) -> None:
+    ctx = mp.get_context("spawn")  # GL contexts do not survive a fork
+    queue = ctx.Queue()  # no Manager process: nothing outlives a killed run
+    with ctx.Pool(min(spec.workers, len(plan)), _worker_init, (spec, queue)) as pool:
+        try:
+            pending = [pool.apply_async(_generate_shard, (spec, i, f, c, max_steps)) for i, f, c in plan]
+            while pending:
+                _drain(queue, progress)
+                for job in [j for j in pending if j.ready()]:
+                    rec = job.get()  # a worker's error (e.g. a full disk) is raised here, once
+                    manifest["shards"][rec["file"]] = rec
+                    _write_manifest(root, manifest)
+                    pending.remove(job)
+                time.sleep(0.05)
+            _drain(queue, progress)
+        except BaseException:
+            # Stop the other workers now, and remove the temporary files of the shards they were writing.
+            pool.terminate()
+            pool.join()
+            _remove_partial(root)
+            raise
 
 
 class _Progress:
@@ -402,10 +678,8 @@ class _Progress:
 
 
 def _drain(queue: Any, progress: _Progress) -> None:
-    import queue as _q
-
     while True:
         try:
             progress.put(queue.get_nowait())
-        except _q.Empty:
+        except _queue.Empty:
             return

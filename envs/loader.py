@@ -1,9 +1,10 @@
 """Loading a generated dataset and sampling training windows from it.
 
 `EpisodeDataset(DIR)` reads every shard of a complete dataset into memory (frames stay uint8) and
-checks each file against the manifest, naming the file when one is corrupt. `sample_windows` draws
-random windows of T consecutive frames that never cross an episode boundary; a window that runs past
-the end of a short episode is padded and marked in `mask`.
+checks each file against the manifest (`read_manifest` has checked the manifest itself), naming the
+file when one is missing or corrupt. `sample_windows` draws random windows of T consecutive frames
+that never cross an episode boundary; a window that runs past the end of a short episode is padded
+and marked in `mask`.
 
 Within a window, step t holds frame t, the state at frame t, the action taken at frame t, and the
 reward / termination that action led to. The last frame of an episode has no action: its action,
@@ -15,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
-from worldsim.envs.dataset import MANIFEST, file_sha256, read_manifest
+from worldsim.envs.dataset import MANIFEST, read_manifest, shard_problem
+
+_REPAIR = "rerun `worldsim data generate` with the same arguments (and --verify) to regenerate it"
 
 
 class EpisodeDataset:
@@ -33,8 +37,6 @@ class EpisodeDataset:
 
     def __init__(self, root: str | Path, episodes: list[int] | np.ndarray | None = None, verify: bool = True,
                  frames: bool = True):
-        import h5py
-
         self.root = Path(root)
         self.manifest: dict[str, Any] = read_manifest(self.root)
         if not self.manifest.get("complete"):
@@ -49,10 +51,11 @@ class EpisodeDataset:
         lengths, ids = [], []
         for name, rec in sorted(self.manifest["shards"].items()):
             path = self.root / name
-            if not path.is_file():
-                raise ValueError(f"{path}: shard listed in {MANIFEST} is missing")
-            if verify and (path.stat().st_size != rec["bytes"] or file_sha256(path) != rec["sha256"]):
-                raise ValueError(f"{path}: corrupt shard (size or SHA-256 differs from {MANIFEST})")
+            problem = shard_problem(path, rec, verify)  # the size always (it costs a stat), the hash with verify
+            if problem == "missing":
+                raise ValueError(f"{path}: shard listed in {MANIFEST} is missing; {_REPAIR}")
+            if problem is not None:
+                raise ValueError(f"{path}: corrupt shard ({problem}: differs from {MANIFEST}); {_REPAIR}")
             try:
                 with h5py.File(path, "r") as f:
                     for key in f["episodes"]:

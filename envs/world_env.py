@@ -12,16 +12,73 @@ Frames are decoded only when an observation or `render()` needs them.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 OBS_TYPES = ("pixels", "state", "latent", "dict")
 REWARD_MODES = ("model", "task")
+# The model computes in float32: a larger physics value becomes inf there.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _describe(x: Any) -> str:
+    """A short account of a refused value: its repr (cut) and, for arrays, dtype and shape."""
+    text = repr(x)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(x, np.ndarray):
+        return f"{text} (dtype {x.dtype}, shape {x.shape})"
+    return f"{text} ({type(x).__name__})"
+
+
+def _real_array(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """`x` as float64 of shape `shape`: ints or floats only (numpy arrays, lists, tuples, scalars).
+
+    Bools, complex numbers, strings, bytes and objects are refused rather than coerced: numpy would
+    turn `True` into 1.0, `"0.5"` into 0.5 and drop an imaginary part.
+
+    Raises:
+        ValueError: naming `name`, the expected shape and what came.
+    """
+    want = f"{name} must be real numbers (ints or floats) of shape {shape}"
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{want}, got {_describe(x)}: {exc}") from None
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{want}, got {_describe(x)}")
+    if not isinstance(x, np.ndarray) and a.size:  # a list mixing bools with numbers comes out float
+        items = np.asarray(x, dtype=object).ravel()
+        if any(isinstance(v, (bool, np.bool_)) for v in items):
+            raise ValueError(f"{want}, got {_describe(x)}, which holds bools")
+    if a.shape != shape:
+        raise ValueError(f"{want}, got shape {a.shape}")
+    return a.astype(np.float64)
+
+
+def _make_time_limit(frame) -> int | None:
+    """The `TimeLimit` that `gymnasium.make`, running in `frame`, puts on the env it is making; None when
+    `frame` is not `make`'s or it puts none.
+
+    `gym.make(id, max_episode_steps=n)` takes `n` for its own `TimeLimit(n)` and hands the env a spec
+    with `max_episode_steps=None`, so `n` is visible only in `make`'s frame, the caller of the spec setter.
+    """
+    from gymnasium.envs.registration import make
+
+    if frame is None or frame.f_code is not make.__code__:
+        return None
+    n = frame.f_locals.get("max_episode_steps")
+    if n is None:  # make's own rule: its argument, else the spec's
+        n = getattr(frame.f_locals.get("env_spec"), "max_episode_steps", None)
+    ok = isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1  # -1: make adds none
+    return int(n) if ok else None
 
 
 def load_world_model(scene: str, checkpoint: str | None, device: str | torch.device):
@@ -76,6 +133,9 @@ class WorldBatch:
         self.scene_name, self.num_envs = scene, int(num_envs)
         self.context_frames, self.temperature, self.reward_mode = int(context_frames), float(temperature), reward
         self.real = make_scene(scene, width=self.wm.cfg.tokenizer.image_size, height=self.wm.cfg.tokenizer.image_size)
+        # A second scene on which reset options are tried before any row is touched: checking them on
+        # `real` would move its physics and RNG, and a refused reset must leave everything as it was.
+        self._probe = None
         self.action_space = self.real.action_space
         self._null_action = np.clip(np.zeros(self.action_space.shape), self.action_space.low, self.action_space.high)
         self.handle = None
@@ -89,22 +149,90 @@ class WorldBatch:
     def dt(self) -> float:
         return self.real.dt
 
-    def reset_rows(self, rows: np.ndarray, seeds: list[int | None], options: list[dict | None]) -> None:
-        """Restart rows `rows` from MuJoCo's initial states (seeded, or given as qpos/qvel)."""
+    def check_options(self, rows: np.ndarray, options: list[dict | None]) -> list[np.ndarray | None]:
+        """The physics states (qpos then qvel) that reset options give rows `rows`; None where a row has
+        none. Changes nothing: the options are tried on a scene of their own.
+
+        Raises:
+            ValueError: for unknown keys, only one of 'qpos' / 'qvel', values that are not real numbers
+                of length nq / nv, not finite or beyond float32's range, or an initial state outside the
+                model's state bounds (`wm.cfg.state_low` / `state_high`), the first row that has one named.
+        """
+        out: list[np.ndarray | None] = []
+        m = self.real.model
+        for row, opt in zip(np.asarray(rows, dtype=np.int64), options):
+            where = f" (row {int(row)})" if self.num_envs > 1 else ""
+            if opt is None or (isinstance(opt, dict) and not opt):
+                out.append(None)
+                continue
+            if not isinstance(opt, dict):
+                raise ValueError(f"reset options{where} must be a dict or None, got {_describe(opt)}")
+            unknown = set(opt) - {"qpos", "qvel"}
+            if unknown:
+                raise ValueError(f"reset options{where} may hold 'qpos' and 'qvel', got {sorted(unknown)}")
+            if ("qpos" in opt) != ("qvel" in opt):
+                raise ValueError(f"reset options{where} must give both 'qpos' and 'qvel', or neither")
+            parts = []
+            for name, n, what in (("qpos", m.nq, "nq"), ("qvel", m.nv, "nv")):
+                x = _real_array(opt[name], f"reset option {name!r}{where} ({what} = {n} of {self.scene_name})",
+                                (n,))
+                bad = np.flatnonzero(~np.isfinite(x))
+                if len(bad):
+                    raise ValueError(f"reset option {name!r}{where} must be finite, got {x[bad[0]]} at "
+                                     f"index {int(bad[0])}")
+                bad = np.flatnonzero(np.abs(x) > _FLOAT32_MAX)
+                if len(bad):
+                    raise ValueError(f"reset option {name!r}{where} must lie within float32's range "
+                                     f"(|x| <= {_FLOAT32_MAX:.4g}), got {x[bad[0]]:.4g} at index {int(bad[0])}")
+                parts.append(x)
+            physics = np.concatenate(parts)
+            self._check_initial_state(physics, where)
+            out.append(physics)
+        return out
+
+    def _check_initial_state(self, physics: np.ndarray, where: str) -> None:
+        """Refuse a physics state whose state vector (after MuJoCo's reset from it) is not finite in
+        float32 or lies outside the model's state bounds: the model has never seen such a state."""
+        from worldsim.envs.registry import make_scene
+
+        if self._probe is None:
+            self._probe = make_scene(self.scene_name, width=self.real.width, height=self.real.height)
+        state, _ = self._probe.reset(seed=0, physics_state=physics)
+        if not np.all(np.abs(state) <= _FLOAT32_MAX):  # NaN fails this too
+            raise ValueError(f"reset options 'qpos' and 'qvel'{where} give an initial state that is not "
+                             f"finite in float32: {state.tolist()}")
+        cfg = self.wm.cfg
+        if not cfg.state_low:
+            return
+        low, high = np.asarray(cfg.state_low), np.asarray(cfg.state_high)
+        out = np.flatnonzero((state < low) | (state > high))
+        if len(out):
+            dims = "; ".join(f"state[{i}] = {state[i]:.4g} not in [{low[i]:.4g}, {high[i]:.4g}]" for i in out[:4])
+            more = f" (and {len(out) - 4} more)" if len(out) > 4 else ""
+            raise ValueError(f"reset options 'qpos' and 'qvel'{where} give an initial state outside the world "
+                             f"model's state bounds (its training data's range widened by half on each side; "
+                             f"it has never seen such a state): {dims}{more}")
+
+    def reset_rows(self, rows: np.ndarray, seeds: list[int | None], options: list[dict | None],
+                   sample_seed: int | None = None) -> None:
+        """Restart rows `rows` from MuJoCo's initial states (seeded, or given as qpos/qvel).
+
+        `sample_seed` seeds token sampling (temperature > 0) when this call restarts every row, which
+        starts a fresh model handle; None: the first row seed. Restarting some rows keeps the handle's
+        generator. Options are checked first (`check_options`): a refused reset changes nothing.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if self.handle is None and len(rows) != self.num_envs:
             raise ValueError("the first reset must restart every environment")
+        every = len(rows) == self.num_envs and np.array_equal(np.sort(rows), np.arange(self.num_envs))
+        if sample_seed is None:
+            sample_seed = next((s for s in seeds if s is not None), None)
+        if every and sample_seed is None:
+            # Without a seed, sampling would fall back to torch's global RNG: not reproducible.
+            raise ValueError("restarting every row needs sample_seed (or a row seed) to seed token sampling")
+        physics_states = self.check_options(rows, options)
         frames, states, actions = [], [], []
-        for seed, opt in zip(seeds, options):
-            physics = None
-            if opt:
-                unknown = set(opt) - {"qpos", "qvel"}
-                if unknown:
-                    raise ValueError(f"reset options may hold 'qpos' and 'qvel', got {sorted(unknown)}")
-                if ("qpos" in opt) != ("qvel" in opt):
-                    raise ValueError("reset options must give both 'qpos' and 'qvel', or neither")
-                if "qpos" in opt:
-                    physics = np.concatenate([np.ravel(opt["qpos"]), np.ravel(opt["qvel"])]).astype(np.float64)
+        for seed, physics in zip(seeds, physics_states):
             st, _ = self.real.reset(seed=seed, physics_state=physics)
             f, s, a = [self.real.render()], [st], []
             for _ in range(self.context_frames - 1):
@@ -117,10 +245,10 @@ class WorldBatch:
         act = None
         if self.context_frames > 1:
             act = torch.from_numpy(np.asarray(actions, dtype=np.float32))
-        if len(rows) == self.num_envs and np.array_equal(np.sort(rows), np.arange(self.num_envs)):
+        if every:
             order = np.argsort(rows)
-            seed = next((s for s in seeds if s is not None), None)
-            self.handle = self.wm.start(tokens[order], st[order], None if act is None else act[order], seed=seed)
+            self.handle = self.wm.start(tokens[order], st[order], None if act is None else act[order],
+                                        seed=int(sample_seed))
         else:
             self.wm.restart_rows(self.handle, torch.from_numpy(rows), tokens, st, act)
         self.codes[torch.from_numpy(rows).to(dev)] = tokens[:, -1]
@@ -151,6 +279,8 @@ class WorldBatch:
 
     def close(self) -> None:
         self.real.close()
+        if self._probe is not None:
+            self._probe.close()
 
 
 def _observation_spaces(batch: WorldBatch) -> dict[str, spaces.Space]:
@@ -177,15 +307,10 @@ def _check_actions(actions: Any, space: spaces.Box, batch_shape: tuple[int, ...]
     """Checked, clipped float actions and a per-row count of clipped components.
 
     Raises:
-        ValueError: for a wrong shape or a NaN / inf component (the env is left as it was).
+        ValueError: for anything but real numbers (ints or floats; not bools, complex numbers, strings
+            or objects), a wrong shape or a NaN / inf component (the env is left as it was).
     """
-    try:
-        a = np.asarray(actions, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"actions must be numeric of shape {batch_shape + space.shape}: {exc}") from None
-    want = batch_shape + space.shape
-    if a.shape != want:
-        raise ValueError(f"action must have shape {want}, got {a.shape}")
+    a = _real_array(actions, "action", batch_shape + space.shape)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"action must be finite, got {a.tolist()}")
     clipped = np.clip(a, space.low, space.high)
@@ -230,6 +355,10 @@ class _Common:
         key = "model" if self.reward_mode == "model" else "task"
         return out[f"reward_{key}"], out[f"terminated_{key}"]
 
+    def _sample_seed(self) -> int:
+        """A seed for token sampling from the env's own RNG: every reset is as reproducible as `reset(seed=...)`."""
+        return int(self.np_random.integers(2**62))
+
 
 def _row(obs: dict[str, np.ndarray] | np.ndarray, i: int):
     if isinstance(obs, dict):
@@ -249,7 +378,8 @@ class DSV4World(_Common, gym.Env):
     ## Action Space
     The scene's own (`Reacher-v5`: `Box(-1, 1, (2,))`). Out-of-bounds actions are clipped; the number
     of clipped components is in `info["clipped"]` (this step) and `info["clipped_total"]` (episode).
-    NaN or inf actions, or a wrong shape, raise `ValueError` and leave the env as it was.
+    Actions must be real numbers (ints or floats): bool, complex, string or object actions, NaN or inf
+    components, or a wrong shape raise `ValueError` and leave the env as it was.
 
     ## Observation Space
     `obs_type="state"`: the scene's state vector (for Gymnasium tasks exactly the real env's
@@ -265,20 +395,24 @@ class DSV4World(_Common, gym.Env):
     ## Starting State
     `reset(seed=s)` puts MuJoCo in the same initial physics state as the real scene's
     `reset(seed=s)`, renders it, and encodes the frame with the true state; `options={"qpos": ...,
-    "qvel": ...}` starts from a given physics state instead. With `context_frames=C > 1`, MuJoCo also
-    runs C - 1 steps under the zero action and the model starts from those C real steps.
+    "qvel": ...}` starts from a given physics state instead: finite real numbers within float32's
+    range, nq and nv of them, whose initial state lies inside the model's state bounds (when it has
+    them); others raise `ValueError` and leave the env as it was. With `context_frames=C > 1`, MuJoCo
+    also runs C - 1 steps under the zero action and the model starts from those C real steps.
 
     ## Episode End
     Terminated when the model's termination fires (`reward="model"`; from the outcome head, as the
     reward) or the scene's termination function holds on the predicted state (`reward="task"`); both
     are in `info`. Truncated after
-    `max_episode_steps` (the scene's own by default: Reacher 50, InvertedPendulum 1000, bounce 240).
+    `max_episode_steps` (the scene's own by default: Reacher 50, InvertedPendulum 1000, bounce 240;
+    `gym.make(..., max_episode_steps=n)` sets it too), which `env.spec.max_episode_steps` reports.
 
     ## Arguments
     `scene="Reacher-v5"`, `checkpoint=None` (the shipped model for the scene, or a checkpoint
     directory), `obs_type="state"`, `render_mode=None | "rgb_array"`, `device="auto"`,
-    `context_frames=1`, `temperature=0.0` (0 = argmax, deterministic; > 0 samples tokens, seeded by
-    `reset(seed=...)`), `reward="model" | "task"`, `max_episode_steps=None`.
+    `context_frames=1`, `temperature=0.0` (0 = argmax, deterministic; > 0 samples tokens, seeded at
+    every reset from the env's `np_random`, so `reset(seed=...)` fixes all episodes after it),
+    `reward="model" | "task"`, `max_episode_steps=None`.
 
     ## Version History
     - v0: first release.
@@ -289,6 +423,8 @@ class DSV4World(_Common, gym.Env):
     def __init__(self, scene: str = "Reacher-v5", checkpoint: str | None = None, obs_type: str = "state",
                  render_mode: str | None = None, device: str = "auto", context_frames: int = 1,
                  temperature: float = 0.0, reward: str = "model", max_episode_steps: int | None = None):
+        self._spec = None
+        self._own_max_episode_steps = max_episode_steps is not None
         self._setup(scene, checkpoint, obs_type, render_mode, device, context_frames, temperature, reward,
                     max_episode_steps, num_envs=1)
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.batch.dt)}
@@ -296,11 +432,32 @@ class DSV4World(_Common, gym.Env):
         self.observation_space = self._obs_space
         self._steps, self._clipped_total, self._done = 0, 0, True
 
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The spec `gym.make` gave the env, with the episode length it truncates at."""
+        if self._spec is None:
+            return None
+        return dataclasses.replace(self._spec, max_episode_steps=self.max_episode_steps)
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        # `gym.make(..., max_episode_steps=n)` wraps the env in `TimeLimit(n)`; unless the env was given
+        # its own `max_episode_steps`, it adopts n, or it would still truncate at the scene's length.
+        self._spec = value
+        if value is None or self._own_max_episode_steps:
+            return
+        n = value.max_episode_steps
+        if n is None:
+            n = _make_time_limit(sys._getframe(1))
+        if isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1:
+            self.max_episode_steps = int(n)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.batch.check_options(np.array([0]), [options])  # before any RNG moves: a refused reset changes nothing
         super().reset(seed=seed)
         if seed is None and not self.batch._started[0]:
             seed = int(self.np_random.integers(2**31))  # a fresh env is still reproducible from np_random
-        self.batch.reset_rows(np.array([0]), [seed], [options])
+        self.batch.reset_rows(np.array([0]), [seed], [options], sample_seed=self._sample_seed())
         self._steps, self._clipped_total, self._done = 0, 0, False
         info = {"state": self.batch.state[0].copy(), "step": 0}
         return _row(self._obs_rows(), 0), info
@@ -343,7 +500,9 @@ class DSV4WorldVector(_Common, VectorEnv):
 
     Same arguments as `DSV4World`, plus `num_envs` and `autoreset_mode` ("next_step", Gymnasium's
     default, or "same_step": the final observation is in `info["final_obs"]`). `reset(seed=s)` seeds
-    env i with s + i. Each env truncates itself after `max_episode_steps`.
+    env i with s + i, and `np_random` seeds token sampling at every reset and autoreset. Reset options
+    are [N, nq] / [N, nv] arrays, checked as the single env's before any row restarts. Each env
+    truncates itself after `max_episode_steps`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 24, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -372,12 +531,11 @@ class DSV4WorldVector(_Common, VectorEnv):
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        rows = np.arange(self.num_envs)
+        opts = self._row_options(options)
+        self.batch.check_options(rows, opts)  # before any RNG moves: a refused reset changes nothing
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
-            if not self.batch._started.all():
-                super().reset(seed=None)
-                base = int(self._np_random.integers(2**31)) if self._np_random is not None else 0
-                seeds = [base + i for i in range(self.num_envs)]
         elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             seeds = [int(seed) + i for i in range(self.num_envs)]
         else:
@@ -386,22 +544,29 @@ class DSV4WorldVector(_Common, VectorEnv):
                 raise ValueError(f"seed must be an int, None, or a list of {self.num_envs} seeds, got {len(seeds)}")
         if seed is not None:
             super().reset(seed=seeds[0])
-        opts = self._row_options(options)
-        self.batch.reset_rows(np.arange(self.num_envs), seeds, opts)
+        elif not self.batch._started.all():  # a fresh env is still reproducible from np_random
+            base = int(self.np_random.integers(2**31))
+            seeds = [base + i for i in range(self.num_envs)]
+        self.batch.reset_rows(rows, seeds, opts, sample_seed=self._sample_seed())
         self._steps[:] = 0
         self._clipped_total[:] = 0
         self._needs_reset[:] = False
         return self._obs_rows(), {"state": self.batch.state.copy()}
 
     def _row_options(self, options: dict[str, Any] | None) -> list[dict | None]:
-        if not options:
+        """Per-row options from vector options ('qpos' [N, nq], 'qvel' [N, nv]); the batch checks each row."""
+        if options is None or (isinstance(options, dict) and not options):
             return [None] * self.num_envs
+        if not isinstance(options, dict):
+            raise ValueError(f"reset options must be a dict or None, got {_describe(options)}")
         if set(options) - {"qpos", "qvel"}:
             raise ValueError(f"reset options may hold 'qpos' and 'qvel', got {sorted(options)}")
-        qpos, qvel = np.asarray(options.get("qpos")), np.asarray(options.get("qvel"))
-        if qpos.ndim != 2 or qvel.ndim != 2 or len(qpos) != self.num_envs or len(qvel) != self.num_envs:
-            raise ValueError(f"vector reset options 'qpos' and 'qvel' must be [{self.num_envs}, n] arrays")
-        return [{"qpos": qpos[i], "qvel": qvel[i]} for i in range(self.num_envs)]
+        if ("qpos" in options) != ("qvel" in options):
+            raise ValueError("reset options must give both 'qpos' and 'qvel', or neither")
+        m, n = self.batch.real.model, self.num_envs
+        qpos = _real_array(options["qpos"], f"vector reset option 'qpos' ([num_envs, nq] = [{n}, {m.nq}])", (n, m.nq))
+        qvel = _real_array(options["qvel"], f"vector reset option 'qvel' ([num_envs, nv] = [{n}, {m.nv}])", (n, m.nv))
+        return [{"qpos": qpos[i], "qvel": qvel[i]} for i in range(n)]
 
     def step(self, actions):
         if self.batch.handle is None:
@@ -413,7 +578,7 @@ class DSV4WorldVector(_Common, VectorEnv):
             # The rows being reset take no model step this call, but every row shares one step: they
             # restart from MuJoCo after it and their outputs are replaced.
             out = self.batch.step(a.astype(np.float32))
-            self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows))
+            self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows), sample_seed=self._sample_seed())
         else:
             out = self.batch.step(a.astype(np.float32))
             rows = np.zeros(0, dtype=np.int64)
@@ -453,7 +618,8 @@ class DSV4WorldVector(_Common, VectorEnv):
                 final_info = {k: v.copy() for k, v in info.items() if k not in ("final_obs", "_final_obs")}
                 info["final_info"] = {**final_info, **{f"_{k}": done.copy() for k in final_info}}
                 info["_final_info"] = done.copy()
-                self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows))
+                self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows),
+                                      sample_seed=self._sample_seed())
                 self._steps[rows] = 0
                 self._clipped_total[rows] = 0
                 obs = self._obs_rows()

@@ -13,6 +13,7 @@ from step 1 to h for rates and event scores. The score formula is in `worldsim.e
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,10 +93,11 @@ class EvalConfig(ConfigBase):
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; known policies: {', '.join(POLICIES)}")
-        if not self.perturbation >= 0:
-            raise ValueError(f"perturbation must be >= 0 (0: no perturbed-MuJoCo reference), got {self.perturbation!r}")
-        if not self.valid_threshold > 0:
-            raise ValueError(f"valid_threshold must be > 0, got {self.valid_threshold!r}")
+        if not 0 <= self.perturbation < math.inf:
+            raise ValueError(f"perturbation must be a finite number >= 0 (0: no perturbed-MuJoCo reference), "
+                             f"got {self.perturbation!r}")
+        if not 0 < self.valid_threshold < math.inf:
+            raise ValueError(f"valid_threshold must be a finite number > 0, got {self.valid_threshold!r}")
         if self.contact_window < 0 or self.termination_tolerance < 0 or self.penetration_tolerance < 0:
             raise ValueError("contact_window, termination_tolerance and penetration_tolerance must be >= 0")
 

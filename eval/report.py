@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from worldsim.eval.harness import BASELINES, METRICS, Result
+from worldsim.outputs import apply_umask, check_writable, exchange_dirs, fsync_tree
 
 PLOT_METRICS = ("state_nrmse", "body_pos_error", "psnr", "ssim", "energy_drift", "ball_vanish_rate")
 
 
 def check_out_dir(out: str | Path) -> Path:
-    """Refuse an output path that is a file, or a directory holding something other than a report."""
+    """Refuse, before any work, an output path that is a file, a directory holding something other than
+    a report, or a place that cannot be written."""
     out = Path(out)
     if out.exists():
         if not out.is_dir():
@@ -39,6 +41,7 @@ def check_out_dir(out: str | Path) -> Path:
         if any(out.iterdir()) and not (out / "report.json").is_file():
             raise ValueError(f"--out {str(out)!r} is a non-empty directory without a report.json; "
                              "choose a new directory (only an earlier report is replaced)")
+    check_writable(out)
     return out
 
 
@@ -196,6 +199,8 @@ def write_report(result: Result, out: str | Path, plots: bool = True, videos: bo
                 n = int(result.truth.lengths[e]) + 1
                 frames = side_by_side(model.frames[e, :n], result.truth.frames[e, :n])
                 write_video(tmp / f"video_{which}.mp4", frames, fps=1 / result.truth.dt, scale=scale)
+        apply_umask(tmp)
+        fsync_tree(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -205,9 +210,9 @@ def write_report(result: Result, out: str | Path, plots: bool = True, videos: bo
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        exchange_dirs(tmp, out, aside / "x")  # the old report ends at `tmp`'s name, or under `aside`
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, out)

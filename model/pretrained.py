@@ -7,7 +7,10 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from worldsim.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from worldsim.config import ConfigBase
+from worldsim.pretrained import resolve_checkpoint
+from worldsim.runtime import resolve_device
 
 M = TypeVar("M", bound="PretrainedMixin")
 
@@ -19,19 +22,15 @@ class PretrainedMixin:
     config_cls: ClassVar[type[ConfigBase]]
     cfg: Any
 
-    def save(self, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-        """Write the weights and config to the checkpoint directory `path` (atomically)."""
-        from worldsim.checkpoint import save_checkpoint
-
-        return save_checkpoint(path, self, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype)
+    def save(self, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None,
+             force: bool = False) -> Path:
+        """Write the weights and config to the checkpoint directory `path` (atomically). A `path` that
+        holds anything but a checkpoint of this kind is refused (`force`: a checkpoint of any kind)."""
+        return save_checkpoint(path, self, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype, force=force)
 
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path, device: str | torch.device = "cpu") -> M:
         """Load a checkpoint directory, or the weights shipped for a scene name, in eval mode."""
-        from worldsim.checkpoint import load_checkpoint, load_state_into
-        from worldsim.pretrained import resolve_checkpoint
-        from worldsim.runtime import resolve_device
-
         path = resolve_checkpoint(name_or_path, kind=cls.checkpoint_kind)
         ck = load_checkpoint(path, kind=cls.checkpoint_kind, config_cls=cls.config_cls)
         model = cls(ck.config)

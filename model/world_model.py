@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from worldsim.checkpoint import save_checkpoint, weights_sha256
 from worldsim.config import ConfigBase
 from worldsim.model.dynamics import Dynamics, DynamicsConfig, KVCache
 from worldsim.model.pretrained import PretrainedMixin
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
+from worldsim.pretrained import resolve_ref
 
 
 @dataclass(frozen=True)
@@ -93,32 +95,32 @@ class WorldModel(PretrainedMixin, nn.Module):
                              persistent=False)
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
-             tokenizer_ref: str | None = None):
-        """Write the checkpoint directory `path`. With `tokenizer_ref` (a tokenizer checkpoint directory,
-        relative to `path`), the tokenizer's weights are not copied: loading reads them from there, so
-        shipped world models share one tokenizer."""
-        from worldsim.checkpoint import save_checkpoint
-
+             tokenizer_ref: str | None = None, force: bool = False):
+        """Write the checkpoint directory `path`. With `tokenizer_ref` (`worldsim:NAME` for a shipped
+        tokenizer, or a tokenizer checkpoint directory inside `path`), the tokenizer's weights are not
+        copied: loading reads them from there (checked against the SHA-256 recorded here), so shipped
+        world models share one tokenizer."""
         extra = dict(extra or {})
         state = self.state_dict()
         if tokenizer_ref is not None:
-            import os
-
-            ref = os.path.normpath(os.path.join(path, tokenizer_ref))  # lexical: `path` may not exist yet
+            ref = resolve_ref(tokenizer_ref, path)
             tok = Tokenizer.from_pretrained(ref)
             if tok.cfg != self.cfg.tokenizer:
-                raise ValueError(f"tokenizer_ref {ref!r} has another config than this model's tokenizer")
+                raise ValueError(f"tokenizer_ref {tokenizer_ref!r} ({ref}) has another config than this model's "
+                                 f"tokenizer")
             for name, t in tok.state_dict().items():
                 if not torch.equal(t.float(), state[f"tokenizer.{name}"].float().cpu()):
-                    raise ValueError(f"tokenizer_ref {ref!r} differs from this model's tokenizer at {name!r}")
+                    raise ValueError(f"tokenizer_ref {tokenizer_ref!r} ({ref}) differs from this model's tokenizer "
+                                     f"at {name!r}")
             state = {k: v for k, v in state.items() if not k.startswith("tokenizer.")}
             extra["tokenizer_ref"] = tokenizer_ref
+            extra["tokenizer_sha256"] = weights_sha256(ref)
         # At reduced precision the state's scale and the state pathway stay in float32: the pathway
         # carries the state to about 1e-3 of its spread a step, fp16's own rounding. So does the small
         # outcome head (about 20k weights), whose termination logit is read at its sign.
         return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype,
                                keep_fp32=("state_mean", "state_std", "reward_mean", "reward_std",
-                                          "dynamics.state_mlp.", "dynamics.state_outcome."))
+                                          "dynamics.state_mlp.", "dynamics.state_outcome."), force=force)
 
     @classmethod
     def _checkpoint_tensors(cls, path, ck) -> dict[str, torch.Tensor]:
@@ -126,9 +128,18 @@ class WorldModel(PretrainedMixin, nn.Module):
         tensors = dict(ck.tensors)
         ref = ck.extra.get("tokenizer_ref")
         if ref is not None:
-            tok = Tokenizer.from_pretrained(path / ref)
+            where = resolve_ref(ref, path)
+            if not (where / "model.safetensors").is_file():
+                raise ValueError(f"{path}: its tokenizer is not copied in but referenced (tokenizer_ref {ref!r} in "
+                                 f"config.json), and {where} holds no tokenizer; copy the tokenizer checkpoint "
+                                 f"there, or re-export the world without --tokenizer-ref")
+            want = ck.extra.get("tokenizer_sha256")
+            if want is not None and weights_sha256(where) != want:
+                raise ValueError(f"{path}: the tokenizer at {where} (tokenizer_ref {ref!r}) is not the one this world "
+                                 f"was saved with (its weights' SHA-256 differs)")
+            tok = Tokenizer.from_pretrained(where)
             if tok.cfg != ck.config.tokenizer:
-                raise ValueError(f"{path}: its tokenizer {str(path / ref)!r} has another config than it was made with")
+                raise ValueError(f"{path}: its tokenizer {str(where)!r} has another config than it was made with")
             tensors.update({f"tokenizer.{k}": v for k, v in tok.state_dict().items()})
         return tensors
 
@@ -227,13 +238,19 @@ class WorldModel(PretrainedMixin, nn.Module):
         if self.dynamics.state_render is not None:  # the frame of the state just predicted
             logits = self.dynamics.mix_render(logits, self.dynamics.render_logits(state_n))
         codes = self.dynamics.predict_codes(logits, temperature, handle.generator)  # [B, N]
-        handle.codes, handle.state = codes[:, None], state_n[:, None]
-        handle.step_index += 1
         reward, term_logit = out["reward"][:, 0], out["term_logit"][:, 0]
         if self.dynamics.state_outcome is not None:  # the outcome of the state just predicted
             reward, term_logit = self.dynamics.outcome(state_n, acts)
         reward = reward * self.reward_std + self.reward_mean
         if self.cfg.reward_range:
             reward = reward.clamp(*self.cfg.reward_range)
+        finite = torch.isfinite(state_n).all(-1) & torch.isfinite(reward)
+        if not bool(finite.all()):
+            rows = torch.nonzero(~finite).flatten().tolist()
+            raise FloatingPointError(f"the world model's step {handle.step_index} gave a non-finite state or reward "
+                                     f"in rows {rows[:10]}; its weights or inputs are bad, and the rollout cannot "
+                                     f"go on")
+        handle.codes, handle.state = codes[:, None], state_n[:, None]
+        handle.step_index += 1
         term = term_logit > 0
         return codes.view(b, cfg.grid, cfg.grid), self.denormalize_state(state_n), reward, term

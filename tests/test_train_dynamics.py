@@ -54,19 +54,24 @@ def test_train_resume_and_step(setup, tmp_path, preset):
     assert codes.shape == (1, 8, 8) and int(codes.max()) < 60 and torch.isfinite(state).all()
 
 
-def test_a_run_begun_before_state_bounds_resumes_without_them(setup, tmp_path):
-    import json
-
+def test_resume_continues_only_the_same_run(setup, tmp_path):
     cfg = DynamicsTrainConfig(steps=1, batch_size=2, save_every=1, warmup=1, val_batches=1)
     kw = dict(preset="dense", device="cpu", context=2, progress=False)
-    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "old", cfg=cfg, **kw)
-    meta_path = tmp_path / "old.train" / "config.json"
-    meta = json.loads(meta_path.read_text())
-    del meta["config"]["state_low"], meta["config"]["state_high"]  # as the trainer wrote it before
-    meta_path.write_text(json.dumps(meta))
-    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "old", cfg=cfg.replace(steps=2), **kw)
-    wm = WorldModel.from_pretrained(tmp_path / "old")
-    assert load_checkpoint(tmp_path / "old").extra["steps"] == 2 and wm.cfg.state_low == ()
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "run", cfg=cfg, **kw)
+    before = load_checkpoint(tmp_path / "run.train").tensors
+    # Other training arguments, another preset or another context: refused with the differences named.
+    with pytest.raises(ValueError, match=r"holds another run \(train_config.lr: begun with 0.001, asked for 0.01\)"):
+        train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "run", cfg=cfg.replace(lr=1e-2), **kw)
+    with pytest.raises(ValueError, match=r"model_config.dynamics: begun with .*; only --steps may change"):
+        train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "run", cfg=cfg,
+                       **{**kw, "context": 3})
+    with pytest.raises(ValueError, match=r"model_config.preset: begun with 'dense', asked for 'v4'"):
+        train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "run", cfg=cfg, **{**kw, "preset": "v4"})
+    after = load_checkpoint(tmp_path / "run.train").tensors
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was trained on or written
+    # More steps resume the same run.
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "run", cfg=cfg.replace(steps=2), **kw)
+    assert load_checkpoint(tmp_path / "run").extra["steps"] == 2
 
 
 def test_transitions_never_cross_an_episode_end(setup):
@@ -187,6 +192,10 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, pr
     a, b = load_checkpoint(tmp_path / "straight").tensors, load_checkpoint(tmp_path / "killed").tensors
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # The validation windows are the run's own, so the resumed run reports what the straight one does.
+    ea, eb = load_checkpoint(tmp_path / "straight").extra, load_checkpoint(tmp_path / "killed").extra
+    val = sorted(k for k in ea if k.startswith("val_"))
+    assert "val_token_acc" in val and {k: ea[k] for k in val} == {k: eb[k] for k in val}
 
 
 def test_state_noise_perturbs_inputs_only_in_training():

@@ -149,7 +149,7 @@ def test_fits_the_pathway_alone_and_a_killed_run_resumes_to_the_same_weights(set
     kill_after_first_checkpoint(monkeypatch, lambda: train_pathway(
         setup / "world", [str(setup / "data")], tmp_path / "part", cfg, device="cpu", progress=False))
     assert load_checkpoint(tmp_path / "part.train").extra["step"] == 20 and not (tmp_path / "part").exists()
-    with pytest.raises(ValueError, match="begun with another state_pathway_config"):
+    with pytest.raises(ValueError, match=r"holds another run \(train_config.lr: begun with 0.003, asked for 0.001\)"):
         train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg.replace(lr=1e-3), device="cpu",
                       progress=False)
     train_pathway(setup / "world", [str(setup / "data")], tmp_path / "part", cfg, device="cpu", progress=False)
@@ -187,7 +187,7 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match="state_residual=True"):
         train_pathway(tmp_path / "residual", [str(setup / "data")], tmp_path / "x", device="cpu")
     # Rerunning an output directory with other data is refused, not silently resumed.
-    with pytest.raises(ValueError, match="begun with another state_data"):
+    with pytest.raises(ValueError, match=r"holds another run \(data: begun with \['[0-9a-f]{64}'\], asked for "):
         train_pathway(setup / "world", [str(setup / "data"), str(setup / "data")], tmp_path / "cli",
                       PathwayTrainConfig(steps=3, batch_size=16, unroll=2), device="cpu")
     assert not (tmp_path / "x").exists()

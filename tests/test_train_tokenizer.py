@@ -58,6 +58,28 @@ def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path, monkeypatch):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_resume_continues_only_the_same_run(dataset, tmp_path):
+    cfg = TokenizerTrainConfig(steps=2, batch_size=4, save_every=2, warmup=1)
+    train_tokenizer([str(dataset)], tmp_path / "tok", TINY, cfg, device="cpu", progress=False)
+    other = tmp_path / "other"
+    generate(GenerateSpec(scene="Reacher-v5", out=str(other), episodes=5, seed=2, shard_size=5, max_steps=6),
+             progress_bar=False)
+    with pytest.raises(ValueError, match=r"holds another run \(data: begun with \['[0-9a-f]{64}'\], asked for"):
+        train_tokenizer([str(other)], tmp_path / "tok", TINY, cfg.replace(steps=4), device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"train_config.lr: begun with 0.002, asked for 0.01"):
+        train_tokenizer([str(dataset)], tmp_path / "tok", TINY, cfg.replace(steps=4, lr=1e-2), device="cpu",
+                        progress=False)
+    with pytest.raises(ValueError, match=r"model_config.levels: begun with \[5, 4, 3\], asked for \[5, 5, 3\]"):
+        train_tokenizer([str(dataset)], tmp_path / "tok", TokenizerConfig(channels=(8, 16, 16), levels=(5, 5, 3)),
+                        cfg, device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "tok").extra["steps"] == 2  # untouched by the refused reruns
+    # The same data under another path is the same data; more steps resume.
+    shutil.copytree(dataset, tmp_path / "moved")
+    train_tokenizer([str(tmp_path / "moved")], tmp_path / "tok", TINY, cfg.replace(steps=3), device="cpu",
+                    progress=False)
+    assert load_checkpoint(tmp_path / "tok").extra["steps"] == 3
+
+
 def test_cli_train_then_eval(dataset, tmp_path, capsys):
     import json
 

@@ -134,7 +134,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from worldsim.pretrained import export_world_model
 
     r = export_world_model(args.checkpoint, args.out, fp16=not args.fp32, tokenizer_ref=args.tokenizer_ref,
-                           static_from=args.static_from)
+                           static_from=args.static_from, force=args.force)
     print(f"wrote {args.out} ({r['bytes'] / 2**20:.1f} MiB); open-loop check against the source over 50 steps: "
           f"{100 * r['token_agreement']:.2f}% identical tokens, max state difference "
           f"{r['max_state_diff_std']:.2e} dataset std")
@@ -148,26 +148,31 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     spec = GenerateSpec(scene=args.scene, out=args.out, episodes=args.episodes, policy=args.policy, seed=args.seed,
                         workers=args.workers, shard_size=args.shard_size, width=args.size, height=args.size,
                         max_steps=args.max_steps, scene_options=options, frames=not args.no_frames)
-    m = generate(spec, progress_bar=not args.quiet)
+    m = generate(spec, progress_bar=not args.quiet, verify=args.verify)
     fps = m["_generated_frames"] / max(m["_elapsed_s"], 1e-9)
     unit = "frames" if m.get("frames", True) else "time steps (no frames rendered)"
+    bad = m["_regenerated"]
+    fixed = f"; regenerated {len(bad)} missing or corrupt shard(s): {', '.join(bad)}" if bad else ""
     print(f"{args.out}: {m['episodes']} episodes, {m['stats']['frames']} {unit} "
-          f"({m['_generated_frames']} new, {fps:.0f}/s with {args.workers} worker(s))")
+          f"({m['_generated_frames']} new, {fps:.0f}/s with {args.workers} worker(s){fixed})")
     return 0
 
 
 def _cmd_data_info(args: argparse.Namespace) -> int:
-    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.dataset import dataset_status
 
-    m = read_manifest(args.dir)
+    status = dataset_status(args.dir, verify=args.verify)
+    m, bad = status["manifest"], status["bad_shards"]
     root = Path(args.dir)
-    shards = m.get("shards", {})
+    shards = m["shards"]
     info = {
         "dir": str(root),
         "scene": m["scene"],
         "policy": m["policy"],
         "seed": m["seed"],
-        "complete": m["complete"],
+        "complete": status["complete"],  # False too when a listed shard is missing or corrupt
+        "bad_shards": bad,
+        "verified": status["verified"],  # SHA-256 checked (else sizes only)
         "episodes": m["episodes"],
         "episodes_written": sum(r["num_episodes"] for r in shards.values()),
         "shards": len(shards),
@@ -182,12 +187,16 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return 1 if bad else 0
     for k, v in info.items():
         if k in ("state_mean", "state_std") and v is not None:
             v = "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+        if k == "bad_shards":
+            v = ", ".join(f"{name} ({why})" for name, why in v.items()) or "none"
         print(f"{k:<18}{v}")
-    return 0
+    if bad:
+        print("rerun `worldsim data generate` with the same arguments to regenerate the bad shards")
+    return 1 if bad else 0
 
 
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
@@ -197,7 +206,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels))
     cfg = TokenizerTrainConfig(**_run_overrides(args))
     metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
-                              progress=not args.quiet, init=args.init)
+                              progress=not args.quiet, init=args.init, force=args.force)
     if metrics:
         print(f"wrote {args.out}: held-out PSNR {metrics['val_psnr']:.2f} dB")
     return 0
@@ -212,7 +221,7 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
                              context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma,
                              capacity=args.capacity, state_data=args.state_data,
-                             state_residual=True if args.state_residual else None)
+                             state_residual=True if args.state_residual else None, force=args.force)
     if metrics:
         print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
               f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
@@ -225,7 +234,7 @@ def _cmd_train_pathway(args: argparse.Namespace) -> int:
     extra = {k: getattr(args, k) for k in ("unroll", "width") if getattr(args, k) is not None}
     cfg = PathwayTrainConfig(**_run_overrides(args), **extra)
     metrics = train_pathway(args.checkpoint, args.state_data, args.out, cfg, device=args.device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, force=args.force)
     print(f"wrote {args.out}: held-out state MSE (normalised) {metrics['val_mse_step1']:.4g} at step 1, "
           f"{metrics['val_mse']:.4g} over {cfg.unroll} unrolled step(s)")
     return 0
@@ -237,7 +246,7 @@ def _cmd_train_outcome(args: argparse.Namespace) -> int:
     extra = {"width": args.width} if args.width is not None else {}
     cfg = OutcomeTrainConfig(**_run_overrides(args), **extra)
     metrics = train_outcome(args.checkpoint, args.state_data, args.out, cfg, device=args.device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, force=args.force)
     print(f"wrote {args.out}: held-out reward MSE (normalised) {metrics['val_reward_mse']:.4g}, "
           f"termination accuracy {metrics['val_term_acc']:.4f}")
     return 0
@@ -248,7 +257,8 @@ def _cmd_train_renderer(args: argparse.Namespace) -> int:
 
     extra = {k: getattr(args, k) for k in ("width", "mix") if getattr(args, k) is not None}
     cfg = RendererTrainConfig(**_run_overrides(args), **extra)
-    metrics = train_renderer(args.checkpoint, args.data, args.out, cfg, device=args.device, progress=not args.quiet)
+    metrics = train_renderer(args.checkpoint, args.data, args.out, cfg, device=args.device, progress=not args.quiet,
+                             force=args.force)
     print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f} from true states")
     return 0
 
@@ -313,6 +323,11 @@ def _add_run_args(s: argparse.ArgumentParser, batch: str) -> None:
     s.add_argument("--seed", type=int, default=None, help="training seed")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--force", action="store_true", help=_FORCE_HELP)
+
+
+_FORCE_HELP = ("replace a checkpoint of another kind at --out (a directory holding anything but a checkpoint is "
+               "never replaced)")
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -322,6 +337,7 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldsim", description="A learned world-model simulator for robotics and RL.")
     p.add_argument("--version", action="version", version=f"worldsim {__version__}")
+    p.add_argument("--debug", action="store_true", help="print the traceback of a failure instead of one line")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("scenes", help="list the MuJoCo scenes", description="List the registered MuJoCo scenes.")
@@ -370,8 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="world-model checkpoint directory")
     s.add_argument("--out", required=True, help="output checkpoint directory")
     s.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
+    s.add_argument("--force", action="store_true", help=_FORCE_HELP)
     s.add_argument("--tokenizer-ref", default=None,
-                   help="tokenizer checkpoint directory relative to --out, e.g. ../tokenizer (weights not copied)")
+                   help="reference the tokenizer instead of copying its weights: worldsim:NAME for shipped "
+                        "weights (worldsim:tokenizer), or a tokenizer checkpoint folder inside --out")
     s.add_argument("--static-from", default=None,
                    help="dataset directory: hold the state dimensions constant within its episodes fixed, and "
                         "bound rollout states to its range widened by half (for checkpoints that predate both)")
@@ -380,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate and inspect datasets", description="Dataset commands.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     s = dsub.add_parser("generate", help="generate a dataset (resumable)",
-                        description="Generate a dataset of MuJoCo episodes; rerun the same command to resume.")
+                        description="Generate a dataset of MuJoCo episodes; rerun the same command to resume it, or to "
+                                    "regenerate missing or corrupt shards.")
     s.add_argument("--scene", required=True, help="scene name (see `worldsim scenes`)")
     s.add_argument("--episodes", type=int, required=True, help="number of episodes")
     s.add_argument("--policy", default="mixed", help="random, smooth, scripted or mixed")
@@ -394,11 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-frames", action="store_true",
                    help="render nothing: states, actions and the rest only (for --state-data)")
     s.add_argument("--out", required=True, help="dataset directory")
+    s.add_argument("--verify", action="store_true",
+                   help="check the SHA-256 of every finished shard, not only its size (reads the whole dataset)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_data_generate)
     s = dsub.add_parser("info", help="counts, sizes and state statistics of a dataset",
-                        description="Print counts, sizes and per-dimension state mean/std of a dataset.")
+                        description="Print counts, sizes and per-dimension state mean/std of a dataset, and "
+                                    "which listed shards are missing or corrupt (exit status 1 if any).")
     s.add_argument("dir", help="dataset directory")
+    s.add_argument("--verify", action="store_true",
+                   help="check each shard's SHA-256, not only its size (reads the whole dataset)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_data_info)
 
@@ -495,13 +519,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _expected_failure(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for a failure a user can meet and act on; None for a bug (traceback)."""
+    if isinstance(exc, (ValueError, TypeError)):
+        return 2, str(exc)
+    if isinstance(exc, FloatingPointError):
+        return 1, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted (a training run resumes from its last saved state when rerun)"
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        return 1, text if exc.filename is None else f"{text}: {exc.filename}"
+    module = type(exc).__module__ or ""
+    if module.split(".")[0] in ("mujoco", "OpenGL"):
+        backend = os.environ.get("MUJOCO_GL", "unset")
+        return 1, (f"rendering failed ({type(exc).__name__}: {exc}); MUJOCO_GL is {backend}: on a machine "
+                   f"without a display use egl, or osmesa where EGL is missing")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError) as exc:
-        print(f"worldsim: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = None if args.debug else _expected_failure(exc)
+        if failure is None:
+            raise
+        code, line = failure
+        print(f"worldsim: error: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldsim.checkpoint import load_checkpoint_config
 from worldsim.config import ConfigBase
 from worldsim.model.dynamics import PRESETS, preset_config
 from worldsim.model.moe import load_stats
@@ -31,8 +30,16 @@ from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.runtime import seed_everything
 from worldsim.train_pathway import Sequences, check_datasets, unrolled_loss
 from worldsim.train_tokenizer import split_episodes
-from worldsim.training import cosine_lr, finish_distributed, setup_distributed, wrap_ddp
-from worldsim.trainstate import load_train_state, save_train_state
+from worldsim.training import (
+    checkpoint_identity,
+    cosine_lr,
+    data_identity,
+    finish_distributed,
+    run_config,
+    setup_distributed,
+    wrap_ddp,
+)
+from worldsim.trainstate import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -203,10 +210,14 @@ def evaluate_batches(wm: WorldModel, batches, cfg: DynamicsTrainConfig) -> dict[
     return out
 
 
-def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8) -> dict[str, float]:
-    """Held-out figures (`evaluate_batches`) on `batches` random batches of `cfg.batch_size` windows;
-    leaves the model in training mode."""
-    out = evaluate_batches(wm, (sampler.sample(cfg.batch_size) for _ in range(batches)), cfg)
+def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8, seed: int = 1234
+             ) -> dict[str, float]:
+    """Held-out figures (`evaluate_batches`) on `batches` batches of `cfg.batch_size` windows; batch i
+    is drawn from `seed` and i alone, so every validation of a run (resumed or not) sees the same
+    windows. Leaves the model in training mode."""
+    picks = (np.random.default_rng([seed, i]).integers(sampler.num_windows, size=cfg.batch_size)
+             for i in range(batches))
+    out = evaluate_batches(wm, (sampler.windows(p) for p in picks), cfg)
     wm.train()
     return out
 
@@ -215,11 +226,13 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
                    capacity: float | None = None, state_data: list[str] | tuple[str, ...] = (),
-                   state_residual: bool | None = None) -> dict[str, float]:
+                   state_residual: bool | None = None, force: bool = False) -> dict[str, float]:
     """Train (or resume) a world model's dynamics on `data_dir` with the frozen `tokenizer`.
 
     `state_data`: more datasets of the same scene whose transitions (states and actions only) also
-    fit the state pathway of presets that have one; their frames are not used.
+    fit the state pathway of presets that have one; their frames are not used. `out` must be absent,
+    empty or a world-model checkpoint (`force`: any checkpoint); a resume continues only the same run
+    (same data, tokenizer, model and training configs; `cfg.steps` may change).
     """
     from tqdm import tqdm
 
@@ -227,6 +240,12 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     from worldsim.envs.loader import EpisodeDataset, WindowSampler
 
     distributed, rank, dev = setup_distributed(device)
+    if rank == 0:
+        prepare_outputs(out, "world_model", force=force)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
     seed_everything(cfg.seed)
     m = read_manifest(data_dir)
     tok = Tokenizer.from_pretrained(tokenizer, device=dev)
@@ -246,15 +265,11 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     out = Path(out)
-    state_dir = out.with_name(out.name + ".train")
+    state_dir = state_dir_for(out)
     low, high = state_bounds(train_data)
     wm_cfg = WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
                               static_state_dims=static_state_dims(train_data), state_low=low, state_high=high)
-    if (state_dir / "model.safetensors").is_file():
-        # The fields derived from the data are the run's own: a run begun before the trainer recorded
-        # one of them (static dims, state bounds) resumes as it began.
-        begun = load_checkpoint_config(state_dir, kind="world_model-train", config_cls=WorldModelConfig)
-        wm_cfg = wm_cfg.replace(**{k: getattr(begun, k) for k in ("static_state_dims", "state_low", "state_high")})
+    resume = has_train_state(state_dir)
     wm = WorldModel(wm_cfg)
     wm.tokenizer.load_state_dict(tok.state_dict())
     wm.tokenizer.requires_grad_(False)
@@ -271,8 +286,10 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     params = [p for p in wm.dynamics.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step, rng = 0, np.random.default_rng([cfg.seed, rank])
-    if (state_dir / "model.safetensors").is_file():
-        step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model")
+    run = {"model_config": wm.cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity([data_dir]),
+           "state_data": data_identity(state_data), "tokenizer": checkpoint_identity(tokenizer, "tokenizer")}
+    if resume:
+        step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model", run=run)
         if distributed:  # each rank continues its own stream
             rng = np.random.default_rng([cfg.seed, rank, step])
     objective: torch.nn.Module = Objective(wm)
@@ -282,7 +299,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     # The sampler draws from `rng`, whose state is saved with every checkpoint, so a resumed run
     # sees the same windows an uninterrupted one would.
     sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
-    val_sampler = WindowSampler(val_data, T=context + 1, seed=1234, keys=("codes",))
+    val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
     gen = torch.Generator(device=dev)
     pathway = dyn_cfg.state_mlp > 0 and cfg.state_batch > 0
     transitions = None
@@ -338,15 +355,15 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
         if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
             logs.update(validate(wm, val_sampler, cfg, cfg.val_batches))
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())))
-            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng,
+            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, run=run,
                              extra={"train_config": cfg.to_dict(), "data": str(data_dir), **provenance})
     bar.close()
     metrics: dict[str, float] = {}
     if rank == 0:
         metrics = validate(wm, val_sampler, cfg, batches=2 * cfg.val_batches)
-        wm.save(out, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir), **provenance,
-                            **metrics,
-                            "train_seconds_this_run": time.perf_counter() - t0})
+        wm.save(out, force=force, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir),
+                                         **provenance, **metrics,
+                                         "train_seconds_this_run": time.perf_counter() - t0})
     if distributed:
         finish_distributed(wm.dynamics)
     return metrics

@@ -41,8 +41,8 @@ import torch
 from worldsim.config import ConfigBase, check_positive
 from worldsim.model.dynamics import RENDER_MIXES
 from worldsim.model.world_model import WorldModel
-from worldsim.training import cosine_lr
-from worldsim.trainstate import load_train_state, save_train_state
+from worldsim.training import checkpoint_identity, cosine_lr, data_identity, run_config
+from worldsim.trainstate import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
 
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
-         train_loss, validate, extra: dict, desc: str, progress: bool) -> dict[str, float]:
+         train_loss, validate, extra: dict, desc: str, progress: bool, force: bool) -> dict[str, float]:
     """The loop the part trainers run: AdamW on `params` alone (the rest of `wm` frozen) with a
     cosine schedule, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run draws
     the same batches), `validate(batches)` a dict of held-out figures; resumable from `out`.train."""
@@ -221,18 +221,16 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    out = Path(out)
-    state_dir = out.with_name(out.name + ".train")
+    state_dir = state_dir_for(out)
     step, rng = 0, np.random.default_rng(cfg.seed)
     key = f"{desc.replace(' ', '_')}_config"
     extra = {key: cfg.to_dict(), **extra}
-    if (state_dir / "model.safetensors").is_file():
-        step, rng, begun = load_train_state(state_dir, wm, opt, type(wm.cfg), kind="world_model")
-        # A resumed run must be the same run: same training config (steps included), base and data.
-        for k in (key, "base", "state_data", "data"):
-            if begun.get(k) != extra.get(k):
-                raise ValueError(f"{state_dir}: begun with another {k} ({begun.get(k)!r}, asked for {extra.get(k)!r}); "
-                                 f"use a new --out or delete {state_dir}")
+    # A resumed run must be the same run: same part, training config (but steps), base weights and data.
+    run = {"part": desc, "train_config": run_config(cfg), "model_config": wm.cfg.to_dict(),
+           "base": checkpoint_identity(extra["base"], "world_model"),
+           "data": data_identity(extra.get("state_data", extra.get("data", [])))}
+    if has_train_state(state_dir):
+        step, rng, _ = load_train_state(state_dir, wm, opt, type(wm.cfg), kind="world_model", run=run)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
@@ -250,21 +248,23 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
             logs = validate(8)
             bar.write(f"step {step}: train loss {loss.item():.4g}, "
                       + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, extra=extra)
+            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, run=run, extra=extra)
     bar.close()
     metrics = validate(16)
-    wm.save(out, extra={**extra, "steps": step, **metrics, "train_seconds_this_run": time.perf_counter() - t0,
-                        "base_extra": _base_extra(extra["base"])})
+    wm.save(out, force=force, extra={**extra, "steps": step, **metrics,
+                                     "train_seconds_this_run": time.perf_counter() - t0,
+                                     "base_extra": _base_extra(extra["base"])})
     return metrics
 
 
 def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
                   cfg: PathwayTrainConfig = PathwayTrainConfig(), device: str = "auto",
-                  progress: bool = True) -> dict[str, float]:
+                  progress: bool = True, force: bool = False) -> dict[str, float]:
     """Fit the state pathway of the world model `checkpoint` on the transitions of `state_data` (datasets
     of its scene, with or without frames) and write the model to `out`; resumes from `out`.train."""
     if not state_data:
         raise ValueError("train pathway needs at least one dataset (--state-data)")
+    prepare_outputs(out, "world_model", force=force)  # before any work
     wm = _base(checkpoint, device)
     if cfg.width:
         wm = with_pathway(wm, cfg.width, cfg.seed)
@@ -292,7 +292,7 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "runs": len(train),
              "short_episodes": train.short_episodes}
     return _fit(wm, list(wm.dynamics.state_mlp.parameters()), cfg, out, train_loss, validate, extra,
-                "state pathway", progress)
+                "state pathway", progress, force)
 
 
 class Frames:
@@ -353,13 +353,14 @@ def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldM
 
 def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], out: str | Path,
                    cfg: RendererTrainConfig = RendererTrainConfig(), device: str = "auto",
-                   progress: bool = True) -> dict[str, float]:
+                   progress: bool = True, force: bool = False) -> dict[str, float]:
     """Give the world model `checkpoint` a state renderer fitted on the frames and states of `data`
     (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train."""
     from worldsim.envs.dataset import read_manifest
 
     if not data:
         raise ValueError("train renderer needs at least one dataset with frames (--data)")
+    prepare_outputs(out, "world_model", force=force)  # before any work
     wm = _base(checkpoint, device)
     _check_data(wm, checkpoint, data)
     for d in data:
@@ -386,7 +387,7 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
 
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
     return _fit(wm, list(dyn.state_render.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
-                progress)
+                progress, force)
 
 
 class Outcomes:
@@ -440,12 +441,13 @@ def with_outcome(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
 
 def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
                   cfg: OutcomeTrainConfig = OutcomeTrainConfig(), device: str = "auto",
-                  progress: bool = True) -> dict[str, float]:
+                  progress: bool = True, force: bool = False) -> dict[str, float]:
     """Give the world model `checkpoint` an outcome head fitted on the transitions of `state_data`
     (datasets of its scene, with or without frames) and write it to `out`, its rollout rewards held to
     the range of the training rewards (`WorldModelConfig.reward_range`); resumes from `out`.train."""
     if not state_data:
         raise ValueError("train outcome needs at least one dataset (--state-data)")
+    prepare_outputs(out, "world_model", force=force)  # before any work
     wm = _base(checkpoint, device)
     _check_data(wm, checkpoint, state_data)
     wm = with_outcome(wm, cfg.width, cfg.seed)
@@ -465,4 +467,4 @@ def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "transitions": len(train),
              "terminations": int(train.terminated.sum())}
     return _fit(wm, list(wm.dynamics.state_outcome.parameters()), cfg, out, train_loss, validate, extra,
-                "outcome head", progress)
+                "outcome head", progress, force)

@@ -20,8 +20,16 @@ import torch
 from worldsim.config import ConfigBase
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.runtime import seed_everything
-from worldsim.training import cosine_lr, finish_distributed, setup_distributed, wrap_ddp
-from worldsim.trainstate import load_train_state, save_train_state
+from worldsim.training import (
+    checkpoint_identity,
+    cosine_lr,
+    data_identity,
+    finish_distributed,
+    run_config,
+    setup_distributed,
+    wrap_ddp,
+)
+from worldsim.trainstate import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -91,27 +99,39 @@ def validate(model: Tokenizer, pool: FramePool, n: int = 256, seed: int = 1234) 
 
 def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerConfig = TokenizerConfig(),
                     cfg: TokenizerTrainConfig = TokenizerTrainConfig(), device: str = "auto",
-                    fp16: bool = False, progress: bool = True, init: str | Path | None = None) -> dict[str, float]:
+                    fp16: bool = False, progress: bool = True, init: str | Path | None = None,
+                    force: bool = False) -> dict[str, float]:
     """Train (or resume) a tokenizer; returns the final validation metrics.
 
     `init` starts a new run from another tokenizer's weights (fine-tuning); its config must match.
+    `out` must be absent, empty or a tokenizer checkpoint (`force`: any checkpoint); a resume continues
+    only the same run (same data, configs and init; `cfg.steps` may change).
     """
     from tqdm import tqdm
 
     distributed, rank, dev = setup_distributed(device)
     out = Path(out)
-    state_dir = out.with_name(out.name + ".train")
+    if rank == 0:
+        prepare_outputs(out, "tokenizer", force=force)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    state_dir = state_dir_for(out)
+    run = {"model_config": model_cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity(data_dirs),
+           "init": None if init is None else checkpoint_identity(init, "tokenizer")}
     seed_everything(cfg.seed)
     model = Tokenizer(model_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, rng = 0, np.random.default_rng([cfg.seed, rank])
-    if init is not None and not (state_dir / "model.safetensors").is_file():
+    resume = has_train_state(state_dir)
+    if init is not None and not resume:
         start = Tokenizer.from_pretrained(init)
         if start.cfg != model_cfg:
             raise ValueError(f"--init {init}: its config {start.cfg} differs from the one asked for {model_cfg}")
         model.load_state_dict(start.state_dict())
-    if (state_dir / "model.safetensors").is_file():
-        step, rng, _ = load_train_state(state_dir, model, opt, TokenizerConfig, kind="tokenizer")
+    if resume:
+        step, rng, _ = load_train_state(state_dir, model, opt, TokenizerConfig, kind="tokenizer", run=run)
         if distributed:  # each rank continues its own stream
             rng = np.random.default_rng([cfg.seed, rank, step])
     train_model = wrap_ddp(model, dev) if distributed else model
@@ -136,14 +156,14 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
             logs.update(validate(model, val_pool))
             model.train()
             bar.write(f"step {step}: train psnr {logs['psnr']:.2f} dB, val psnr {logs['val_psnr']:.2f} dB")
-            save_train_state(state_dir, model, opt, model_cfg, kind="tokenizer", step=step, rng=rng,
+            save_train_state(state_dir, model, opt, model_cfg, kind="tokenizer", step=step, rng=rng, run=run,
                              extra={"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs]})
     bar.close()
     metrics = {}
     if rank == 0:
         model.eval()
         metrics = validate(model, val_pool)
-        model.save(out, dtype=torch.float16 if fp16 else None,
+        model.save(out, dtype=torch.float16 if fp16 else None, force=force,
                    extra={"steps": step, "train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs],
                           **({} if init is None else {"init": str(init)}), "val_psnr": metrics["val_psnr"],
                           "train_seconds_this_run": time.perf_counter() - t0})

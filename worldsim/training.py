@@ -1,12 +1,20 @@
-"""Pieces both trainers share: the learning-rate schedule and the torchrun (DDP) plumbing."""
+"""Pieces the trainers share: the learning-rate schedule, the identity of a run's data, and the
+torchrun (DDP) plumbing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import weights_sha256
+from worldsim.config import ConfigBase
+from worldsim.envs.dataset import read_manifest
+from worldsim.pretrained import resolve_checkpoint
 from worldsim.runtime import resolve_device
 
 
@@ -16,6 +24,30 @@ def cosine_lr(step: int, steps: int, warmup: int, lr: float) -> float:
         return lr * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, steps - warmup))
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def run_config(cfg: ConfigBase) -> dict:
+    """A training config as part of a run's identity: every field but `steps`, which a resume may raise."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "steps"}
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """A dataset's content identity: the SHA-256 of its scene config hash, episode count and every
+    shard's SHA-256, so a resume can tell the same data (under any path) from other data."""
+    m = read_manifest(root)
+    shards = sorted((name, rec["sha256"]) for name, rec in m["shards"].items())
+    blob = json.dumps([m.get("scene_config_hash"), m["episodes"], shards]).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def data_identity(dirs) -> list[str]:
+    """The fingerprints of a run's datasets, in the order given."""
+    return [dataset_fingerprint(d) for d in dirs]
+
+
+def checkpoint_identity(name_or_path: str | Path, kind: str) -> str:
+    """The SHA-256 of the weights a run starts from (a checkpoint directory, or a scene's shipped one)."""
+    return weights_sha256(resolve_checkpoint(name_or_path, kind))
 
 
 def setup_distributed(device: str) -> tuple[bool, int, torch.device]:

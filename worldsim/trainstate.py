@@ -1,32 +1,92 @@
 """Resumable training state: weights, optimiser, step and RNG, in safetensors + JSON (no pickles).
 
-    RUN/
+    OUT.train/
       model.safetensors + config.json     a normal checkpoint (see `worldsim.checkpoint`), whose
-                                          `extra` holds the step, the optimiser's param groups and
-                                          the NumPy RNG state
+                                          `extra` holds the step, the optimiser's param groups, the
+                                          NumPy RNG state and the run's identity
       optimizer.safetensors               the optimiser's per-parameter tensors, keyed "{index}/{name}"
 
-Written with the same temporary-directory-and-rename as checkpoints, so a kill keeps the last one.
+All files are written into one new directory that replaces the old one atomically, so a kill at any
+instant leaves the last whole state. A run resumes only when its identity (data, configs, training
+arguments but the step count) is the one the state was begun with.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from worldsim.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from worldsim.checkpoint import (
+    OPT_FILE,
+    WEIGHTS_FILE,
+    check_checkpoint_target,
+    load_checkpoint,
+    load_state_into,
+    read_tensors,
+    recover_checkpoint,
+    save_checkpoint,
+)
 from worldsim.config import ConfigBase
 
-OPT_FILE = "optimizer.safetensors"
+
+def state_dir_for(out: str | Path) -> Path:
+    """Where the training state of a run writing `out` lives: `OUT.train` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".train")
+
+
+def prepare_outputs(out: str | Path, kind: str, *, force: bool = False) -> Path:
+    """Check a trainer's output and training-state paths before any work, and clean up after a killed
+    save of either; returns the training-state directory.
+
+    Raises:
+        ValueError / OSError: when either path holds something the run would destroy, or cannot be written.
+    """
+    out = Path(out)
+    state = state_dir_for(out)
+    for path in (out, state):
+        recover_checkpoint(path)
+    check_checkpoint_target(out, kind, force=force)
+    check_checkpoint_target(state, f"{kind}-train", what="training state")
+    return state
+
+
+def has_train_state(state_dir: str | Path) -> bool:
+    return (Path(state_dir) / WEIGHTS_FILE).is_file()
+
+
+def _plain(x: Any) -> Any:
+    """`x` as it reads back from JSON (tuples become lists), for comparisons with a saved record."""
+    return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+
+def check_same_run(state_dir: str | Path, begun: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to resume `state_dir` unless the run's identity `now` is the one it was begun with,
+    naming every difference."""
+    if not begun:
+        raise ValueError(f"{state_dir} records no run identity (it predates them), so a resume cannot be "
+                         f"checked; delete {state_dir} to start over")
+    a, b = _plain(begun), _plain(now)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                sub = sorted(k for k in set(a[key]) | set(b[key]) if a[key].get(k) != b[key].get(k))
+                diffs += [f"{key}.{k}: begun with {a[key].get(k)!r}, asked for {b[key].get(k)!r}" for k in sub]
+            else:
+                diffs.append(f"{key}: begun with {a.get(key)!r}, asked for {b.get(key)!r}")
+    if diffs:
+        raise ValueError(f"{state_dir} holds another run ({'; '.join(diffs)}); only --steps may change on a "
+                         f"resume. Use a new --out, or delete {state_dir} to start over")
 
 
 def save_train_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: ConfigBase,
-                     *, kind: str, step: int, rng: np.random.Generator, extra: dict[str, Any] | None = None) -> None:
+                     *, kind: str, step: int, rng: np.random.Generator, run: dict[str, Any],
+                     extra: dict[str, Any] | None = None) -> None:
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -38,26 +98,24 @@ def save_train_state(path: str | Path, model: torch.nn.Module, optimizer: torch.
                 scalars[f"{idx}/{name}"] = v
     tensors["rng/torch"] = torch.get_rng_state()
     meta = {"step": step, "param_groups": sd["param_groups"], "opt_scalars": scalars,
-            "numpy_rng": rng.bit_generator.state, **(extra or {})}
-    path = Path(path)
-    save_checkpoint(path, model, config, kind=f"{kind}-train", extra=meta)
-    # The optimiser file goes in after the rename; a kill between the two is caught on load.
-    tmp = path / f".{OPT_FILE}.tmp-{os.getpid()}"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path / OPT_FILE)
+            "numpy_rng": rng.bit_generator.state, "run": _plain(run), **(extra or {})}
+    save_checkpoint(path, model, config, kind=f"{kind}-train", extra=meta, files={OPT_FILE: tensors})
 
 
 def load_train_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     config_cls: type[ConfigBase], *, kind: str) -> tuple[int, np.random.Generator, dict[str, Any]]:
-    """Restore model, optimiser and RNG from `path`; returns (step, numpy generator, extra)."""
+                     config_cls: type[ConfigBase], *, kind: str, run: dict[str, Any]
+                     ) -> tuple[int, np.random.Generator, dict[str, Any]]:
+    """Restore model, optimiser and RNG from `path`, refusing another run's state; returns (step,
+    numpy generator, extra)."""
     path = Path(path)
     ck = load_checkpoint(path, kind=f"{kind}-train", config_cls=config_cls)
+    check_same_run(path, ck.extra.get("run", {}), run)
     if ck.config != getattr(model, "cfg", ck.config):
         raise ValueError(f"{path}: training state was made with another config; use a new --out or delete it")
     if not (path / OPT_FILE).is_file():
-        raise ValueError(f"{path}: missing {OPT_FILE} (the run was killed while saving); delete {path} to restart")
+        raise ValueError(f"{path}: missing {OPT_FILE}; delete {path} to restart")
     load_state_into(model, ck.tensors, source=str(path))
-    tensors = load_file(str(path / OPT_FILE))
+    tensors = read_tensors(path / OPT_FILE)
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
         if key.startswith("rng/"):

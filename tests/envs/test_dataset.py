@@ -65,6 +65,10 @@ def test_layout_and_manifest(reference):
 def test_same_seed_same_bytes_whatever_the_workers(reference, tmp_path):
     generate(_spec(tmp_path / "w2", workers=2), progress_bar=False)
     assert_same_dataset(reference, tmp_path / "w2")
+    # The files themselves, byte for byte (shards are built in memory, then written).
+    files = {p.name: p.read_bytes() for p in sorted(reference.glob("shard_*.h5"))}
+    assert files == {p.name: p.read_bytes() for p in sorted((tmp_path / "w2").glob("shard_*.h5"))}
+    assert read_manifest(tmp_path / "w2")["stats"] == read_manifest(reference)["stats"]
 
 
 def test_dataset_episodes_replay_in_mujoco(reference):
@@ -141,8 +145,11 @@ def test_corrupt_shard_is_named(reference, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"shard_00001.h5: corrupt shard"):
         EpisodeDataset(root)
-    shard.write_bytes(bytes(data[:1000]))  # truncated: unreadable even without the checksum
-    with pytest.raises(ValueError, match=r"shard_00001.h5: corrupt or unreadable shard"):
+    shard.write_bytes(bytes(data[:1000]))  # truncated: the size tells, even without the checksum
+    with pytest.raises(ValueError, match=r"shard_00001.h5: corrupt shard \(wrong size"):
+        EpisodeDataset(root, verify=False)
+    shard.unlink()
+    with pytest.raises(ValueError, match=r"shard_00001.h5: shard listed in manifest.json is missing; rerun"):
         EpisodeDataset(root, verify=False)
 
 

@@ -145,7 +145,8 @@ def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
         (["--scene", "Reacher-v5", "--episodes", "0"], "episodes must be an int >= 1, got 0"),
         (["--scene", "bounce"], "world model of scene 'Reacher-v5', not 'bounce'"),
         (["--scene", "Reacher-v5", "--context", "3"], "at most the model's window of 2"),
-        (["--scene", "Reacher-v5", "--perturbation", "-1"], "perturbation must be >= 0"),
+        (["--scene", "Reacher-v5", "--perturbation", "-1"], "perturbation must be a finite number >= 0"),
+        (["--scene", "Reacher-v5", "--perturbation", "inf"], "perturbation must be a finite number >= 0"),
     ]
     for extra, msg in cases:
         assert main(base + extra) == 2
