@@ -18,8 +18,8 @@ import argparse
 import numpy as np
 import torch
 
-from worldsim.envs.dataset import read_manifest
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
+from worldsim.envs.manifest import read_manifest
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
 from worldsim.train_dynamics import DynamicsTrainConfig, encode_dataset, evaluate_batches

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 
-from worldsim.envs.dataset import MANIFEST, read_manifest, shard_problem
+from worldsim.envs.manifest import MANIFEST, read_manifest, shard_problem
 
 _REPAIR = "rerun `worldsim data generate` with the same arguments (and --verify) to regenerate it"
 

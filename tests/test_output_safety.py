@@ -93,8 +93,10 @@ def test_model_saves_refuse_datasets_files_and_other_kinds(tmp_path):
     assert load_checkpoint(empty).kind == "tokenizer"
 
 
-def test_an_unwritable_out_is_refused_before_any_work(capsys):
-    assert main(["train", "tokenizer", "--data", "D", "--out", "/proc/worldsim-out"]) == 1
+@pytest.mark.parametrize("argv", [["train", "tokenizer", "--data", "D"], ["eval", "--scene", "Reacher-v5"],
+                                  ["export", "Reacher-v5"]])
+def test_an_unwritable_out_is_refused_before_any_work(capsys, argv):
+    assert main([*argv, "--out", "/proc/worldsim-out"]) == 1  # /proc takes no new files, even from root
     err = capsys.readouterr().err
     assert err.startswith("worldsim: error: --out '/proc/worldsim-out' cannot be written") and err.count("\n") == 1
 

@@ -17,7 +17,6 @@ the fallback path. A save refuses a target that holds anything but a checkpoint 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from worldsim.outputs import (
     apply_umask,
     check_writable,
     exchange_dirs,
+    file_sha256,
     fsync_dir,
     fsync_tree,
     kill_point,
@@ -62,14 +62,6 @@ class Checkpoint:
     extra: dict[str, Any]
     worldsim_version: str
     path: Path
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- what a save may replace ------------------------------------------------------------------

@@ -159,7 +159,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_info(args: argparse.Namespace) -> int:
-    from worldsim.envs.dataset import dataset_status
+    from worldsim.envs.manifest import dataset_status
 
     status = dataset_status(args.dir, verify=args.verify)
     m, bad = status["manifest"], status["bad_shards"]

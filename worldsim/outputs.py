@@ -1,5 +1,5 @@
-"""Writing outputs without ever losing what is there: writability probes, the user's umask, fsync, and
-an atomic swap of two directories.
+"""Writing outputs without ever losing what is there: writability probes, the user's umask, fsync, an
+atomic swap of two directories, and the SHA-256 of a file written (to record it, and check it on load).
 
 `exchange_dirs(new, old)` swaps two directory entries in one `renameat2(RENAME_EXCHANGE)` call where
 the kernel and filesystem offer it (Linux), so the target name always holds a whole directory; where
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import shutil
 import signal
@@ -68,6 +69,15 @@ def check_writable(path: str | Path, what: str = "--out") -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OSError(exc.errno, f"{what} {str(path)!r} cannot be written ({base}: {reason})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_tree(root: Path) -> None:

@@ -109,8 +109,8 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
     check_checkpoint_target(dst, "world_model", force=force)  # before any work
     wm = WorldModel.from_pretrained(src)
     if static_from is not None:
-        from worldsim.envs.dataset import read_manifest
         from worldsim.envs.loader import EpisodeDataset
+        from worldsim.envs.manifest import read_manifest
         from worldsim.train_dynamics import state_bounds, static_state_dims
         from worldsim.train_tokenizer import split_episodes
 

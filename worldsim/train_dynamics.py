@@ -236,8 +236,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     """
     from tqdm import tqdm
 
-    from worldsim.envs.dataset import read_manifest
     from worldsim.envs.loader import EpisodeDataset, WindowSampler
+    from worldsim.envs.manifest import read_manifest
 
     distributed, rank, dev = setup_distributed(device)
     if rank == 0:

@@ -171,7 +171,7 @@ def _base_extra(checkpoint) -> dict:
 def check_datasets(datasets, want: dict, against: str) -> None:
     """Refuse, before any work, datasets whose manifest differs from `want` (e.g. scene, state_dim,
     action_dim) or that were made with different scene configs; `against` names what `want` came from."""
-    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.manifest import read_manifest
 
     first = None
     for d in datasets:
@@ -195,8 +195,8 @@ def _base(checkpoint, device: str) -> WorldModel:
 def _split(data, val_fraction: float, frames: bool) -> tuple[list, list]:
     """`data` opened for a part trainer: (training datasets, held-out datasets), the first dataset's
     last `val_fraction` of episodes held out."""
-    from worldsim.envs.dataset import read_manifest
     from worldsim.envs.loader import EpisodeDataset
+    from worldsim.envs.manifest import read_manifest
     from worldsim.train_tokenizer import split_episodes
 
     train_ep, val_ep = split_episodes(read_manifest(data[0])["episodes"], val_fraction)
@@ -356,7 +356,7 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
                    progress: bool = True, force: bool = False) -> dict[str, float]:
     """Give the world model `checkpoint` a state renderer fitted on the frames and states of `data`
     (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train."""
-    from worldsim.envs.dataset import read_manifest
+    from worldsim.envs.manifest import read_manifest
 
     if not data:
         raise ValueError("train renderer needs at least one dataset with frames (--data)")

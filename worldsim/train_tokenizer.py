@@ -74,8 +74,8 @@ class FramePool:
 
 
 def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> tuple[FramePool, FramePool]:
-    from worldsim.envs.dataset import read_manifest
     from worldsim.envs.loader import EpisodeDataset
+    from worldsim.envs.manifest import read_manifest
 
     train, val = [], []
     for d in data_dirs:

@@ -13,7 +13,7 @@ import torch
 
 from worldsim.checkpoint import weights_sha256
 from worldsim.config import ConfigBase
-from worldsim.envs.dataset import read_manifest
+from worldsim.envs.manifest import read_manifest
 from worldsim.pretrained import resolve_checkpoint
 from worldsim.runtime import resolve_device
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from worldsim.cli import main
-from worldsim.envs.dataset import GenerateSpec, generate, read_manifest
+from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import EpisodeDataset, WindowSampler
+from worldsim.envs.manifest import read_manifest
 
 ARRAYS = ("frames", "states", "physics", "contacts", "energy", "actions", "rewards", "terminated", "truncated")
 
