@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
+from worldsim.core.runtime import resolve_device
 from worldsim.envs import make_scene
 from worldsim.model.tokenizer import Tokenizer
-from worldsim.runtime import resolve_device
 
 
 def median_rate(fn, n: int, repeats: int, sync) -> float:

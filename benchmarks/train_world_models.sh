@@ -71,7 +71,7 @@ time worldsim train renderer --checkpoint "$RUN/bounce-pw-early" --data "$DATA/b
 time worldsim train outcome --checkpoint "$RUN/bounce-r2" --state-data "$DATA/bounce-states" \
     "$DATA/bounce-states-early" --out "$RUN/bounce-final" --quiet
 
-W=$(python -c "import worldsim.pretrained as p; print(p.WEIGHTS_DIR)")
+W=$(python -c "import worldsim.core.registry as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
 worldsim export "$RUN/reacher-out" --out "$W/world-reacher" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/reacher2"
 worldsim export "$RUN/pendulum-out" --out "$W/world-pendulum" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/pendulum"

@@ -22,8 +22,8 @@ from worldsim.envs.loader import EpisodeDataset, WindowSampler
 from worldsim.envs.manifest import read_manifest
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
-from worldsim.train_dynamics import DynamicsTrainConfig, encode_dataset, evaluate_batches
-from worldsim.train_tokenizer import split_episodes
+from worldsim.train.dynamics import DynamicsTrainConfig, encode_dataset, evaluate_batches
+from worldsim.train.tokenizer import split_episodes
 
 
 def one_step(wm: WorldModel, data: EpisodeDataset, batch: int = 64) -> dict[str, float]:

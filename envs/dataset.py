@@ -49,10 +49,10 @@ import numpy as np
 from tqdm import tqdm
 
 from worldsim._version import __version__
+from worldsim.core.outputs import check_writable, file_sha256, nearest_existing
 from worldsim.envs.manifest import FORMAT_VERSION, MANIFEST, _in_order, _stats, read_manifest, shard_name, shard_problem
 from worldsim.envs.policies import make_policy
 from worldsim.envs.registry import make_scene
-from worldsim.outputs import check_writable, file_sha256, nearest_existing
 
 # Keys that must match for a rerun to resume (or extend) an existing dataset directory.
 IDENTITY_KEYS = ("format_version", "scene", "scene_options", "scene_config_hash", "policy", "seed",

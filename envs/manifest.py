@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.outputs import file_sha256
+from worldsim.core.outputs import file_sha256
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -87,8 +87,8 @@ def load_world_model(scene: str, checkpoint: str | None, device: str | torch.dev
     Raises:
         ValueError: when nothing is shipped for the scene, or the checkpoint was trained on another.
     """
+    from worldsim.core.registry import SHIPPED
     from worldsim.model.world_model import WorldModel
-    from worldsim.pretrained import SHIPPED
 
     if checkpoint is None:
         shipped = SHIPPED.get("world_model", {})
@@ -112,8 +112,8 @@ class WorldBatch:
 
     def __init__(self, scene: str, num_envs: int, checkpoint: str | None = None, device: str = "auto",
                  context_frames: int = 1, temperature: float = 0.0, reward: str = "model"):
+        from worldsim.core.runtime import resolve_device
         from worldsim.envs.registry import list_scenes, make_scene
-        from worldsim.runtime import resolve_device
 
         if scene not in list_scenes():
             raise ValueError(f"unknown scene {scene!r}; known scenes: {', '.join(list_scenes())}")

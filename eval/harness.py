@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.config import ConfigBase
+from worldsim.core.config import ConfigBase
 from worldsim.eval import metrics as M
 from worldsim.eval import physics as P
 from worldsim.eval import score as S
@@ -287,8 +287,8 @@ def load_world_model(scene: str, checkpoint: str | None = None, device: str = "a
 
     Raises:
         ValueError: when no checkpoint is given and none is shipped for the scene."""
+    from worldsim.core.registry import SHIPPED
     from worldsim.model.world_model import WorldModel
-    from worldsim.pretrained import SHIPPED
 
     if checkpoint is None:
         if scene not in SHIPPED.get("world_model", {}):

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.core.outputs import apply_umask, check_writable, exchange_dirs, fsync_tree
 from worldsim.eval.harness import BASELINES, METRICS, Result
-from worldsim.outputs import apply_umask, check_writable, exchange_dirs, fsync_tree
 
 PLOT_METRICS = ("state_nrmse", "body_pos_error", "psnr", "ssim", "energy_drift", "ball_vanish_rate")
 
@@ -179,7 +179,7 @@ def pick_episodes(mean_nrmse: np.ndarray) -> dict[str, int]:
 
 def write_report(result: Result, out: str | Path, plots: bool = True, videos: bool = True, scale: int = 4) -> Path:
     """Write report.json, report.md, the plots and the videos into `out`, atomically."""
-    from worldsim.video import side_by_side, write_video
+    from worldsim.core.video import side_by_side, write_video
 
     out = check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)

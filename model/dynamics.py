@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldsim.config import ConfigBase
+from worldsim.core.config import ConfigBase
 from worldsim.kernels import gather_tokens, pruned_attention, scatter_tokens, select_tokens
 from worldsim.model.moe import HierarchicalMoE, SwiGLU
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldsim.config import ConfigBase
+from worldsim.core.config import ConfigBase
 from worldsim.model.fsq import FSQ
-from worldsim.model.pretrained import PretrainedMixin
+from worldsim.model.saving import PretrainedMixin
 
 
 @dataclass(frozen=True)

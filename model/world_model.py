@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from worldsim.checkpoint import save_checkpoint, weights_sha256
-from worldsim.config import ConfigBase
+from worldsim.core.checkpoint import save_checkpoint, weights_sha256
+from worldsim.core.config import ConfigBase
+from worldsim.core.registry import resolve_ref
 from worldsim.model.dynamics import Dynamics, DynamicsConfig, KVCache
-from worldsim.model.pretrained import PretrainedMixin
+from worldsim.model.saving import PretrainedMixin
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.pretrained import resolve_ref
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,12 @@ class WorldModelConfig(ConfigBase):
     # rollout holds them at their initial value instead of integrating predicted deltas of zero.
     static_state_dims: tuple[int, ...] = ()
     # Per-dimension bounds on a rollout's state (raw units; empty: none): the training data's range
-    # widened by half of it on each side (`worldsim.train_dynamics.state_bounds`). An open-loop state
+    # widened by half of it on each side (`worldsim.train.dynamics.state_bounds`). An open-loop state
     # that leaves everything the model has seen (a fallen pendulum) then stays finite.
     state_low: tuple[float, ...] = ()
     state_high: tuple[float, ...] = ()
     # (low, high) of a rollout's reward (empty: none), the range of the rewards the outcome head was
-    # fitted on (`worldsim.train_pathway.train_outcome`): its MLP extrapolates without bound on states
+    # fitted on (`worldsim.train.parts.train_outcome`): its MLP extrapolates without bound on states
     # far outside its data, such as a fallen pendulum's.
     reward_range: tuple[float, ...] = ()
 

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from worldsim.checkpoint import load_checkpoint, load_state_into, save_checkpoint
-from worldsim.config import ConfigBase
+from worldsim.core.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from worldsim.core.config import ConfigBase
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def test_wrong_kind_and_bad_config(tmp_path):
 
 
 def test_a_failed_save_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
-    import worldsim.checkpoint as ckmod
+    import worldsim.core.checkpoint as ckmod
 
     save_checkpoint(tmp_path / "ck", net(NetConfig()), NetConfig(width=8), kind="test")
 

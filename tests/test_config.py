@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from worldsim.config import ConfigBase, check_positive
+from worldsim.core.config import ConfigBase, check_positive
 
 
 @dataclass(frozen=True)

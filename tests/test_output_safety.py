@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldsim.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from worldsim.cli import main
-from worldsim.config import ConfigBase
+from worldsim.core.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
+from worldsim.core.config import ConfigBase
+from worldsim.core.registry import WEIGHTS_DIR, resolve_checkpoint
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.model.world_model import WorldModel
-from worldsim.pretrained import WEIGHTS_DIR, resolve_checkpoint
 
 TINY_TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
 
@@ -163,9 +163,9 @@ def test_a_world_whose_step_goes_non_finite_raises(tmp_path, tiny_world):
 _SAVE_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np, torch
-    import worldsim.outputs as out
+    import worldsim.core.outputs as out
     from worldsim.model.tokenizer import TokenizerConfig
-    from worldsim.trainstate import save_train_state
+    from worldsim.train.state import save_train_state
     if sys.argv[3] == "fallback":
         out._renameat2_exchange = lambda a, b: False
     torch.manual_seed(0)
@@ -196,7 +196,7 @@ def _save_state(path: Path, step: int, mode: str = "atomic", kill_at: str | None
     ("fallback", "swapped", 2),
 ])
 def test_a_save_killed_at_any_point_leaves_the_old_or_the_new_state(tmp_path, mode, stage, survivor):
-    from worldsim.trainstate import load_train_state, prepare_outputs
+    from worldsim.train.state import load_train_state, prepare_outputs
 
     state = tmp_path / "run.train"
     assert _save_state(state, 1, mode) == 0

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.runtime import resolve_device, seed_everything
+from worldsim.core.runtime import resolve_device, seed_everything
 
 
 def test_auto_device_is_cuda_only_when_present():

@@ -6,12 +6,12 @@ import sys
 import pytest
 import torch
 
-from worldsim.checkpoint import load_checkpoint
 from worldsim.cli import main
+from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.model.world_model import WorldModel
-from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
+from worldsim.train.dynamics import DynamicsTrainConfig, train_dynamics
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_transitions_never_cross_an_episode_end(setup):
     from worldsim.envs.loader import EpisodeDataset
     from worldsim.model.dynamics import DynamicsConfig
     from worldsim.model.world_model import WorldModelConfig
-    from worldsim.train_pathway import Sequences
+    from worldsim.train.parts import Sequences
 
     data = EpisodeDataset(setup / "data")
     st, act = data.arrays["states"], data.arrays["actions"]
@@ -167,7 +167,7 @@ def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, preset):
     """Sampler, corruption and transition streams are checkpointed or step-seeded, so resuming
     changes nothing."""
-    import worldsim.train_dynamics as td
+    import worldsim.train.dynamics as td
 
     cfg = DynamicsTrainConfig(steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1, state_batch=8,
                               state_pretrain=2)
@@ -203,7 +203,7 @@ def test_state_noise_perturbs_inputs_only_in_training():
     leaves evaluation alone, and never touches static dimensions."""
     from worldsim.model.dynamics import DynamicsConfig
     from worldsim.model.world_model import WorldModelConfig
-    from worldsim.train_dynamics import batch_loss
+    from worldsim.train.dynamics import batch_loss
 
     dyn = DynamicsConfig(state_dim=3, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2,
                          context=2, ffn_hidden=64)

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.checkpoint import load_checkpoint
 from worldsim.cli import main
+from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import EpisodeDataset
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.train_pathway import PathwayTrainConfig, Sequences, train_pathway, unrolled_loss
+from worldsim.train.parts import PathwayTrainConfig, Sequences, train_pathway, unrolled_loss
 
 
 def _world(path, state_mlp=16, scene="Reacher-v5", data=None, dims=(10, 2)):
@@ -33,7 +33,7 @@ def _world(path, state_mlp=16, scene="Reacher-v5", data=None, dims=(10, 2)):
 
 def kill_after_first_checkpoint(monkeypatch, run) -> None:
     """Run `run()` and kill it (KeyboardInterrupt) as it comes to save its second checkpoint."""
-    import worldsim.train_pathway as tp
+    import worldsim.train.parts as tp
 
     calls = {"n": 0}
     real_save = tp.save_train_state
@@ -252,7 +252,7 @@ def test_renderer_config_and_logits():
 
 @pytest.mark.parametrize("mix", ["sum", "replace"])
 def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
-    from worldsim.train_pathway import with_renderer
+    from worldsim.train.parts import with_renderer
 
     wm = with_renderer(WorldModel.from_pretrained(framed / "world"), 16, mix)
     with torch.no_grad():  # a loud renderer, so that it visibly decides the codes
@@ -277,8 +277,8 @@ def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
 
 
 def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypatch):
-    import worldsim.train_pathway as tp
-    from worldsim.train_pathway import RendererTrainConfig, train_renderer
+    import worldsim.train.parts as tp
+    from worldsim.train.parts import RendererTrainConfig, train_renderer
 
     cfg = RendererTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=3, width=32, val_fraction=0.2, save_every=15)
     m = train_renderer(framed / "world", [str(framed / "data")], tmp_path / "r", cfg, device="cpu", progress=False)
@@ -297,7 +297,7 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
 
 
 def test_train_renderer_refuses_state_only_data(setup, tmp_path):
-    from worldsim.train_pathway import train_renderer
+    from worldsim.train.parts import train_renderer
 
     with pytest.raises(ValueError, match="has no frames .*the renderer learns frames"):
         train_renderer(setup / "world", [str(setup / "data")], tmp_path / "r", device="cpu")
@@ -307,7 +307,7 @@ def test_train_renderer_refuses_state_only_data(setup, tmp_path):
 def test_outcome_head_scores_the_predicted_state(setup):
     from worldsim.model.dynamics import Dynamics
     from worldsim.model.stats import world_model_info
-    from worldsim.train_pathway import with_outcome
+    from worldsim.train.parts import with_outcome
 
     with pytest.raises(ValueError, match="state_outcome must be >= 0"):
         DynamicsConfig(state_outcome=-1)
@@ -349,7 +349,7 @@ def test_outcome_head_scores_the_predicted_state(setup):
 
 
 def test_train_outcome_learns_termination_and_resumes(tmp_path, monkeypatch):
-    from worldsim.train_pathway import Outcomes, OutcomeTrainConfig, train_outcome
+    from worldsim.train.parts import Outcomes, OutcomeTrainConfig, train_outcome
 
     # Random pushes drop the pendulum within a few dozen steps: every episode ends in a termination.
     generate(GenerateSpec(scene="InvertedPendulum-v5", out=str(tmp_path / "data"), episodes=60, seed=1, shard_size=30,

@@ -6,12 +6,12 @@ import sys
 import pytest
 import torch
 
-import worldsim.train_tokenizer as tt
-from worldsim.checkpoint import load_checkpoint
+import worldsim.train.tokenizer as tt
 from worldsim.cli import main
+from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.model.tokenizer import TokenizerConfig
-from worldsim.train_tokenizer import TokenizerTrainConfig, split_episodes, train_tokenizer
+from worldsim.train.tokenizer import TokenizerTrainConfig, split_episodes, train_tokenizer
 
 TINY = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
 

@@ -4,7 +4,7 @@ Importing `worldsim` is cheap; the subpackages (`worldsim.envs`, `worldsim.model
 """
 
 from worldsim._version import __version__
-from worldsim.runtime import resolve_device, seed_everything
+from worldsim.core.runtime import resolve_device, seed_everything
 
 __all__ = ["__version__", "resolve_device", "seed_everything"]
 

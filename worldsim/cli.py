@@ -37,7 +37,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     if args.checkpoint is not None:
-        from worldsim.checkpoint import load_checkpoint
+        from worldsim.core.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(args.checkpoint)
         if ckpt.kind == "world_model":
@@ -59,7 +59,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         import gymnasium
         import mujoco
 
-        from worldsim.runtime import resolve_device
+        from worldsim.core.runtime import resolve_device
 
         info = {
             "worldsim": __version__,
@@ -91,9 +91,9 @@ def _print_info(info: dict[str, Any], as_json: bool) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from worldsim.core.video import write_video
     from worldsim.envs import make_scene
     from worldsim.envs.policies import make_policy
-    from worldsim.video import write_video
 
     scene = make_scene(args.scene, args.size, args.size)
     policy = make_policy(args.policy)
@@ -131,7 +131,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from worldsim.pretrained import export_world_model
+    from worldsim.train.export import export_world_model
 
     r = export_world_model(args.checkpoint, args.out, fp16=not args.fp32, tokenizer_ref=args.tokenizer_ref,
                            static_from=args.static_from, force=args.force)
@@ -201,7 +201,7 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from worldsim.model.tokenizer import TokenizerConfig
-    from worldsim.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+    from worldsim.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels))
     cfg = TokenizerTrainConfig(**_run_overrides(args))
@@ -213,7 +213,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_dynamics(args: argparse.Namespace) -> int:
-    from worldsim.train_dynamics import DynamicsTrainConfig, train_dynamics
+    from worldsim.train.dynamics import DynamicsTrainConfig, train_dynamics
 
     extra = {k: getattr(args, k) for k in ("state_noise", "state_batch", "state_pretrain")
              if getattr(args, k) is not None}
@@ -229,7 +229,7 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_pathway(args: argparse.Namespace) -> int:
-    from worldsim.train_pathway import PathwayTrainConfig, train_pathway
+    from worldsim.train.parts import PathwayTrainConfig, train_pathway
 
     extra = {k: getattr(args, k) for k in ("unroll", "width") if getattr(args, k) is not None}
     cfg = PathwayTrainConfig(**_run_overrides(args), **extra)
@@ -241,7 +241,7 @@ def _cmd_train_pathway(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_outcome(args: argparse.Namespace) -> int:
-    from worldsim.train_pathway import OutcomeTrainConfig, train_outcome
+    from worldsim.train.parts import OutcomeTrainConfig, train_outcome
 
     extra = {"width": args.width} if args.width is not None else {}
     cfg = OutcomeTrainConfig(**_run_overrides(args), **extra)
@@ -253,7 +253,7 @@ def _cmd_train_outcome(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_renderer(args: argparse.Namespace) -> int:
-    from worldsim.train_pathway import RendererTrainConfig, train_renderer
+    from worldsim.train.parts import RendererTrainConfig, train_renderer
 
     extra = {k: getattr(args, k) for k in ("width", "mix") if getattr(args, k) is not None}
     cfg = RendererTrainConfig(**_run_overrides(args), **extra)
@@ -266,10 +266,10 @@ def _cmd_train_renderer(args: argparse.Namespace) -> int:
 def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from worldsim.core.registry import resolve_checkpoint
     from worldsim.envs import list_scenes
     from worldsim.eval.metrics import code_usage
     from worldsim.model.tokenizer import Tokenizer
-    from worldsim.pretrained import resolve_checkpoint
     from worldsim.tokenizer_eval import evaluate_tokenizer
 
     scenes = list_scenes() if args.scene == "all" else [args.scene]

@@ -77,8 +77,8 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
 def write_rollout_video(out: str | Path, roll: PairedRollout, fps: float | None = None, scale: int = 4,
                         side_by_side: bool = False) -> Path:
     """The model's frames, or [model | MuJoCo | |difference|] with `side_by_side`, as an mp4."""
-    from worldsim.video import side_by_side as compose
-    from worldsim.video import write_video
+    from worldsim.core.video import side_by_side as compose
+    from worldsim.core.video import write_video
 
     frames = roll.model_frames
     if side_by_side:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from worldsim.video import side_by_side
+from worldsim.core.video import side_by_side
 
 
 def test_side_by_side_panels_and_difference():

@@ -3,7 +3,7 @@ atomic swap of two directories, and the SHA-256 of a file written (to record it,
 
 `exchange_dirs(new, old)` swaps two directory entries in one `renameat2(RENAME_EXCHANGE)` call where
 the kernel and filesystem offer it (Linux), so the target name always holds a whole directory; where
-they do not, it falls back to two renames, and `worldsim.checkpoint.recover_checkpoint` repairs the
+they do not, it falls back to two renames, and `worldsim.core.checkpoint.recover_checkpoint` repairs the
 gap a kill between them leaves.
 """
 

@@ -9,7 +9,7 @@
 that are not finite, naming the file.
 
 `save_checkpoint` writes the whole new directory beside the old one (fsynced), switches the two with
-one atomic rename (`worldsim.outputs.exchange_dirs`) and removes the old one after, so a kill at any
+one atomic rename (`worldsim.core.outputs.exchange_dirs`) and removes the old one after, so a kill at any
 instant leaves the old checkpoint or the new one. `recover_checkpoint` cleans what a killed save
 leaves behind, and puts a whole directory back at the name if a kill came between the two renames of
 the fallback path. A save refuses a target that holds anything but a checkpoint of its own kind.
@@ -31,8 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from worldsim._version import __version__
-from worldsim.config import ConfigBase
-from worldsim.outputs import (
+from worldsim.core.config import ConfigBase
+from worldsim.core.outputs import (
     apply_umask,
     check_writable,
     exchange_dirs,

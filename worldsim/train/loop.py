@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from worldsim.checkpoint import weights_sha256
-from worldsim.config import ConfigBase
+from worldsim.core.checkpoint import weights_sha256
+from worldsim.core.config import ConfigBase
+from worldsim.core.registry import resolve_checkpoint
+from worldsim.core.runtime import resolve_device
 from worldsim.envs.manifest import read_manifest
-from worldsim.pretrained import resolve_checkpoint
-from worldsim.runtime import resolve_device
 
 
 def cosine_lr(step: int, steps: int, warmup: int, lr: float) -> float:

@@ -22,15 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldsim.config import ConfigBase
+from worldsim.core.config import ConfigBase
+from worldsim.core.runtime import seed_everything
 from worldsim.model.dynamics import PRESETS, preset_config
 from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.runtime import seed_everything
-from worldsim.train_pathway import Sequences, check_datasets, unrolled_loss
-from worldsim.train_tokenizer import split_episodes
-from worldsim.training import (
+from worldsim.train.loop import (
     checkpoint_identity,
     cosine_lr,
     data_identity,
@@ -39,7 +37,9 @@ from worldsim.training import (
     setup_distributed,
     wrap_ddp,
 )
-from worldsim.trainstate import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
+from worldsim.train.parts import Sequences, check_datasets, unrolled_loss
+from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
+from worldsim.train.tokenizer import split_episodes
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from worldsim.checkpoint import load_checkpoint, load_state_into, save_checkpoint
-from worldsim.config import ConfigBase
-from worldsim.pretrained import resolve_checkpoint
-from worldsim.runtime import resolve_device
+from worldsim.core.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from worldsim.core.config import ConfigBase
+from worldsim.core.registry import resolve_checkpoint
+from worldsim.core.runtime import resolve_device
 
 M = TypeVar("M", bound="PretrainedMixin")
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldsim.config import ConfigBase
+from worldsim.core.config import ConfigBase
+from worldsim.core.runtime import seed_everything
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.runtime import seed_everything
-from worldsim.training import (
+from worldsim.train.loop import (
     checkpoint_identity,
     cosine_lr,
     data_identity,
@@ -29,7 +29,7 @@ from worldsim.training import (
     setup_distributed,
     wrap_ddp,
 )
-from worldsim.trainstate import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
+from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldsim.config import ConfigBase, check_positive
+from worldsim.core.config import ConfigBase, check_positive
 from worldsim.model.dynamics import RENDER_MIXES
 from worldsim.model.world_model import WorldModel
-from worldsim.training import checkpoint_identity, cosine_lr, data_identity, run_config
-from worldsim.trainstate import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
+from worldsim.train.loop import checkpoint_identity, cosine_lr, data_identity, run_config
+from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,8 @@ def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor,
 
 def _base_extra(checkpoint) -> dict:
     """The `extra` of the base checkpoint (its training record), kept in the refitted model's."""
-    from worldsim.checkpoint import load_checkpoint_extra
-    from worldsim.pretrained import resolve_checkpoint
+    from worldsim.core.checkpoint import load_checkpoint_extra
+    from worldsim.core.registry import resolve_checkpoint
 
     return load_checkpoint_extra(resolve_checkpoint(checkpoint, kind="world_model"), kind="world_model")
 
@@ -187,7 +187,7 @@ def check_datasets(datasets, want: dict, against: str) -> None:
 
 def _base(checkpoint, device: str) -> WorldModel:
     """The model a part trainer starts from, in float32."""
-    from worldsim.runtime import resolve_device
+    from worldsim.core.runtime import resolve_device
 
     return WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
 
@@ -197,7 +197,7 @@ def _split(data, val_fraction: float, frames: bool) -> tuple[list, list]:
     last `val_fraction` of episodes held out."""
     from worldsim.envs.loader import EpisodeDataset
     from worldsim.envs.manifest import read_manifest
-    from worldsim.train_tokenizer import split_episodes
+    from worldsim.train.tokenizer import split_episodes
 
     train_ep, val_ep = split_episodes(read_manifest(data[0])["episodes"], val_fraction)
     train = [EpisodeDataset(data[0], train_ep, frames=frames), *(EpisodeDataset(d, frames=frames) for d in data[1:])]
@@ -299,7 +299,7 @@ class Frames:
     """Every frame of some datasets as (normalised state, tokenizer codes) pairs."""
 
     def __init__(self, datasets: list, wm: WorldModel):
-        from worldsim.train_dynamics import encode_dataset
+        from worldsim.train.dynamics import encode_dataset
 
         dev = wm.device
         self.state = wm.normalize_state(torch.from_numpy(

@@ -1,7 +1,7 @@
 """Resumable training state: weights, optimiser, step and RNG, in safetensors + JSON (no pickles).
 
     OUT.train/
-      model.safetensors + config.json     a normal checkpoint (see `worldsim.checkpoint`), whose
+      model.safetensors + config.json     a normal checkpoint (see `worldsim.core.checkpoint`), whose
                                           `extra` holds the step, the optimiser's param groups, the
                                           NumPy RNG state and the run's identity
       optimizer.safetensors               the optimiser's per-parameter tensors, keyed "{index}/{name}"
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldsim.checkpoint import (
+from worldsim.core.checkpoint import (
     OPT_FILE,
     WEIGHTS_FILE,
     check_checkpoint_target,
@@ -30,7 +30,7 @@ from worldsim.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
-from worldsim.config import ConfigBase
+from worldsim.core.config import ConfigBase
 
 
 def state_dir_for(out: str | Path) -> Path:
