@@ -19,8 +19,9 @@ def main() -> None:
     p.add_argument("dst", help="output checkpoint directory")
     args = p.parse_args()
     wm = WorldModel.from_pretrained(args.src)
-    if wm.dynamics.state_mlp is None or wm.dynamics.state_head is None:
-        raise SystemExit(f"{args.src}: needs both a state pathway and a state head (state_mlp > 0, state_residual)")
+    if wm.pathway is None or wm.dynamics.state_head is None:
+        raise SystemExit(f"{args.src}: needs both a state pathway and a state head (WorldModelConfig.pathway, "
+                         f"DynamicsConfig.state_head)")
     with torch.no_grad():
         wm.dynamics.state_head.weight.zero_()
         wm.dynamics.state_head.bias.zero_()

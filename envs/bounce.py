@@ -22,7 +22,7 @@ import numpy as np
 from worldsim.envs.rendering import CameraSpec
 from worldsim.envs.scene import Scene
 
-SCENE_VERSION = 2  # 2: contacts found inside RK4 substeps too (same physics)
+SCENE_VERSION = 2  # in `config()`: a change to what the scene records bumps it
 HALF_WIDTH = 1.0  # interior spans x in [-1, 1]
 HEIGHT = 2.0  # interior spans z in [0, 2]
 RADIUS = 0.12
@@ -78,9 +78,11 @@ class BounceScene(Scene):
     """Balls bouncing in a box; see the module docstring."""
 
     name = "bounce"
+    description = "1-3 balls bouncing in a walled box under gravity (ours, MJCF)"
     dt = DT
     max_episode_steps = 240
     energy_conserved = True
+    has_balls = True
     camera = CameraSpec(lookat=(0.0, 0.0, HEIGHT / 2), distance=2.75, azimuth=90.0, elevation=0.0)
 
     def __init__(self, width: int = 64, height: int = 64, n_balls: int = 3):
@@ -100,6 +102,10 @@ class BounceScene(Scene):
     @property
     def state_dim(self) -> int:
         return 4 * self.n_balls
+
+    @classmethod
+    def options_for_state_dim(cls, state_dim: int) -> dict[str, Any]:
+        return {"n_balls": state_dim // 4}
 
     def config(self) -> dict[str, Any]:
         return {
@@ -198,5 +204,11 @@ class BounceScene(Scene):
         return -np.abs(np.asarray(next_state)[..., 0])
 
     @staticmethod
-    def task_terminated(next_state: np.ndarray) -> np.ndarray:
-        return np.zeros(np.asarray(next_state).shape[:-1], dtype=bool)
+    def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
+        s = np.asarray(states, np.float64)
+        n, y = s.shape[-1] // 4, np.zeros(s.shape[:-1])
+        return {f"ball{i}": np.stack([s[..., 2 * i], y, s[..., 2 * i + 1]], -1) for i in range(n)}
+
+    def scripted_action(self, cache: dict) -> np.ndarray:
+        """Push ball 0 towards the middle of the box."""
+        return np.array([-1.5 * self.data.qpos[0] - 0.5 * self.data.qvel[0]])

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 import torch
 
+from worldsim.core.outputs import file_sha256
 from worldsim.envs.manifest import MANIFEST, read_manifest, shard_problem
 
 _REPAIR = "rerun `worldsim data generate` with the same arguments (and --verify) to regenerate it"
@@ -176,3 +177,21 @@ class WindowSampler:
 
     def __iter__(self):
         raise TypeError("WindowSampler is not iterable; call sample(batch_size)")
+
+
+def describe_shard(path: Path) -> dict[str, Any]:
+    """The manifest record of a finished shard, read back from the file."""
+    try:
+        with h5py.File(path, "r") as f:
+            index, first, count = (int(f.attrs[k]) for k in ("shard", "first_episode", "num_episodes"))
+            eps = [f["episodes"][k] for k in f["episodes"]]
+            states = np.concatenate([g["states"][()] for g in eps])
+            steps = sum(int(g.attrs["length"]) for g in eps)
+            frames = sum(g["states"].shape[0] for g in eps)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: corrupt or unreadable shard ({exc})") from exc
+    return {
+        "index": index, "file": path.name, "first_episode": first, "num_episodes": count, "steps": steps,
+        "frames": frames, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+        "state_sum": states.sum(0).tolist(), "state_sqsum": np.square(states).sum(0).tolist(),
+    }

@@ -126,8 +126,8 @@ def _check_stats(path: Path, m: dict[str, Any]) -> None:
     for key in ("frames", "steps"):
         if st[key] != want[key]:
             raise ValueError(f"{path}: stats.{key} is {st[key]}, but the shards hold {want[key]}")
-    # Recomputed from the records, to the precision of any summation order (older runs summed in
-    # completion order): the mean against the RMS, the variance against the mean square.
+    # Recomputed from the records, to the precision of any summation order (the stats may have been
+    # summed in shard completion order): the mean against the RMS, the variance against the mean square.
     sq = np.sum([r["state_sqsum"] for r in m["shards"].values()], axis=0) / want["frames"]
     for key, got, ref, tol in (("state_mean", mean, np.asarray(want["state_mean"]), 1e-9 * np.sqrt(sq)),
                                ("state_std", std**2, np.asarray(want["state_std"]) ** 2, 1e-9 * sq)):
@@ -157,7 +157,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: expected format_version {FORMAT_VERSION}, got {m.get('format_version')!r}")
     for key, (kind, least) in _FIELDS.items():
         _get(path, m, key, kind, least)
-    if "frames" in m:  # optional: manifests made before it meant a rendered dataset (dataset.IDENTITY_DEFAULTS)
+    if "frames" in m:  # optional: a manifest without it is a rendered dataset (dataset.IDENTITY_DEFAULTS)
         _get(path, m, "frames", bool)
     for name, rec in m["shards"].items():
         _check_record(path, name, rec, m["state_dim"])

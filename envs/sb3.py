@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 try:
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv
@@ -28,8 +29,6 @@ class SB3WorldVecEnv(VecEnv):
     """Wraps a `DSV4WorldVector` built with `autoreset_mode="same_step"`."""
 
     def __init__(self, venv: DSV4WorldVector):
-        from gymnasium.vector import AutoresetMode
-
         if venv.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
             raise ValueError("SB3WorldVecEnv needs a DSV4WorldVector made with autoreset_mode='same_step'")
         self.venv = venv

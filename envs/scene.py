@@ -36,19 +36,27 @@ class Scene(abc.ABC):
 
     Attributes:
         name: the registry name.
+        description: one line on what the scene is, for `worldsim scenes`.
         dt: seconds per step (video fps = 1 / dt).
         max_episode_steps: the scene's own episode length.
         action_space: a `gymnasium.spaces.Box`.
         state_dim: length of the state vector.
         energy_conserved: whether total energy is conserved between contacts with zero action.
         contact_pairs: the (body, body) name pairs that `contacts()` reports on, in order.
+        has_balls: whether the scene is balls in a box, whose contacts, energy, walls and ball counts
+            the evaluation scores (`worldsim.eval.physics`).
+        scripted_noise: the smooth noise (in units of the action range) mixed into the scripted
+            controller by the `scripted` policy: as much as still lets the controller do its task.
     """
 
     name: str
+    description: str
     dt: float
     max_episode_steps: int
     action_space: gym.spaces.Box
     energy_conserved: bool = False
+    has_balls: bool = False
+    scripted_noise: float = 0.2
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, width: int, height: int, camera: CameraSpec):
         check_frame_size(width, height)
@@ -102,9 +110,25 @@ class Scene(abc.ABC):
         """The task reward for arriving at `next_state` [..., S] under `action` [..., A]; shape [...]."""
 
     @staticmethod
-    @abc.abstractmethod
     def task_terminated(next_state: np.ndarray) -> np.ndarray:
-        """Whether `next_state` [..., S] ends the episode; bool [...]."""
+        """Whether `next_state` [..., S] ends the episode; bool [...]. By default no state does."""
+        return np.zeros(np.asarray(next_state).shape[:-1], dtype=bool)
+
+    @staticmethod
+    @abc.abstractmethod
+    def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
+        """World positions (metres) of the named moving bodies, read from states [..., S]: name ->
+        [..., 3]. Equal to MuJoCo's `xpos` on true states, so it applies to predicted states too."""
+
+    @abc.abstractmethod
+    def scripted_action(self, cache: dict) -> np.ndarray:
+        """The scripted controller's action for the current true physics (`cache` persists over an
+        episode; the `scripted` policy seeds `cache["x_ref"]` in [-0.5, 0.5])."""
+
+    @classmethod
+    def options_for_state_dim(cls, state_dim: int) -> dict[str, Any]:
+        """The scene options (`make_scene(name, **options)`) whose state vector has `state_dim` entries."""
+        return {}
 
     def _markers(self) -> list[tuple[np.ndarray, float, tuple]]:
         return []

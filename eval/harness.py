@@ -18,9 +18,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium
+import mujoco
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from worldsim._version import __version__
 from worldsim.core.config import ConfigBase
+from worldsim.envs import list_scenes, make_scene, scene_class
+from worldsim.envs.policies import POLICIES
 from worldsim.eval import metrics as M
 from worldsim.eval import physics as P
 from worldsim.eval import score as S
@@ -67,22 +74,31 @@ class EvalConfig(ConfigBase):
     """What to evaluate and how strictly."""
 
     scene: str = "Reacher-v5"
+    """scene name (see `worldsim scenes`)"""
     episodes: int = 32
+    """paired episodes"""
     horizon: int = 240
+    """steps per episode at most (episodes may end sooner)"""
     seed: int = 1000
+    """episode seed (training data used 1)"""
     policy: str = "scripted"
+    """actions: random, smooth, scripted or mixed"""
     context: int = 1
+    """true steps the model and baselines start from"""
     valid_threshold: float = 0.1
+    """state NRMSE a step may reach and still count toward the valid horizon"""
     contact_window: int = 5
+    """steps by which a predicted contact may miss a true one and still match"""
     termination_tolerance: int = 2
+    """steps by which a predicted termination may miss the true one and still agree"""
     penetration_tolerance: float = 0.02
+    """contact depth beyond which a step counts as penetrating"""
     frames: bool = True
+    """decode and score the model's frames (--no-frames: states only)"""
     perturbation: float = 1e-6
+    """offset of the perturbed-MuJoCo reference's initial positions (0: no reference)"""
 
     def __post_init__(self) -> None:
-        from worldsim.envs import list_scenes
-        from worldsim.envs.policies import POLICIES
-
         if self.scene not in list_scenes():
             raise ValueError(f"unknown scene {self.scene!r}; known scenes: {', '.join(list_scenes())}")
         for name in ("episodes", "horizon", "context"):
@@ -145,7 +161,7 @@ def _truth_features(truth: Truth, cfg: EvalConfig) -> dict[str, Any]:
     """What every predictor is compared with, computed once."""
     f: dict[str, Any] = {"term_step": M.first_true(truth.terminated, truth.mask)}
     f["mask1"] = np.concatenate([np.zeros((len(truth.lengths), 1), bool), truth.mask], 1)  # [E, T+1]
-    if truth.scene == "bounce":
+    if scene_class(truth.scene).has_balls:
         f.update(_bounce_features(truth.states, truth.actions, truth.dt))
         f["drift_ref"] = _max_upto(f["drift"], f["mask1"], truth.horizon)
         f["pen_ref"] = _rate(f["depth"] > cfg.penetration_tolerance, f["mask1"][..., None])
@@ -216,7 +232,7 @@ def score(truth: Truth, pred: Prediction, std: np.ndarray, cfg: EvalConfig,
     if "psnr" in per_step:
         components["frames"] = S.frames_component(per_step["psnr"], mask)
     penalties = {"termination": by_h["termination_agreement"][cfg.horizon]}
-    if truth.scene == "bounce":
+    if scene_class(truth.scene).has_balls:
         _score_bounce(truth, pred, cfg, f, by_h, per_step, components, penalties)
 
     for name, x in per_step.items():
@@ -282,33 +298,15 @@ def _ball_counts(pred: Prediction, truth: Truth) -> np.ndarray:
 # --- the whole evaluation --------------------------------------------------------------------------
 
 
-def load_world_model(scene: str, checkpoint: str | None = None, device: str = "auto"):
-    """The world model to evaluate: a checkpoint directory, or the one shipped for `scene`.
-
-    Raises:
-        ValueError: when no checkpoint is given and none is shipped for the scene."""
-    from worldsim.core.registry import SHIPPED
-    from worldsim.model.world_model import WorldModel
-
-    if checkpoint is None:
-        if scene not in SHIPPED.get("world_model", {}):
-            raise ValueError(f"no world model is shipped for scene {scene!r} in this install; "
-                             "pass a world-model checkpoint directory with --checkpoint DIR")
-        checkpoint = scene
-    return WorldModel.from_pretrained(checkpoint, device=device)
-
-
 def scene_for_model(wm, cfg: EvalConfig):
     """The MuJoCo scene a world model was trained on, checked against it.
 
     Raises:
         ValueError: when the checkpoint is for another scene, or its state / action sizes differ."""
-    from worldsim.envs import make_scene
-
     if wm.cfg.scene != cfg.scene:
         raise ValueError(f"the checkpoint is a world model of scene {wm.cfg.scene!r}, not {cfg.scene!r}")
     size = wm.cfg.tokenizer.image_size
-    opts = {"n_balls": wm.cfg.dynamics.state_dim // 4} if cfg.scene == "bounce" else {}
+    opts = scene_class(cfg.scene).options_for_state_dim(wm.cfg.dynamics.state_dim)
     scene = make_scene(cfg.scene, size, size, **opts)
     dyn = wm.cfg.dynamics
     if cfg.context > dyn.context:
@@ -338,8 +336,6 @@ def evaluate(wm, cfg: EvalConfig, progress: bool = False) -> Result:
         scene.close()
     std = wm.state_std.double().cpu().numpy()
     features, cache = _truth_features(truth, cfg), {}
-    from tqdm.auto import tqdm
-
     scored = {k: score(truth, p, std, cfg, features, cache)
               for k, p in tqdm(preds.items(), desc="scoring", disable=not progress, leave=False)}
     report = build_report(cfg, truth, scored, std, wall_s=time.perf_counter() - t0)
@@ -347,12 +343,6 @@ def evaluate(wm, cfg: EvalConfig, progress: bool = False) -> Result:
 
 
 def _versions() -> dict[str, str]:
-    import gymnasium
-    import mujoco
-    import torch
-
-    from worldsim._version import __version__
-
     return {"worldsim": __version__, "torch": torch.__version__, "mujoco": mujoco.__version__,
             "gymnasium": gymnasium.__version__, "numpy": np.__version__}
 

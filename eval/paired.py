@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from worldsim.envs import Scene
+from worldsim.envs.episodes import episode_seeds, run_episode
+from worldsim.envs.policies import make_policy
 
 
 @dataclass
@@ -82,15 +85,10 @@ def record_truth(scene: Scene, episodes: int, horizon: int, seed: int, policy: s
                  context: int = 1, progress: bool = False) -> Truth:
     """Run `episodes` seeded episodes of `context - 1 + horizon` steps (or to termination) in MuJoCo.
 
-    Episode e is seeded as dataset episode e of seed `seed` (`envs.dataset.episode_seeds`); the
+    Episode e is seeded as dataset episode e of seed `seed` (`envs.episodes.episode_seeds`); the
     shipped training sets used seed 1, the default evaluation seed 1000. The scene's own time limit
     is not applied: it is a truncation, not physics. An episode that terminates within its context
     has length 0 and is left out of every metric."""
-    from tqdm.auto import tqdm
-
-    from worldsim.envs.dataset import episode_seeds, run_episode
-    from worldsim.envs.policies import make_policy
-
     pol, c = make_policy(policy), context - 1
     keys = ("states", "frames", "actions", "rewards", "terminated")
     cols: dict[str, list] = {k: [] for k in (*keys, "physics0")}
@@ -119,8 +117,6 @@ def model_rollout(wm, truth: Truth, decode: bool = True, progress: bool = False,
                   decode_batch: int = 256) -> Prediction:
     """Open-loop rollout of the world model from each episode's true context steps, all episodes in
     one batch; frames are decoded afterwards in batches when `decode` is set."""
-    from tqdm.auto import tqdm
-
     dev = wm.device
     e, t = truth.actions.shape[:2]
     tokens0 = wm.encode(torch.from_numpy(np.ascontiguousarray(truth.context_frames)))  # [E, C, h, w]

@@ -1,18 +1,16 @@
 """Physical quantities read from state trajectories, so they apply to predicted states as well as true.
 
-Everything here is a pure function of arrays and the scene's name or constants: where a body is,
-what the `bounce` scene's energy is, when a ball hits something, whether it sits inside a wall, and
-how many balls a frame shows. Trajectories are [..., T+1, S] including the initial state, so an event
-at step t (1-based) happened between states t-1 and t.
+Everything here is a pure function of arrays and the scene's name or constants: where a body is
+(each scene's `read_bodies`), what the `bounce` scene's energy is, when a ball hits something,
+whether it sits inside a wall, and how many balls a frame shows. Trajectories are [..., T+1, S]
+including the initial state, so an event at step t (1-based) happened between states t-1 and t.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from worldsim.envs import bounce
+from worldsim.envs import bounce, scene_class
 from worldsim.eval.metrics import count_components
 
 GRAVITY = 9.81
@@ -22,52 +20,15 @@ BALL_MASS = 4.0 / 3.0 * np.pi * bounce.RADIUS**3 * 1000.0  # MuJoCo's default de
 # --- named bodies ----------------------------------------------------------------------------------
 
 
-def _reacher_bodies(s: np.ndarray) -> dict[str, np.ndarray]:
-    # obs = [cos q0, cos q1, sin q0, sin q1, target xy, qvel[:2], (fingertip - target) xy]; z = 0.01.
-    z = np.full(s.shape[:-1], 0.01)
-    elbow = np.stack([0.1 * s[..., 0], 0.1 * s[..., 2], z], -1)
-    tip = np.stack([s[..., 4] + s[..., 8], s[..., 5] + s[..., 9], z], -1)
-    return {"body1": elbow, "fingertip": tip}
-
-
-def _pendulum_bodies(s: np.ndarray) -> dict[str, np.ndarray]:
-    # obs = [cart x, pole angle, their velocities]; the pole runs from the cart to (0.001, 0, 0.6) in
-    # its own frame, which turns by the angle about the y axis.
-    x, th = s[..., 0], s[..., 1]
-    zero = np.zeros_like(x)
-    cart = np.stack([x, zero, zero], -1)
-    tip = np.stack([x + 0.001 * np.cos(th) + 0.6 * np.sin(th), zero, 0.6 * np.cos(th) - 0.001 * np.sin(th)], -1)
-    return {"cart": cart, "pole_tip": tip}
-
-
-def _pusher_bodies(s: np.ndarray) -> dict[str, np.ndarray]:
-    return {"tips_arm": s[..., 14:17], "object": s[..., 17:20]}
-
-
-def _bounce_bodies(s: np.ndarray) -> dict[str, np.ndarray]:
-    n = s.shape[-1] // 4
-    return {f"ball{i}": np.stack([s[..., 2 * i], np.zeros(s.shape[:-1]), s[..., 2 * i + 1]], -1) for i in range(n)}
-
-
-BODY_READERS: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]] = {
-    "Reacher-v5": _reacher_bodies,
-    "InvertedPendulum-v5": _pendulum_bodies,
-    "Pusher-v5": _pusher_bodies,
-    "bounce": _bounce_bodies,
-}
-
-
 def body_positions(scene: str, states: np.ndarray) -> np.ndarray:
     """World positions (metres) of the scene's named moving bodies, read from states [..., S]:
     [..., P, 3] in the order of `body_names(scene, S)`. Equal to MuJoCo's `xpos` on true states."""
-    if scene not in BODY_READERS:
-        raise ValueError(f"no body readout for scene {scene!r}; have {sorted(BODY_READERS)}")
-    bodies = BODY_READERS[scene](np.asarray(states, np.float64))
+    bodies = scene_class(scene).read_bodies(np.asarray(states, np.float64))
     return np.stack(list(bodies.values()), -2)
 
 
 def body_names(scene: str, state_dim: int) -> list[str]:
-    return list(BODY_READERS[scene](np.zeros(state_dim)).keys())
+    return list(scene_class(scene).read_bodies(np.zeros(state_dim)).keys())
 
 
 # --- bounce: energy, contacts, walls, balls in frames ---------------------------------------------

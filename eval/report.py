@@ -23,10 +23,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 
 from worldsim.core.outputs import apply_umask, check_writable, exchange_dirs, fsync_tree
+from worldsim.core.video import side_by_side, write_video
+from worldsim.eval import score
 from worldsim.eval.harness import BASELINES, METRICS, Result
+
+# No display: figures are only written to files.
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 PLOT_METRICS = ("state_nrmse", "body_pos_error", "psnr", "ssim", "energy_drift", "ball_vanish_rate")
 
@@ -78,8 +85,6 @@ def _fmt(v: float | None, unit: str) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """report.md: the PCS table, one table of every metric by horizon, and the figures."""
-    from worldsim.eval import score
-
     cfg, hs, v = report["config"], report["horizons"], report["versions"]
     lines = [f"# Physics fidelity: {report['scene']}", "",
              f"{report['episodes']} paired episodes (seed {cfg['seed']}, `{cfg['policy']}` actions), "
@@ -109,11 +114,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot_errors(report: dict[str, Any], path: Path) -> None:
     """Per-step curves of the main metrics, model beside the baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [m for m in PLOT_METRICS if m in report["per_step"]["model"]]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     styles = {"model": ("C0", "-"), "copy_last": ("C1", "--"), "constant_velocity": ("C2", ":"),
@@ -139,11 +139,6 @@ def plot_errors(report: dict[str, Any], path: Path) -> None:
 
 def plot_trajectories(result: Result, episode: int, path: Path, max_dims: int = 12) -> None:
     """The state dimensions of one episode: MuJoCo, the model and the baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     truth, n = result.truth, int(result.truth.lengths[episode])
     dims = min(max_dims, truth.states.shape[-1])
     cols = min(dims, 6)
@@ -179,8 +174,6 @@ def pick_episodes(mean_nrmse: np.ndarray) -> dict[str, int]:
 
 def write_report(result: Result, out: str | Path, plots: bool = True, videos: bool = True, scale: int = 4) -> Path:
     """Write report.json, report.md, the plots and the videos into `out`, atomically."""
-    from worldsim.core.video import side_by_side, write_video
-
     out = check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = dict(result.report)

@@ -1,4 +1,5 @@
-"""The learned world: tokenizer, dynamics transformer, pruning router, MoE, heads and `WorldModel`.
+"""The learned world: tokenizer, dynamics transformer (pruning router, MoE, heads, KV cache), the side
+models (state pathway, state renderer, outcome head) and `WorldModel`, which composes them.
 
     from worldsim.model import Tokenizer, WorldModel
 """

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from worldsim.model.dynamics import Dynamics, KVCache
+from worldsim.model.dynamics import Dynamics
+from worldsim.model.kv_cache import KVCache
+from worldsim.model.world_model import WorldModel
 
 
 def active_params(dyn: Dynamics) -> int:
@@ -18,10 +20,10 @@ def active_params(dyn: Dynamics) -> int:
 
 
 @torch.no_grad()
-def flops_per_step(dyn: Dynamics, batch: int = 1, seed: int = 0) -> int:
-    """FLOPs of one KV-cached step with a full context window behind it (counted by torch's
-    FlopCounterMode: matmuls and attention), per environment."""
-    cfg = dyn.cfg
+def flops_per_step(wm: WorldModel, batch: int = 1, seed: int = 0) -> int:
+    """FLOPs of one KV-cached step with a full context window behind it, the side models included
+    (counted by torch's FlopCounterMode: matmuls and attention), per environment."""
+    dyn, cfg = wm.dynamics, wm.cfg.dynamics
     g = torch.Generator().manual_seed(seed)
     dev = next(dyn.parameters()).device
     caches = [KVCache() for _ in dyn.blocks]
@@ -30,42 +32,40 @@ def flops_per_step(dyn: Dynamics, batch: int = 1, seed: int = 0) -> int:
         codes = torch.randint(0, cfg.codebook_size, (batch, 1, cfg.tokens_per_frame), generator=g).to(dev)
         states = torch.randn(batch, 1, cfg.state_dim, generator=g).to(dev)
         actions = torch.randn(batch, 1, cfg.action_dim, generator=g).to(dev)
-        dyn.step_with_cache(caches, codes, states, actions, t)
-        if dyn.state_render is not None:  # `WorldModel.step` renders the predicted state's frame
-            dyn.render_logits(states[:, 0])
-        if dyn.state_outcome is not None:  # ... and scores its reward and termination
-            dyn.outcome(states[:, 0], actions[:, 0])
+        wm.predict_next(wm.predict(codes, states, actions, caches, t), states, actions[:, 0])
 
-    was_training = dyn.training
-    dyn.eval()
+    was_training = wm.training
+    wm.eval()
     for t in range(cfg.context - 1):
         one(t)
     counter = FlopCounterMode(display=False)
     with counter:
         one(cfg.context - 1)
-    dyn.train(was_training)
+    wm.train(was_training)
     return int(counter.get_total_flops() // batch)
 
 
-def world_model_info(wm) -> dict:
+def world_model_info(wm: WorldModel) -> dict:
+    """The figures `worldsim info` prints: sizes, parameters and FLOPs of the dynamics and side models."""
     dyn, cfg = wm.dynamics, wm.cfg.dynamics
+    side = sum(p.numel() for m in wm.parts().values() for p in m.parameters())
     return {
         "scene": wm.cfg.scene,
         "preset": wm.cfg.preset,
-        "params_total": int(sum(p.numel() for p in dyn.parameters())),
-        "params_active": int(active_params(dyn)),
+        "params_total": int(sum(p.numel() for p in dyn.parameters()) + side),
+        "params_active": int(active_params(dyn) + side),
         "params_tokenizer": int(sum(p.numel() for p in wm.tokenizer.parameters())),
         "tokens_per_step": cfg.tokens_per_step,
         "context_steps": cfg.context,
-        "flops_per_step": flops_per_step(dyn),
+        "flops_per_step": flops_per_step(wm),
         "prune_capacity": cfg.capacity if cfg.prune else 1.0,
         "prune_from_layer": cfg.prune_from if cfg.prune else None,
         "experts": cfg.experts if cfg.moe else 0,
         "expert_groups": cfg.expert_groups if cfg.moe else 0,
         "frame_head": cfg.frame_head,
-        "state_mlp": cfg.state_mlp,
-        "state_render": cfg.state_render,
-        "state_outcome": cfg.state_outcome,
+        "pathway": wm.cfg.pathway.width if wm.cfg.pathway else 0,
+        "renderer": wm.cfg.renderer.width if wm.cfg.renderer else 0,
+        "outcome": wm.cfg.outcome.width if wm.cfg.outcome else 0,
         "reward_range": list(wm.cfg.reward_range) if wm.cfg.reward_range else None,
         "layers": cfg.layers,
         "width": cfg.width,

@@ -1,4 +1,5 @@
-"""`WorldModel` = tokenizer + dynamics + the statistics that map states to the model's scale.
+"""`WorldModel` = tokenizer + dynamics transformer + optional side models + the statistics that map
+states to the model's scale.
 
     wm = WorldModel.from_pretrained("Reacher-v5")           # or a checkpoint directory
     tokens = wm.encode(frames)                               # uint8 [B, T, 64, 64, 3] -> [B, T, 8, 8]
@@ -7,11 +8,16 @@
     frames = wm.decode(tokens)
 
 The handle keeps its own KV cache: a step costs one new step's tokens, not the whole window.
+
+The side models, each None when absent: `pathway` (`StatePathway`, adds to the state prediction),
+`renderer` (`StateRenderer`, the frame of the predicted state) and `outcome` (`OutcomeHead`, the
+reward and termination of the predicted state). `predict_next` says which run on a step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -19,9 +25,19 @@ from torch import nn
 from worldsim.core.checkpoint import save_checkpoint, weights_sha256
 from worldsim.core.config import ConfigBase
 from worldsim.core.registry import resolve_ref
-from worldsim.model.dynamics import Dynamics, DynamicsConfig, KVCache
+from worldsim.model.dynamics import Dynamics, DynamicsConfig
+from worldsim.model.kv_cache import KVCache
+from worldsim.model.outcome_head import OutcomeHead, OutcomeHeadConfig
 from worldsim.model.saving import PretrainedMixin
+from worldsim.model.state_pathway import StatePathway, StatePathwayConfig
+from worldsim.model.state_renderer import StateRenderer, StateRendererConfig
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
+from worldsim.model.window_loss import window_loss
+
+# Named presets' side models, beside the transformer's `worldsim.model.dynamics.PRESETS`.
+PART_PRESETS: dict[str, dict] = {
+    "v4-lite": dict(pathway=StatePathwayConfig(width=256)),
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,10 @@ class WorldModelConfig(ConfigBase):
     # fitted on (`worldsim.train.parts.train_outcome`): its MLP extrapolates without bound on states
     # far outside its data, such as a fallen pendulum's.
     reward_range: tuple[float, ...] = ()
+    # The side models (None: absent).
+    pathway: StatePathwayConfig | None = None
+    renderer: StateRendererConfig | None = None
+    outcome: OutcomeHeadConfig | None = None
 
     def __post_init__(self) -> None:
         if self.tokenizer.grid != self.dynamics.grid:
@@ -61,6 +81,9 @@ class WorldModelConfig(ConfigBase):
                 raise ValueError("state_low must be <= state_high in every dimension")
         if self.reward_range and (len(self.reward_range) != 2 or not self.reward_range[0] <= self.reward_range[1]):
             raise ValueError(f"reward_range must be empty or (low, high) with low <= high, got {self.reward_range}")
+        if not self.dynamics.state_head and self.pathway is None:
+            raise ValueError("a transformer without a state head (DynamicsConfig.state_head=False) needs a state "
+                             "pathway (WorldModelConfig.pathway)")
 
 
 @dataclass
@@ -77,13 +100,21 @@ class RolloutHandle:
 class WorldModel(PretrainedMixin, nn.Module):
     checkpoint_kind = "world_model"
     config_cls = WorldModelConfig
+    # The state's and reward's scale, kept in float32 at reduced precision (the side models say for
+    # themselves, by their `keep_fp32`).
+    stats_fp32: ClassVar[tuple[str, ...]] = ("state_mean", "state_std", "reward_mean", "reward_std")
 
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = Tokenizer(cfg.tokenizer)
-        self.dynamics = Dynamics(cfg.dynamics)
-        s = cfg.dynamics.state_dim
+        dyn = cfg.dynamics
+        self.dynamics = Dynamics(dyn)
+        self.pathway = StatePathway(cfg.pathway, dyn.state_dim, dyn.action_dim) if cfg.pathway else None
+        self.renderer = (StateRenderer(cfg.renderer, dyn.state_dim, dyn.tokens_per_frame, cfg.tokenizer.levels)
+                         if cfg.renderer else None)
+        self.outcome = OutcomeHead(cfg.outcome, dyn.state_dim, dyn.action_dim) if cfg.outcome else None
+        s = dyn.state_dim
         self.register_buffer("state_mean", torch.zeros(s))
         self.register_buffer("state_std", torch.ones(s))
         self.register_buffer("reward_mean", torch.zeros(()))
@@ -93,6 +124,15 @@ class WorldModel(PretrainedMixin, nn.Module):
         self.register_buffer("state_low", torch.tensor(cfg.state_low, dtype=f32) if bounded else None, persistent=False)
         self.register_buffer("state_high", torch.tensor(cfg.state_high, dtype=f32) if bounded else None,
                              persistent=False)
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The side models this world has, by attribute name."""
+        named = {"pathway": self.pathway, "renderer": self.renderer, "outcome": self.outcome}
+        return {k: m for k, m in named.items() if m is not None}
+
+    def keep_fp32(self) -> tuple[str, ...]:
+        """Names and name prefixes of the tensors that stay float32 when the model is saved at reduced precision."""
+        return self.stats_fp32 + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32)
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
              tokenizer_ref: str | None = None, force: bool = False):
@@ -115,12 +155,8 @@ class WorldModel(PretrainedMixin, nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("tokenizer.")}
             extra["tokenizer_ref"] = tokenizer_ref
             extra["tokenizer_sha256"] = weights_sha256(ref)
-        # At reduced precision the state's scale and the state pathway stay in float32: the pathway
-        # carries the state to about 1e-3 of its spread a step, fp16's own rounding. So does the small
-        # outcome head (about 20k weights), whose termination logit is read at its sign.
         return save_checkpoint(path, state, self.cfg, kind=self.checkpoint_kind, extra=extra, dtype=dtype,
-                               keep_fp32=("state_mean", "state_std", "reward_mean", "reward_std",
-                                          "dynamics.state_mlp.", "dynamics.state_outcome."), force=force)
+                               keep_fp32=self.keep_fp32(), force=force)
 
     @classmethod
     def _checkpoint_tensors(cls, path, ck) -> dict[str, torch.Tensor]:
@@ -152,6 +188,46 @@ class WorldModel(PretrainedMixin, nn.Module):
 
     def denormalize_state(self, s: torch.Tensor) -> torch.Tensor:
         return s * self.state_std + self.state_mean
+
+    def advance(self, state: torch.Tensor, delta: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """A normalised state [..., S] moved by `delta` as a rollout moves it: static dimensions held,
+        and (with `clamp`) the result held to the config's bounds."""
+        if self.cfg.static_state_dims:
+            delta = delta.clone()
+            delta[..., list(self.cfg.static_state_dims)] = 0
+        state = state + delta
+        if clamp and self.state_low is not None:  # the config's bounds, in the model's normalised units
+            state = state.clamp(self.normalize_state(self.state_low), self.normalize_state(self.state_high))
+        return state
+
+    def predict(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+                caches: list[KVCache] | None = None, step_index: int = 0) -> dict[str, torch.Tensor]:
+        """The transformer's predictions (`Dynamics.forward`, or with `caches` one cached step at
+        `step_index`) with the state pathway's share added to the state change. States normalised."""
+        if caches is None:
+            out = self.dynamics(codes, states, actions, first_step=step_index)
+        else:
+            out = self.dynamics.step_with_cache(caches, codes, states, actions, step_index)
+        if self.pathway is not None:
+            share = self.pathway(states, actions)
+            out["state_delta"] = share if "state_delta" not in out else out["state_delta"] + share
+        return out
+
+    def loss(self, batch: dict[str, torch.Tensor], rng: torch.Generator | None = None,
+             force_rollout: bool | None = None, *, corrupt_prob: float = 0.0, state_noise: float = 0.0,
+             rollout_prob: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """The window loss of the transformer (and the pathway inside its state prediction): see
+        `worldsim.model.window_loss.window_loss`."""
+        return window_loss(self, batch, rng, force_rollout, corrupt_prob=corrupt_prob, state_noise=state_noise,
+                           rollout_prob=rollout_prob)
+
+    def pathway_loss(self, batch: dict[str, torch.Tensor], clamp: bool = True
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The state pathway's unrolled loss (`StatePathway.loss`), stepped as `step` steps (`advance`);
+        `clamp=False` leaves the bounds out (the dynamics trainer's one-step loss)."""
+        if self.pathway is None:
+            raise ValueError("this world model has no state pathway (WorldModelConfig.pathway is None)")
+        return self.pathway.loss(batch, lambda s, d: self.advance(s, d, clamp))
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -189,7 +265,7 @@ class WorldModel(PretrainedMixin, nn.Module):
         codes = tokens.to(dev).reshape(b, c, -1).long()
         st = self.normalize_state(states.to(dev).float())
         caches = [KVCache() for _ in self.dynamics.blocks]
-        for t in range(c - 1):
+        for t in range(c - 1):  # only the keys matter here, so the side models do not run
             self.dynamics.step_with_cache(caches, codes[:, t : t + 1], st[:, t : t + 1],
                                           actions[:, t : t + 1].to(dev).float(), first_step + t)
         gen = None
@@ -213,6 +289,28 @@ class WorldModel(PretrainedMixin, nn.Module):
         handle.codes[rows] = sub.codes
         handle.state[rows] = sub.state
 
+    def predict_next(self, out: dict[str, torch.Tensor], state: torch.Tensor, actions: torch.Tensor,
+                     temperature: float = 0.0, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next step from `predict`'s outputs `out` for one step of state [B, 1, S] (normalised)
+        under actions [B, A]; with `predict`, the parts that run on a step, in order. The state moves
+        by the predicted change (the pathway's share in it); the renderer reads the state just
+        predicted and mixes into the frame logits; the outcome head scores that state in place of the
+        action token's heads.
+
+        Returns:
+            codes [B, N], normalised state [B, S], normalised reward [B], termination logit [B].
+        """
+        state_n = self.advance(state[:, 0], out["state_delta"][:, 0])
+        logits = out["code_logits"][:, 0]  # [B, N, V']
+        if self.renderer is not None:  # the frame of the state just predicted
+            logits = self.renderer.mix(logits, self.renderer(state_n), self.cfg.dynamics.frame_head == "factorized")
+        codes = self.dynamics.predict_codes(logits, temperature, generator)  # [B, N]
+        reward, term_logit = out["reward"][:, 0], out["term_logit"][:, 0]
+        if self.outcome is not None:  # the outcome of the state just predicted
+            reward, term_logit = self.outcome(state_n, actions)
+        return codes, state_n, reward, term_logit
+
     @torch.no_grad()
     def step(self, handle: RolloutHandle, actions: torch.Tensor, temperature: float = 0.0
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -226,21 +324,9 @@ class WorldModel(PretrainedMixin, nn.Module):
         if actions.shape != (b, cfg.action_dim):
             raise ValueError(f"actions must be [{b}, {cfg.action_dim}], got {tuple(actions.shape)}")
         acts = actions.to(self.device).float()
-        out = self.dynamics.step_with_cache(handle.caches, handle.codes, handle.state, acts[:, None],
-                                            handle.step_index)
-        delta = out["state_delta"][:, 0]
-        if self.cfg.static_state_dims:
-            delta[:, list(self.cfg.static_state_dims)] = 0
-        state_n = handle.state[:, 0] + delta
-        if self.state_low is not None:  # the config's bounds, in the model's normalised units
-            state_n = state_n.clamp(self.normalize_state(self.state_low), self.normalize_state(self.state_high))
-        logits = out["code_logits"][:, 0]  # [B, N, V']
-        if self.dynamics.state_render is not None:  # the frame of the state just predicted
-            logits = self.dynamics.mix_render(logits, self.dynamics.render_logits(state_n))
-        codes = self.dynamics.predict_codes(logits, temperature, handle.generator)  # [B, N]
-        reward, term_logit = out["reward"][:, 0], out["term_logit"][:, 0]
-        if self.dynamics.state_outcome is not None:  # the outcome of the state just predicted
-            reward, term_logit = self.dynamics.outcome(state_n, acts)
+        out = self.predict(handle.codes, handle.state, acts[:, None], handle.caches, handle.step_index)
+        codes, state_n, reward, term_logit = self.predict_next(out, handle.state, acts, temperature,
+                                                               handle.generator)
         reward = reward * self.reward_std + self.reward_mean
         if self.cfg.reward_range:
             reward = reward.clamp(*self.cfg.reward_range)

@@ -47,7 +47,7 @@ def test_train_resume_and_step(setup, tmp_path, preset):
     lo, hi = torch.tensor(wm.cfg.state_low), torch.tensor(wm.cfg.state_high)
     assert (lo <= torch.from_numpy(st.min(0)).float() + 1e-6).all() and (hi >= torch.from_numpy(st.max(0)).float() - 1e-6).all()
     if preset == "v4-lite":  # the head factorized over the tokenizer's own FSQ levels
-        assert wm.cfg.dynamics.code_levels == (5, 4, 3) and wm.cfg.dynamics.state_mlp > 0
+        assert wm.cfg.dynamics.code_levels == (5, 4, 3) and wm.cfg.pathway.width > 0
     tokens = torch.zeros(1, 1, 8, 8, dtype=torch.long)
     h = wm.start(tokens, torch.zeros(1, 1, wm.cfg.dynamics.state_dim))
     codes, state, _, _ = wm.step(h, torch.zeros(1, wm.cfg.dynamics.action_dim))
@@ -95,7 +95,8 @@ def test_transitions_never_cross_an_episode_end(setup):
             assert (st[o + t].astype(np.float32).tobytes(), st[o + t + 1].astype(np.float32).tobytes()) in pairs
         if o + n < len(st):  # the last frame of an episode and the first of the next are no transition
             assert (st[o + n - 1].astype(np.float32).tobytes(), st[o + n].astype(np.float32).tobytes()) not in pairs
-    states, actions = tr.sample(16, np.random.default_rng(0))
+    batch = tr.sample(16, np.random.default_rng(0))
+    states, actions = batch["states"], batch["actions"]
     assert states.shape == (16, 2, st.shape[1]) and actions.shape == (16, 1, act.shape[1])
     # A state-only read (for --state-data) skips the frames and gives the same transitions.
     lean = EpisodeDataset(setup / "data", frames=False)
@@ -116,7 +117,7 @@ def test_cli_train_dynamics(setup, tmp_path):
                  "--capacity", "0.25", "--state-batch", "4", "--state-pretrain", "1", "--quiet", "--device", "cpu"]) == 0
     wm = WorldModel.from_pretrained(tmp_path / "f")
     assert wm.cfg.dynamics.capacity == 0.25 and wm.cfg.dynamics.frame_head == "factorized"
-    assert not wm.cfg.dynamics.state_residual and wm.dynamics.state_head is None
+    assert not wm.cfg.dynamics.state_head and wm.dynamics.state_head is None and wm.pathway is not None
     assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
                  "v4-lite", "--out", str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--context", "2",
                  "--state-residual", "--quiet", "--device", "cpu"]) == 0

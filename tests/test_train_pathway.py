@@ -7,23 +7,25 @@ from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import EpisodeDataset
 from worldsim.model.dynamics import DynamicsConfig
+from worldsim.model.state_pathway import StatePathwayConfig
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.train.parts import PathwayTrainConfig, Sequences, train_pathway, unrolled_loss
+from worldsim.train.parts import PathwayTrainConfig, Sequences, train_pathway
 
 
-def _world(path, state_mlp=16, scene="Reacher-v5", data=None, dims=(10, 2)):
+def _world(path, pathway=16, scene="Reacher-v5", data=None, dims=(10, 2)):
     """A tiny v4-lite-like world with a state pathway, normalised by the data's statistics; `dims` are
     the scene's state and action sizes (Reacher's by default)."""
     dyn = DynamicsConfig(state_dim=dims[0], action_dim=dims[1], grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
                          prune=True, capacity=0.5, prune_from=0, moe=True, experts=4, expert_groups=2, top_groups=1,
                          top_k=2, expert_hidden=16, shared_hidden=32, frame_head="factorized", code_levels=(5, 4, 3),
-                         state_mlp=state_mlp, state_residual=not state_mlp)
+                         state_head=not pathway)
     torch.manual_seed(0)
     tok = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
     wm = WorldModel(WorldModelConfig(scene=scene, preset="v4-lite", tokenizer=tok, dynamics=dyn,
                                      static_state_dims=(4, 5) if dims[0] == 10 else (),
-                                     state_low=(-50.0,) * dims[0], state_high=(50.0,) * dims[0]))
+                                     state_low=(-50.0,) * dims[0], state_high=(50.0,) * dims[0],
+                                     pathway=StatePathwayConfig(width=pathway) if pathway else None))
     wm.state_std.fill_(0.5)
     if data is not None:
         wm.state_mean.copy_(torch.from_numpy(data.state_mean))
@@ -75,7 +77,8 @@ def test_sequences_follow_one_episode(setup):
     seq = Sequences([data], wm, unroll=4)
     # Episodes of 10 actions (11 frames) each start 10 - 4 + 1 = 7 runs.
     assert len(seq) == 7 * 12
-    states, actions = seq.sample(64, np.random.default_rng(0))
+    batch = seq.sample(64, np.random.default_rng(0))
+    states, actions = batch["states"], batch["actions"]
     assert states.shape == (64, 5, 10) and actions.shape == (64, 4, 2)
     raw = torch.from_numpy(data.arrays["states"]).float()
     for s, a in zip(wm.denormalize_state(states), actions):
@@ -93,9 +96,11 @@ def test_one_unrolled_step_is_the_one_step_pathway_loss(setup):
     wm = WorldModel.from_pretrained(setup / "world")
     seq = Sequences([data], wm, unroll=1)
     assert len(seq) == 120  # every frame that has an action
-    states, actions = seq.sample(32, np.random.default_rng(1))
-    loss, per = unrolled_loss(wm, states, actions, clamp=False)  # as the dynamics trainer calls it
-    delta = wm.dynamics.state_pathway(states[:, 0], actions[:, 0])
+    batch = seq.sample(32, np.random.default_rng(1))
+    states, actions = batch["states"], batch["actions"]
+    loss, logs = wm.pathway_loss(batch, clamp=False)  # as the dynamics trainer calls it
+    per = logs["per_step"]
+    delta = wm.pathway(states[:, 0], actions[:, 0])
     delta[:, [4, 5]] = 0  # the static dims
     torch.testing.assert_close(loss, (states[:, 0] + delta - states[:, 1]).pow(2).mean())
     assert per.shape == (1,)
@@ -127,9 +132,9 @@ def test_unrolled_loss_rolls_out_as_the_world_model_steps(setup, tmp_path):
     # Static dims get no change (from step 1 on: step 1 may clamp them into these tight bounds).
     torch.testing.assert_close(traj[:, 2:, [4, 5]], traj[:, 1:2, [4, 5]].expand(4, 5, 2))
     with torch.no_grad():
-        _, per = unrolled_loss(wm, traj, actions)
+        per = wm.pathway_loss({"states": traj, "actions": actions})[1]["per_step"]
     assert per.shape == (6,) and float(per.max()) < 1e-10
-    _, per_wrong = unrolled_loss(wm, traj.flip(1), actions)
+    per_wrong = wm.pathway_loss({"states": traj.flip(1), "actions": actions})[1]["per_step"]
     assert float(per_wrong.max()) > 1e-3
 
 
@@ -139,11 +144,11 @@ def test_fits_the_pathway_alone_and_a_killed_run_resumes_to_the_same_weights(set
     full = train_pathway(setup / "world", [str(setup / "data")], tmp_path / "full", cfg, device="cpu", progress=False)
     after = WorldModel.from_pretrained(tmp_path / "full")
     changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
-    assert changed and all(k.startswith("dynamics.state_mlp.") for k in changed)  # nothing else moves
+    assert changed and all(k.startswith("pathway.") for k in changed)  # nothing else moves
     val = Sequences([EpisodeDataset(setup / "data", range(10, 12), frames=False)], before, unroll=3)
-    s, a = val.sample(256, np.random.default_rng(2))
+    batch = val.sample(256, np.random.default_rng(2))
     with torch.no_grad():
-        assert unrolled_loss(after, s, a)[0] < 0.75 * unrolled_loss(before, s, a)[0]
+        assert after.pathway_loss(batch)[0] < 0.75 * before.pathway_loss(batch)[0]
     assert full["val_mse_step1"] <= full["val_mse_last"] * 1.5
     # Killed after the step-20 checkpoint, then rerun: the same weights as the straight run.
     kill_after_first_checkpoint(monkeypatch, lambda: train_pathway(
@@ -167,9 +172,9 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
                  "--out", str(tmp_path / "cli-out"), "--steps", "3", "--batch-size", "16", "--width", "8",
                  "--quiet"]) == 0
     assert "held-out reward MSE" in capsys.readouterr().out
-    assert WorldModel.from_pretrained(tmp_path / "cli-out").cfg.dynamics.state_outcome == 8
-    _world(tmp_path / "no-pathway", state_mlp=0)
-    with pytest.raises(ValueError, match=r"no state pathway \(state_mlp = 0\); give it one with --width"):
+    assert WorldModel.from_pretrained(tmp_path / "cli-out").cfg.outcome.width == 8
+    _world(tmp_path / "no-pathway", pathway=0)
+    with pytest.raises(ValueError, match=r"no state pathway; give it one with --width"):
         train_pathway(tmp_path / "no-pathway", [str(setup / "data")], tmp_path / "x", device="cpu")
     with pytest.raises(ValueError, match="has a state pathway already"):
         train_pathway(setup / "world", [str(setup / "data")], tmp_path / "x", PathwayTrainConfig(width=8), device="cpu")
@@ -183,8 +188,8 @@ def test_cli_and_bad_inputs(setup, tmp_path, capsys):
                       device="cpu")
     # A model whose state head adds to the pathway cannot have the pathway fitted alone.
     wm = WorldModel.from_pretrained(setup / "world")
-    WorldModel(wm.cfg.replace(dynamics=wm.cfg.dynamics.replace(state_residual=True))).save(tmp_path / "residual")
-    with pytest.raises(ValueError, match="state_residual=True"):
+    WorldModel(wm.cfg.replace(dynamics=wm.cfg.dynamics.replace(state_head=True))).save(tmp_path / "residual")
+    with pytest.raises(ValueError, match="state_head=True"):
         train_pathway(tmp_path / "residual", [str(setup / "data")], tmp_path / "x", device="cpu")
     # Rerunning an output directory with other data is refused, not silently resumed.
     with pytest.raises(ValueError, match=r"holds another run \(data: begun with \['[0-9a-f]{64}'\], asked for "):
@@ -203,51 +208,19 @@ def framed(tmp_path_factory):
 
 
 def test_width_gives_a_model_without_pathway_one_that_carries_the_state(setup, tmp_path):
-    _world(tmp_path / "v4", state_mlp=0)
+    _world(tmp_path / "v4", pathway=0)
     base = WorldModel.from_pretrained(tmp_path / "v4")
     assert base.dynamics.state_head is not None
     cfg = PathwayTrainConfig(steps=4, batch_size=16, width=24, unroll=2, save_every=4)
     train_pathway(tmp_path / "v4", [str(setup / "data")], tmp_path / "pw", cfg, device="cpu", progress=False)
     wm = WorldModel.from_pretrained(tmp_path / "pw")
     dyn = wm.cfg.dynamics
-    assert dyn.state_mlp == 24 and not dyn.state_residual and wm.dynamics.state_head is None
+    assert wm.cfg.pathway.width == 24 and not dyn.state_head and wm.dynamics.state_head is None
     for k, v in base.state_dict().items():  # the rest is the base model's
         if not k.startswith("dynamics.state_head."):
             assert torch.equal(wm.state_dict()[k], v), k
     h = wm.start(torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, 10))
     assert torch.isfinite(wm.step(h, torch.zeros(1, 2))[1]).all()
-
-
-def test_renderer_config_and_logits():
-    with pytest.raises(ValueError, match="state_render must be >= 0"):
-        DynamicsConfig(state_render=-1)
-    with pytest.raises(ValueError, match="render_mix must be 'sum' or 'replace'"):
-        DynamicsConfig(render_mix="max")
-    from worldsim.model.dynamics import Dynamics
-
-    with pytest.raises(ValueError, match="no state renderer"):
-        Dynamics(DynamicsConfig()).render_logits(torch.zeros(1, 10))
-    with pytest.raises(ValueError, match="a state renderer needs code_levels"):
-        DynamicsConfig(state_render=8)
-    dyn = Dynamics(DynamicsConfig(state_render=8, frame_head="factorized", code_levels=(8, 5, 5, 5)))
-    assert dyn.render_logits(torch.zeros(3, 10)).shape == (3, 64, 23)
-    # A joint head (1000 logits a token) with a renderer that scores the FSQ channels (23 logits).
-    torch.manual_seed(0)
-    joint = Dynamics(DynamicsConfig(state_render=8, code_levels=(8, 5, 5, 5), render_mix="replace"))
-    rendered = joint.render_logits(torch.randn(2, 10))
-    assert rendered.shape == (2, 64, 23)
-    mixed = joint.mix_render(torch.randn(2, 64, 1000), rendered)
-    assert mixed.shape == (2, 64, 1000)
-    # The joint log-probabilities are normalised, and their argmax is the per-channel argmax.
-    torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 64))
-    assert torch.equal(joint.predict_codes(mixed), joint.predict_codes(rendered, factorized=True))
-    code = 7 + 8 * (3 + 5 * (1 + 5 * 4))  # digits (7, 3, 1, 4)
-    lp = [torch.log_softmax(p, -1) for p in rendered.split((8, 5, 5, 5), -1)]
-    torch.testing.assert_close(mixed[..., code], lp[0][..., 7] + lp[1][..., 3] + lp[2][..., 1] + lp[3][..., 4])
-    summed = joint.cfg.replace(render_mix="sum")
-    joint.cfg = summed
-    head = torch.randn(2, 64, 1000)
-    torch.testing.assert_close(joint.mix_render(head, rendered), head + mixed)
 
 
 @pytest.mark.parametrize("mix", ["sum", "replace"])
@@ -256,7 +229,7 @@ def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
 
     wm = with_renderer(WorldModel.from_pretrained(framed / "world"), 16, mix)
     with torch.no_grad():  # a loud renderer, so that it visibly decides the codes
-        wm.dynamics.state_render[-1].weight.mul_(50)
+        wm.renderer.mlp[-1].weight.mul_(50)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 60, (2, 1, 8, 8), generator=g)
     states = torch.randn(2, 1, 10, generator=g) * 0.1
@@ -266,14 +239,14 @@ def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
     codes, state, _, _ = wm.step(h, actions)
     out = wm.dynamics.step_with_cache(wm.start(tokens, states).caches, before_codes, before_state,
                                       actions[:, None], 0)
-    rendered = wm.dynamics.render_logits(wm.normalize_state(state))
+    rendered = wm.renderer(wm.normalize_state(state))
     logits = rendered if mix == "replace" else out["code_logits"][:, 0] + rendered
     assert torch.equal(codes.view(2, -1), wm.dynamics.predict_codes(logits))
     plain = wm.dynamics.predict_codes(out["code_logits"][:, 0])
     assert not torch.equal(codes.view(2, -1), plain)  # the renderer changed the frame
     from worldsim.model.stats import world_model_info
 
-    assert world_model_info(wm)["state_render"] == 16
+    assert world_model_info(wm)["renderer"] == 16
 
 
 def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypatch):
@@ -283,13 +256,13 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
     cfg = RendererTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=3, width=32, val_fraction=0.2, save_every=15)
     m = train_renderer(framed / "world", [str(framed / "data")], tmp_path / "r", cfg, device="cpu", progress=False)
     base, wm = WorldModel.from_pretrained(framed / "world"), WorldModel.from_pretrained(tmp_path / "r")
-    assert wm.cfg.dynamics.state_render == 32 and wm.cfg.dynamics.render_mix == "sum"
+    assert wm.cfg.renderer.width == 32 and wm.cfg.renderer.mix == "sum"
     for k, v in base.state_dict().items():  # nothing of the base model moved
         assert torch.equal(wm.state_dict()[k], v), k
     untrained = tp.with_renderer(base, 32, "sum")
     val = tp.Frames([EpisodeDataset(framed / "data", [5])], wm)
     with torch.no_grad():
-        ce = [wm.dynamics.code_loss(w.dynamics.render_logits(val.state), val.codes).mean() for w in (untrained, wm)]
+        ce = [w.renderer.loss({"states": val.state, "codes": val.codes})[0] for w in (untrained, wm)]
     assert ce[1] < 0.85 * ce[0]
     assert 0 <= m["val_token_acc"] <= 1
     killed_then_rerun_matches(monkeypatch, lambda: train_renderer(
@@ -305,14 +278,9 @@ def test_train_renderer_refuses_state_only_data(setup, tmp_path):
 
 
 def test_outcome_head_scores_the_predicted_state(setup):
-    from worldsim.model.dynamics import Dynamics
     from worldsim.model.stats import world_model_info
     from worldsim.train.parts import with_outcome
 
-    with pytest.raises(ValueError, match="state_outcome must be >= 0"):
-        DynamicsConfig(state_outcome=-1)
-    with pytest.raises(ValueError, match="no outcome head"):
-        Dynamics(DynamicsConfig()).outcome(torch.zeros(1, 10), torch.zeros(1, 2))
     wm = with_outcome(WorldModel.from_pretrained(setup / "world"), 16)
     with pytest.raises(ValueError, match="has an outcome head of width 16, asked for 8"):
         with_outcome(wm, 8)
@@ -321,23 +289,26 @@ def test_outcome_head_scores_the_predicted_state(setup):
     g = torch.Generator().manual_seed(0)
     tokens, states = torch.randint(0, 60, (16, 1, 8, 8), generator=g), torch.randn(16, 1, 10, generator=g)
     actions = torch.rand(16, 2, generator=g) * 2 - 1
-    with torch.no_grad():  # a termination logit that is positive for some rows and negative for others
-        wm.dynamics.state_outcome[-1].bias.copy_(torch.tensor([0.0, 0.0]))
-        wm.dynamics.state_outcome[-1].weight.mul_(20)
-        wm.dynamics.state_mlp[-1].weight.mul_(20)  # a large step, so that the state before it scores otherwise
+    with torch.no_grad():  # a termination logit that is positive for half the rows and negative for the rest
+        wm.outcome.mlp[-1].bias.copy_(torch.tensor([0.0, 0.0]))
+        wm.outcome.mlp[-1].weight.mul_(20)
+        wm.pathway.mlp[-1].weight.mul_(20)  # a large step, so that the state before it scores otherwise
+        trial = wm.step(wm.start(tokens, states), actions)[1]
+        middle = wm.outcome(wm.normalize_state(trial), actions)[1].sort().values[7:9].mean()
+        wm.outcome.mlp[-1].bias[1] -= middle
     h = wm.start(tokens, states)
     before = (h.codes.clone(), h.state.clone())
     _, state, reward, term = wm.step(h, actions)
-    reward_n, logit = wm.dynamics.outcome(wm.normalize_state(state), actions)
+    reward_n, logit = wm.outcome(wm.normalize_state(state), actions)
     torch.testing.assert_close(reward, reward_n * 2.0 + 0.5)
     assert torch.equal(term, logit > 0) and term.any() and not term.all()
     # Not the outcome of the state before the step, nor the action token's heads.
-    reward_before, logit_before = wm.dynamics.outcome(before[1][:, 0], actions)
-    assert not torch.equal(logit_before > 0, term)
+    reward_before, logit_before = wm.outcome(before[1][:, 0], actions)
+    assert not torch.allclose(logit_before, logit)
     assert not torch.allclose(reward, reward_before * 2.0 + 0.5)
     out = wm.dynamics.step_with_cache(wm.start(tokens, states).caches, *before, actions[:, None], 0)
     assert not torch.allclose(reward, out["reward"][:, 0] * 2.0 + 0.5)
-    assert world_model_info(wm)["state_outcome"] == 16 and world_model_info(wm)["reward_range"] is None
+    assert world_model_info(wm)["outcome"] == 16 and world_model_info(wm)["reward_range"] is None
     # With a reward range, the rollout's rewards are held inside it.
     wm.cfg = wm.cfg.replace(reward_range=(0.4, 0.6))
     h = wm.start(tokens, states)
@@ -359,13 +330,13 @@ def test_train_outcome_learns_termination_and_resumes(tmp_path, monkeypatch):
     cfg = OutcomeTrainConfig(steps=300, batch_size=256, lr=3e-3, warmup=10, width=32, val_fraction=0.2, save_every=150)
     m = train_outcome(tmp_path / "world", [str(tmp_path / "data")], tmp_path / "o", cfg, device="cpu", progress=False)
     base, wm = WorldModel.from_pretrained(tmp_path / "world"), WorldModel.from_pretrained(tmp_path / "o")
-    assert wm.cfg.dynamics.state_outcome == 32 and wm.cfg.reward_range == (0.0, 1.0)
+    assert wm.cfg.outcome.width == 32 and wm.cfg.reward_range == (0.0, 1.0)
     for k, v in base.state_dict().items():  # nothing of the base model moved
         assert torch.equal(wm.state_dict()[k], v), k
     # Held-out episodes: the head finds the terminal transitions, read from the states alone.
     val = Outcomes([EpisodeDataset(tmp_path / "data", list(range(48, 60)), frames=False)], wm)
     with torch.no_grad():
-        reward, logit = wm.dynamics.outcome(val.next, val.action)
+        reward, logit = wm.outcome(val.next, val.action)
     ended = val.terminated.bool()
     assert ended.sum() == 12 and ((logit > 0) == ended).float().mean() > 0.97
     assert (logit[ended] > 0).float().mean() >= 0.75

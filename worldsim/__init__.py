@@ -1,7 +1,10 @@
 """worldsim: a learned world-model simulator for robotics and RL.
 
-Importing `worldsim` is cheap; the subpackages (`worldsim.envs`, `worldsim.model`, ...) load on use.
+Importing `worldsim` registers `DSV4World-v0` with Gymnasium by entry-point strings, so the model and
+the scenes load only when an env is made.
 """
+
+from gymnasium.envs.registration import register, registry
 
 from worldsim._version import __version__
 from worldsim.core.runtime import resolve_device, seed_everything
@@ -11,8 +14,6 @@ __all__ = ["__version__", "resolve_device", "seed_everything"]
 
 def _register_envs() -> None:
     """Register `DSV4World-v0` with Gymnasium (entry points are strings: nothing heavy is imported)."""
-    from gymnasium.envs.registration import register, registry
-
     if "DSV4World-v0" not in registry:
         register(
             id="DSV4World-v0",

@@ -1,3 +1,5 @@
+"""`python -m worldsim`: the `worldsim` command line."""
+
 import sys
 
 from worldsim.cli import main

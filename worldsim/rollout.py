@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from worldsim.core.video import side_by_side as compose
+from worldsim.core.video import write_video
+from worldsim.envs.policies import make_policy
+from worldsim.envs.world_batch import WorldBatch
 
 
 @dataclass
@@ -34,11 +40,6 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
     MuJoCo keeps stepping past a task termination (e.g. the pendulum falling), so videos show the
     whole horizon; `true_end` records where the task itself ended.
     """
-    from tqdm import tqdm
-
-    from worldsim.envs.policies import make_policy
-    from worldsim.envs.world_env import WorldBatch
-
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if policy not in ("random", "smooth"):
@@ -77,9 +78,6 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
 def write_rollout_video(out: str | Path, roll: PairedRollout, fps: float | None = None, scale: int = 4,
                         side_by_side: bool = False) -> Path:
     """The model's frames, or [model | MuJoCo | |difference|] with `side_by_side`, as an mp4."""
-    from worldsim.core.video import side_by_side as compose
-    from worldsim.core.video import write_video
-
     frames = roll.model_frames
     if side_by_side:
         if roll.true_frames is None:

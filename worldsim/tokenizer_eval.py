@@ -12,16 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.envs import make_scene
+from worldsim.envs.episodes import run_episode
+from worldsim.envs.policies import make_policy
 from worldsim.eval.metrics import code_usage, psnr, ssim
 from worldsim.model.tokenizer import Tokenizer
 
 
 def fresh_frames(scene_name: str, episodes: int, seed: int, max_steps: int | None, size: int) -> np.ndarray:
     """uint8 [N, size, size, 3]: every frame of `episodes` fresh seeded episodes."""
-    from worldsim.envs import make_scene
-    from worldsim.envs.dataset import run_episode
-    from worldsim.envs.policies import make_policy
-
     with make_scene(scene_name, size, size) as scene:
         policy = make_policy("mixed")
         steps = min(scene.max_episode_steps, max_steps or scene.max_episode_steps)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from worldsim.cli import main
-from worldsim.envs import dataset
+from worldsim.envs import dataset, shards
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import EpisodeDataset
 from worldsim.envs.manifest import dataset_status, read_manifest
@@ -289,7 +289,7 @@ def test_a_malformed_manifest_names_the_file_and_the_field(copy):
     _refused(copy, lambda m: m.update(state_dim="10"), rf"{path}: state_dim: expected an int, got '10'")
     _refused(copy, lambda m: m.update(complete=1), rf"{path}: complete: expected a bool, got 1")
     _refused(copy, lambda m: m["shards"]["shard_00001.h5"].update(sha256="abc"), rf"{path}: .*sha256")
-    # A manifest made before `frames` existed meant a rendered dataset.
+    # A manifest without `frames` is a rendered dataset.
     _edit_manifest(copy, lambda m: m.pop("frames"))
     assert read_manifest(copy)["complete"]
 
@@ -351,8 +351,8 @@ def test_a_shard_built_in_memory_has_the_bytes_h5py_writes_to_disk(ref, tmp_path
 
     episodes = [(e, 7, {"states": np.full((3, 2), float(e)), "actions": np.ones((2, 1), np.float32),
                         "frames": np.full((3, 16, 16, 3), e, np.uint8)}) for e in range(2)]
-    dataset.write_shard(tmp_path / "a.h5", 0, 0, episodes)
+    shards.write_shard(tmp_path / "a.h5", 0, 0, episodes)
     with h5py.File(tmp_path / "b.h5", "w", track_order=True) as f:
-        dataset._fill_shard(f, 0, 0, episodes)
+        shards.fill_shard(f, 0, 0, episodes)
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
     assert not list(tmp_path.glob("*.tmp-*"))

@@ -143,7 +143,7 @@ def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
         (["--scene", "Nope-v0"], "unknown scene 'Nope-v0'"),
         (["--scene", "Reacher-v5", "--horizon", "0"], "horizon must be an int >= 1, got 0"),
         (["--scene", "Reacher-v5", "--episodes", "0"], "episodes must be an int >= 1, got 0"),
-        (["--scene", "bounce"], "world model of scene 'Reacher-v5', not 'bounce'"),
+        (["--scene", "bounce"], "trained on scene 'Reacher-v5', not 'bounce'"),
         (["--scene", "Reacher-v5", "--context", "3"], "at most the model's window of 2"),
         (["--scene", "Reacher-v5", "--perturbation", "-1"], "perturbation must be a finite number >= 0"),
         (["--scene", "Reacher-v5", "--perturbation", "inf"], "perturbation must be a finite number >= 0"),

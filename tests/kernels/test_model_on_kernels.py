@@ -3,7 +3,8 @@
 import torch
 from kernel_tolerances import TOL
 
-from worldsim.model.dynamics import Dynamics, DynamicsConfig, KVCache
+from worldsim.model.dynamics import Dynamics, DynamicsConfig
+from worldsim.model.kv_cache import KVCache
 
 V4 = DynamicsConfig(state_dim=3, action_dim=2, grid=4, codebook_size=37, width=32, layers=2, heads=2, context=3,
                     prune=True, capacity=0.6, prune_from=1, moe=True, experts=8, expert_groups=4, top_groups=2,

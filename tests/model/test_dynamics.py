@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from worldsim.model.dynamics import PRESETS, Block, Dynamics, DynamicsConfig, KVCache, preset_config
+from worldsim.model.dynamics import PRESETS, Block, Dynamics, DynamicsConfig, preset_config
+from worldsim.model.kv_cache import KVCache
 from worldsim.model.moe import HierarchicalMoE, hierarchical_route, load_stats
 
 SMALL = dict(state_dim=3, action_dim=2, grid=4, codebook_size=37, width=32, layers=4, heads=2, context=4,
@@ -10,10 +11,9 @@ DENSE = DynamicsConfig(**SMALL)
 V4 = DynamicsConfig(**SMALL, prune=True, capacity=0.6, prune_from=1, moe=True, experts=8, expert_groups=4,
                     top_groups=2, top_k=2)
 
-# v4-lite: pruned from layer 0, factorized frame head over FSQ levels (4, 3, 3), a state pathway.
+# v4-lite's transformer: pruned from layer 0, factorized frame head over FSQ levels (4, 3, 3).
 LITE = DynamicsConfig(**{**SMALL, "codebook_size": 36}, prune=True, capacity=0.6, prune_from=0, moe=True, experts=8,
-                      expert_groups=4, top_groups=2, top_k=2, frame_head="factorized", code_levels=(4, 3, 3),
-                      state_mlp=16)
+                      expert_groups=4, top_groups=2, top_k=2, frame_head="factorized", code_levels=(4, 3, 3))
 CONFIGS = {"dense": DENSE, "v4": V4, "lite": LITE}
 
 
@@ -231,23 +231,11 @@ def test_factorized_head_scores_and_picks_each_fsq_channel():
     assert torch.equal(joint.predict_codes(lg), lg.argmax(-1))
 
 
-def test_state_pathway_adds_an_mlp_of_state_and_action():
-    torch.manual_seed(0)
-    dyn = Dynamics(LITE).eval()
-    codes, states, actions = inputs(cfg=LITE)
-    with torch.no_grad():
-        dyn.state_head.weight.zero_()
-        dyn.state_head.bias.zero_()
-        out = dyn(codes, states, actions)
-        torch.testing.assert_close(out["state_delta"], dyn.state_pathway(states, actions))
-        codes2 = (codes + 1) % LITE.codebook_size  # the frame does not enter the pathway
-        torch.testing.assert_close(dyn(codes2, states, actions)["state_delta"], out["state_delta"])
-    with pytest.raises(ValueError, match="no state pathway"):
-        Dynamics(V4).state_pathway(states, actions)
-    alone = Dynamics(LITE.replace(state_residual=False)).eval()  # v4-lite's choice: no head on the state token
+def test_without_a_state_head_the_transformer_predicts_no_state():
+    alone = Dynamics(LITE.replace(state_head=False)).eval()  # v4-lite's choice: a pathway predicts the state
     assert alone.state_head is None
     with torch.no_grad():
-        torch.testing.assert_close(alone(codes, states, actions)["state_delta"], alone.state_pathway(states, actions))
+        assert set(alone(*inputs(cfg=LITE))) == {"code_logits", "reward", "term_logit"}
 
 
 @pytest.mark.parametrize("fields, match", [
@@ -255,8 +243,6 @@ def test_state_pathway_adds_an_mlp_of_state_and_action():
     (dict(frame_head="factorized"), "needs code_levels"),
     (dict(frame_head="factorized", code_levels=(4, 3, 3)), "needs code_levels"),  # 36 != 37
     (dict(frame_head="factorized", codebook_size=37, code_levels=(37, 1)), "needs code_levels"),
-    (dict(state_mlp=-1), "state_mlp must be"),
-    (dict(state_residual=False), "needs a state pathway"),
 ])
 def test_bad_head_configs_are_refused(fields, match):
     with pytest.raises(ValueError, match=match):

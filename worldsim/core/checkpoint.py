@@ -159,16 +159,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
-        records = {}
-        for name, t in out.items():
-            save_file(t, str(tmp / name), metadata={"format": "pt", "kind": kind})
-            records[name] = {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
-        meta["files"] = records
-        # config.json goes in last: a directory with it and matching files is a whole checkpoint.
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        apply_umask(tmp)
-        fsync_tree(tmp)
-        kill_point("written")
+        _write_whole(tmp, out, meta)
         if path.exists():
             aside = path.parent / f".{path.name}.old-{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}"
             exchange_dirs(tmp, path, aside)
@@ -181,6 +172,20 @@ def save_checkpoint(
         remove_tree(tmp)
         raise
     return path
+
+
+def _write_whole(tmp: Path, files: dict[str, dict[str, torch.Tensor]], meta: dict[str, Any]) -> None:
+    """Write the safetensors `files` and config.json (with their checksums) into `tmp`, fsynced."""
+    records = {}
+    for name, t in files.items():
+        save_file(t, str(tmp / name), metadata={"format": "pt", "kind": meta["kind"]})
+        records[name] = {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+    meta = {**meta, "files": records}
+    # config.json goes in last: a directory with it and matching files is a whole checkpoint.
+    (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    apply_umask(tmp)
+    fsync_tree(tmp)
+    kill_point("written")
 
 
 def _prepared(tensors: dict[str, torch.Tensor] | torch.nn.Module, dtype: torch.dtype | None,

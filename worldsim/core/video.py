@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 
 
@@ -14,8 +15,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1
     Raises:
         ValueError: on frames of the wrong shape or dtype, or a non-positive fps / scale.
     """
-    import imageio.v2 as imageio
-
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}")

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
 from worldsim.model.dynamics import PRESETS, preset_config
 from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
-from worldsim.model.world_model import WorldModel, WorldModelConfig
+from worldsim.model.world_model import PART_PRESETS, WorldModel, WorldModelConfig
 from worldsim.train.loop import (
     checkpoint_identity,
     cosine_lr,
@@ -37,7 +36,7 @@ from worldsim.train.loop import (
     setup_distributed,
     wrap_ddp,
 )
-from worldsim.train.parts import Sequences, check_datasets, unrolled_loss
+from worldsim.train.parts import Sequences, check_datasets
 from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
 from worldsim.train.tokenizer import split_episodes
 
@@ -45,23 +44,38 @@ from worldsim.train.tokenizer import split_episodes
 @dataclass(frozen=True)
 class DynamicsTrainConfig(ConfigBase):
     steps: int = 4000
+    """optimiser steps"""
     batch_size: int = 16
+    """windows per step (per process)"""
     lr: float = 1e-3
+    """peak learning rate (linear warm-up, then a cosine down to 5% of it)"""
     weight_decay: float = 0.05
+    """AdamW weight decay"""
     warmup: int = 100
+    """steps of linear learning-rate warm-up"""
     corrupt_prob: float = 0.1
+    """share of input frame codes replaced by random codes (against drift)"""
     state_noise: float = 0.0
+    """std of the Gaussian noise on input states, in dataset stds (0: none)"""
     rollout_prob: float = 0.5
+    """probability that a step adds a second, open-loop pass on the model's own predictions"""
     val_fraction: float = 0.1
+    """held-out share of the dataset's episodes"""
     save_every: int = 250
+    """steps between resumable checkpoints"""
     seed: int = 0
+    """training seed"""
     balance: bool = True
+    """update the MoE load-balancing bias (--no-balance: off, for contrast)"""
     val_batches: int = 8
-    # Models with a state pathway (DynamicsConfig.state_mlp): each step also fits the pathway alone
+    """held-out batches per validation (twice as many at the end)"""
+    # Models with a state pathway (WorldModelConfig.pathway): each step also fits the pathway alone
     # to the state change on `state_batch` random transitions (an MLP pass: cheap next to the
     # transformer's), after `state_pretrain` steps of that alone before the first transformer step.
     state_batch: int = 1024
+    """transitions per step that fit the state pathway alone (presets with one)"""
     state_pretrain: int = 0
+    """steps fitting the state pathway alone before the first transformer step"""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -107,60 +121,10 @@ def state_bounds(data, widen: float = 0.5) -> tuple[tuple[float, ...], tuple[flo
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
                rng: torch.Generator | None = None, force_rollout: bool | None = None
                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss on a window batch (codes [B, K+1, N], states, actions, rewards, terminated, act_mask).
-
-    The open-loop second pass runs when `force_rollout` says so, or (when it is None) with
-    probability `cfg.rollout_prob`.
-    """
-    dyn, K = wm.dynamics, wm.cfg.dynamics.context
-    dev = wm.device
-    codes = batch["codes"].to(dev).long()
-    states = wm.normalize_state(batch["states"].to(dev))
-    actions, valid = batch["actions"].to(dev), batch["act_mask"].to(dev)[:, :K]
-    rewards = (batch["rewards"].to(dev) - wm.reward_mean) / wm.reward_std
-    term = batch["terminated"].to(dev).float()
-    inp = codes[:, :K]
-    if cfg.corrupt_prob > 0 and dyn.training:
-        noise = torch.rand(inp.shape, device=dev, generator=rng) < cfg.corrupt_prob
-        inp = torch.where(noise, torch.randint_like(inp, wm.cfg.dynamics.codebook_size), inp)
-
-    def one_pass(inp_codes: torch.Tensor, inp_states: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-        out = dyn(inp_codes, inp_states, actions[:, :K])
-        m = valid.float()
-        denom = m.sum().clamp_min(1)
-        ce = (dyn.code_loss(out["code_logits"], codes[:, 1:]).mean(-1) * m).sum() / denom
-        target_delta = states[:, 1:] - inp_states
-        st = ((out["state_delta"] - target_delta).pow(2).mean(-1) * m).sum() / denom
-        rw = ((out["reward"] - rewards[:, :K]).pow(2) * m).sum() / denom
-        te = (F.binary_cross_entropy_with_logits(out["term_logit"], term[:, :K], reduction="none") * m).sum() / denom
-        with torch.no_grad():
-            pred = dyn.predict_codes(out["code_logits"])
-            acc = ((pred == codes[:, 1:]).float().mean(-1) * m).sum() / denom
-        return ce + st + rw + te, {"ce": ce.item(), "state_mse": st.item(), "reward_mse": rw.item(),
-                                   "term_bce": te.item(), "token_acc": acc.item()}, out | {"codes": pred}
-
-    inp_states = states[:, :K]
-    if cfg.state_noise > 0 and dyn.training:
-        noise = torch.randn(inp_states.shape, device=dev, generator=rng) * cfg.state_noise
-        if wm.cfg.static_state_dims:  # held fixed in rollouts, so never perturbed
-            noise[..., list(wm.cfg.static_state_dims)] = 0
-        inp_states = inp_states + noise
-    loss, logs, out = one_pass(inp, inp_states)
-    if force_rollout is None:
-        coin = torch.rand((), generator=rng).item()
-        force_rollout = dyn.training and cfg.rollout_prob > 0 and coin < cfg.rollout_prob
-    if force_rollout:
-        # Open-loop inputs: steps 1..K-1 take the model's own predicted frame and state.
-        pred_codes = out["codes"]
-        pred_states = (inp_states + out["state_delta"]).detach()
-        roll_codes = torch.cat([inp[:, :1], pred_codes[:, : K - 1]], 1)
-        roll_states = torch.cat([states[:, :1], pred_states[:, : K - 1]], 1)
-        loss2, logs2, _ = one_pass(roll_codes, roll_states)
-        loss = loss + loss2
-        logs["rollout_ce"] = logs2["ce"]
-        logs["rollout_state_mse"] = logs2["state_mse"]
-    logs["loss"] = loss.item()
-    return loss, logs
+    """The world model's window loss (`WorldModel.loss`) with this run's corruption, state noise and
+    open-loop settings."""
+    return wm.loss(batch, rng, force_rollout, corrupt_prob=cfg.corrupt_prob, state_noise=cfg.state_noise,
+                   rollout_prob=cfg.rollout_prob)
 
 
 class Objective(torch.nn.Module):
@@ -172,10 +136,10 @@ class Objective(torch.nn.Module):
         self.wm = wm
 
     def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
-                rng: torch.Generator | None, transitions: tuple[torch.Tensor, torch.Tensor] | None = None):
+                rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None):
         loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
         if transitions is not None:  # the pathway alone, one step from recorded states (no clamp)
-            aux = unrolled_loss(self.wm, *transitions, clamp=False)[0]
+            aux = self.wm.pathway_loss(transitions, clamp=False)[0]
             logs["pathway_mse"] = aux.item()
             loss = loss + aux
         return loss, logs
@@ -253,12 +217,13 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     if capacity is not None:
         extra["capacity"] = capacity
     if state_residual is not None:
-        extra["state_residual"] = state_residual
+        extra["state_head"] = state_residual
     if PRESETS.get(preset, {}).get("frame_head") == "factorized":
         extra["code_levels"] = tuple(tok.cfg.levels)
     dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
                             codebook_size=tok.cfg.codebook_size, context=context, **extra)
-    if state_data and not (dyn_cfg.state_mlp > 0 and cfg.state_batch > 0):
+    parts = PART_PRESETS.get(preset, {})
+    if state_data and not (parts.get("pathway") and cfg.state_batch > 0):
         raise ValueError(f"state_data is for the state pathway, which preset {preset!r} (or state_batch=0) lacks")
     keys = ("scene", "state_dim", "action_dim", "scene_config_hash")
     check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))  # before any work
@@ -268,7 +233,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     state_dir = state_dir_for(out)
     low, high = state_bounds(train_data)
     wm_cfg = WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
-                              static_state_dims=static_state_dims(train_data), state_low=low, state_high=high)
+                              static_state_dims=static_state_dims(train_data), state_low=low, state_high=high,
+                              **parts)
     resume = has_train_state(state_dir)
     wm = WorldModel(wm_cfg)
     wm.tokenizer.load_state_dict(tok.state_dict())
@@ -283,7 +249,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     wm.to(dev)
     for layer in wm.dynamics.moe_layers():
         layer.balance = cfg.balance
-    params = [p for p in wm.dynamics.parameters() if p.requires_grad]
+    params = [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step, rng = 0, np.random.default_rng([cfg.seed, rank])
     run = {"model_config": wm.cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity([data_dir]),
@@ -301,24 +267,24 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
     val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
     gen = torch.Generator(device=dev)
-    pathway = dyn_cfg.state_mlp > 0 and cfg.state_batch > 0
+    pathway = wm.pathway is not None and cfg.state_batch > 0
     transitions = None
     if pathway:
         transitions = Sequences([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm, unroll=1)
     # Its own stream, seeded by the step, so a resumed run draws the same transitions.
-    def draw(i: int, stage: int = 1) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def draw(i: int, stage: int = 1) -> dict[str, torch.Tensor] | None:
         if transitions is None:
             return None
         return transitions.sample(cfg.state_batch, np.random.default_rng([cfg.seed, rank, stage, i]))
 
     if pathway and step == 0 and cfg.state_pretrain:
-        mlp = list(wm.dynamics.state_mlp.parameters())
+        mlp = list(wm.pathway.parameters())
         popt = torch.optim.AdamW(mlp, lr=cfg.lr, weight_decay=0.0)
         for i in tqdm(range(cfg.state_pretrain), desc="state pathway", disable=not progress or rank != 0,
                       dynamic_ncols=True):
             for g in popt.param_groups:
                 g["lr"] = cosine_lr(i, cfg.state_pretrain, cfg.warmup, cfg.lr)
-            ploss = unrolled_loss(wm, *draw(i, stage=0), clamp=False)[0]
+            ploss = wm.pathway_loss(draw(i, stage=0), clamp=False)[0]
             popt.zero_grad(set_to_none=True)
             ploss.backward()
             popt.step()

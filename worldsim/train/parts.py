@@ -1,8 +1,8 @@
 """Fit parts of a trained world model alone, the transformer unchanged: `worldsim train pathway`,
 `worldsim train renderer` and `worldsim train outcome`.
 
-The state pathway (`DynamicsConfig.state_mlp`) maps (normalised state, action) to the state's
-change. In models without the state token's head (`state_residual=False`, the v4-lite preset) it
+The state pathway (`worldsim.model.state_pathway`) maps (normalised state, action) to the state's
+change. In models without the state token's head (`DynamicsConfig.state_head=False`, the v4-lite preset) it
 alone carries the rollout's state; the transformer reads that state but none of its weights change
 here. So the pathway can learn from datasets made without frames (`worldsim data generate
 --no-frames`): no rendering, a few thousand transitions a second per core, and far more of them than
@@ -13,12 +13,12 @@ The loss is unrolled as `WorldModel.step` rolls out: from a recorded state the p
 model's bounds), and the mean squared error of every predicted state against the recorded one is
 minimised, in normalised units. `unroll=1` is the one-step loss of the dynamics trainer.
 
-The state renderer (`DynamicsConfig.state_render`, added by `train renderer`) maps a normalised
+The state renderer (`worldsim.model.state_renderer`, added by `train renderer`) maps a normalised
 state to the frame head's logits for the frame of that state. In a rollout it reads the state the
 pathway just predicted, so the predicted frame follows the predicted physics; it is fitted on the
 dataset's frames, encoded by the model's tokenizer, against their recorded states.
 
-The outcome head (`DynamicsConfig.state_outcome`, added by `train outcome`) maps (normalised next
+The outcome head (`worldsim.model.outcome_head`, added by `train outcome`) maps (normalised next
 state, action) to that step's reward and termination logit. In a rollout it reads the state the
 pathway just predicted, where the transformer's own reward and termination heads read the action
 token, which never sees that state; it is fitted on the datasets' recorded transitions (mean squared
@@ -39,7 +39,9 @@ import numpy as np
 import torch
 
 from worldsim.core.config import ConfigBase, check_positive
-from worldsim.model.dynamics import RENDER_MIXES
+from worldsim.model.outcome_head import OutcomeHeadConfig
+from worldsim.model.state_pathway import StatePathwayConfig
+from worldsim.model.state_renderer import RENDER_MIXES, StateRendererConfig
 from worldsim.model.world_model import WorldModel
 from worldsim.train.loop import checkpoint_identity, cosine_lr, data_identity, run_config
 from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
@@ -50,12 +52,19 @@ class PartTrainConfig(ConfigBase):
     """What the part trainers share."""
 
     steps: int = 20000
+    """optimiser steps"""
     batch_size: int = 1024
+    """samples per step (for the pathway: transition sequences of `unroll` steps)"""
     lr: float = 1e-3
+    """peak learning rate (linear warm-up, then a cosine down to 5% of it)"""
     warmup: int = 200
+    """steps of linear learning-rate warm-up"""
     val_fraction: float = 0.02
+    """held-out share of the first dataset's episodes"""
     save_every: int = 1000
+    """steps between resumable checkpoints"""
     seed: int = 0
+    """training seed"""
 
     def __post_init__(self) -> None:
         check_positive(type(self).__name__, steps=self.steps, batch_size=self.batch_size, save_every=self.save_every,
@@ -67,9 +76,12 @@ class PartTrainConfig(ConfigBase):
 @dataclass(frozen=True)
 class PathwayTrainConfig(PartTrainConfig):
     unroll: int = 1
+    """steps the loss rolls the pathway out from each recorded state"""
     # For a model without a pathway: give it one of this width (it then carries the state alone,
     # replacing the state token's head). 0: fit the model's own pathway.
     width: int = 0
+    """for a model without a pathway: add one of this width, which then carries the state alone (the
+    state token's head is dropped); 0: fit the model's own"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,10 +94,13 @@ class PathwayTrainConfig(PartTrainConfig):
 class RendererTrainConfig(PartTrainConfig):
     steps: int = 6000
     batch_size: int = 256
+    """frames per step"""
     val_fraction: float = 0.05
     save_every: int = 500
     width: int = 512
+    """the renderer MLP's width"""
     mix: str = "sum"
+    """add the renderer's logits to the frame head's (sum) or use them alone (replace)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,7 +113,9 @@ class RendererTrainConfig(PartTrainConfig):
 class OutcomeTrainConfig(PartTrainConfig):
     steps: int = 4000
     batch_size: int = 1024
+    """transitions per step"""
     width: int = 128
+    """the outcome MLP's width"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,7 +124,8 @@ class OutcomeTrainConfig(PartTrainConfig):
 
 class Sequences:
     """Every run of `unroll` consecutive transitions inside one episode of some datasets, states
-    normalised by `wm`: `sample(n, rng)` draws n of them as states [n, K+1, S] and actions [n, K, A]."""
+    normalised by `wm`: `sample(n, rng)` draws n of them as a batch of states [n, K+1, S] and actions
+    [n, K, A] (`StatePathway.loss`'s)."""
 
     def __init__(self, datasets: list, wm: WorldModel, unroll: int, what: str = "training"):
         states, actions, starts, base = [], [], [], 0
@@ -130,34 +148,10 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         i = self.starts[torch.from_numpy(rng.integers(0, len(self), n)).to(self.starts.device)]
         idx = i[:, None] + torch.arange(self.unroll + 1, device=i.device)
-        return self.state[idx], self.action[idx[:, :-1]]
-
-
-def unrolled_loss(wm: WorldModel, states: torch.Tensor, actions: torch.Tensor,
-                  clamp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Roll the pathway from states[:, 0] under actions [n, K, A] as `WorldModel.step` does; returns
-    (the mean squared error over all K predicted states, the per-step mean squared error [K]).
-    `clamp=False` leaves the model's bounds out (the dynamics trainer's one-step loss)."""
-    cfg = wm.cfg
-    static = list(cfg.static_state_dims)
-    low = high = None
-    if clamp and wm.state_low is not None:
-        low, high = wm.normalize_state(wm.state_low), wm.normalize_state(wm.state_high)
-    s, errs = states[:, 0], []
-    for k in range(actions.shape[1]):
-        delta = wm.dynamics.state_pathway(s, actions[:, k])
-        if static:
-            delta = delta.clone()
-            delta[:, static] = 0
-        s = s + delta
-        if low is not None:
-            s = s.clamp(low, high)
-        errs.append((s - states[:, k + 1]).pow(2).mean())
-    per_step = torch.stack(errs)
-    return per_step.mean(), per_step.detach()
+        return {"states": self.state[idx], "actions": self.action[idx[:, :-1]]}
 
 
 def _base_extra(checkpoint) -> dict:
@@ -268,35 +262,36 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     wm = _base(checkpoint, device)
     if cfg.width:
         wm = with_pathway(wm, cfg.width, cfg.seed)
-    elif not wm.cfg.dynamics.state_mlp:
-        raise ValueError(f"{checkpoint}: this world model has no state pathway (state_mlp = 0); give it one "
-                         f"with --width, or train with a preset that has one, e.g. --preset v4-lite")
-    elif wm.cfg.dynamics.state_residual:
+    elif wm.pathway is None:
+        raise ValueError(f"{checkpoint}: this world model has no state pathway; give it one with --width, or "
+                         f"train with a preset that has one, e.g. --preset v4-lite")
+    elif wm.cfg.dynamics.state_head:
         raise ValueError(f"{checkpoint}: the state token's head adds its own correction to this model's pathway "
-                         f"(state_residual=True), so the pathway cannot be fitted alone; train with a preset "
-                         f"whose pathway carries the state alone (v4-lite)")
+                         f"(DynamicsConfig.state_head=True), so the pathway cannot be fitted alone; train with a "
+                         f"preset whose pathway carries the state alone (v4-lite)")
     _check_data(wm, checkpoint, state_data)
     train_sets, val_sets = _split(state_data, cfg.val_fraction, frames=False)
     train = Sequences(train_sets, wm, cfg.unroll)
     val = Sequences(val_sets, wm, cfg.unroll, what="held-out")
 
     def train_loss(step: int) -> torch.Tensor:
-        return unrolled_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
+        return wm.pathway_loss(train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
 
     @torch.no_grad()
     def validate(batches: int) -> dict[str, float]:
-        per = torch.stack([unrolled_loss(wm, *val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]
+        per = torch.stack([wm.pathway_loss(val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]["per_step"]
                            for i in range(batches)]).mean(0)
         return {"val_mse": float(per.mean()), "val_mse_step1": float(per[0]), "val_mse_last": float(per[-1])}
 
     extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "runs": len(train),
              "short_episodes": train.short_episodes}
-    return _fit(wm, list(wm.dynamics.state_mlp.parameters()), cfg, out, train_loss, validate, extra,
+    return _fit(wm, list(wm.pathway.parameters()), cfg, out, train_loss, validate, extra,
                 "state pathway", progress, force)
 
 
 class Frames:
-    """Every frame of some datasets as (normalised state, tokenizer codes) pairs."""
+    """Every frame of some datasets as (normalised state, tokenizer codes) pairs: `sample(n, rng)` draws a
+    batch of n (`StateRenderer.loss`'s)."""
 
     def __init__(self, datasets: list, wm: WorldModel):
         from worldsim.train.dynamics import encode_dataset
@@ -310,21 +305,21 @@ class Frames:
     def __len__(self) -> int:
         return len(self.state)
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.state.device)
-        return self.state[i], self.codes[i]
+        return {"states": self.state[i], "codes": self.codes[i]}
 
 
 def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
-    """`wm` rebuilt with new dynamics config `fields`: its weights (less those under `drop`) loaded,
-    the new parts initialised from `seed`."""
+    """`wm` rebuilt with new WorldModelConfig `fields`: its weights (less those under `drop`) loaded,
+    the new side models initialised from `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        new = WorldModel(wm.cfg.replace(dynamics=wm.cfg.dynamics.replace(**fields))).to(wm.device)
+        new = WorldModel(wm.cfg.replace(**fields)).to(wm.device)
     own = {k: v for k, v in wm.state_dict().items() if not (drop and k.startswith(drop))}
     missing, unexpected = new.load_state_dict(own, strict=False)
-    new_parts = ("dynamics.state_mlp.", "dynamics.state_render.", "dynamics.state_outcome.")
-    missing = [k for k in missing if not k.startswith(new_parts)]
+    added = tuple(f"{k}." for k in new.parts() if k not in wm.parts())
+    missing = [k for k in missing if not (added and k.startswith(added))]
     if missing or unexpected:
         raise ValueError(f"cannot rebuild the model with {fields}: missing {missing}, unexpected {unexpected}")
     return new
@@ -333,22 +328,22 @@ def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
 def with_pathway(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
     """`wm` with a new, untrained state pathway of `width` that carries the state alone (the state
     token's head, if any, dropped). A model that has a pathway already is refused."""
-    if wm.cfg.dynamics.state_mlp:
-        raise ValueError(f"the model has a state pathway already (width {wm.cfg.dynamics.state_mlp}); "
+    if wm.pathway is not None:
+        raise ValueError(f"the model has a state pathway already (width {wm.cfg.pathway.width}); "
                          f"leave --width unset to fit it")
-    return _rebuilt(wm, seed, drop="dynamics.state_head.", state_mlp=width, state_residual=False)
+    return _rebuilt(wm, seed, drop="dynamics.state_head.", pathway=StatePathwayConfig(width=width),
+                    dynamics=wm.cfg.dynamics.replace(state_head=False))
 
 
 def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldModel:
     """`wm` with a new, untrained state renderer initialised from `seed` (or its own, when it has one of
     this width: then only the mix changes)."""
-    dyn = wm.cfg.dynamics
-    if dyn.state_render == width and dyn.render_mix == mix:
+    have = wm.cfg.renderer
+    if have is not None and have.width == width and have.mix == mix:
         return wm
-    if dyn.state_render and dyn.state_render != width:
-        raise ValueError(f"the model has a state renderer of width {dyn.state_render}, asked for {width}")
-    levels = dyn.code_levels or tuple(wm.cfg.tokenizer.levels)  # the renderer scores FSQ channels
-    return _rebuilt(wm, seed, state_render=width, render_mix=mix, code_levels=levels)
+    if have is not None and have.width != width:
+        raise ValueError(f"the model has a state renderer of width {have.width}, asked for {width}")
+    return _rebuilt(wm, seed, renderer=StateRendererConfig(width=width, mix=mix))
 
 
 def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], out: str | Path,
@@ -369,30 +364,26 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
     wm = with_renderer(wm, cfg.width, cfg.mix, cfg.seed)
     train_sets, val_sets = _split(data, cfg.val_fraction, frames=True)
     train, val = Frames(train_sets, wm), Frames(val_sets, wm)
-    dyn = wm.dynamics
+    renderer = wm.renderer
 
     def train_loss(step: int) -> torch.Tensor:
-        states, codes = train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step]))
-        return dyn.code_loss(dyn.render_logits(states), codes, factorized=True).mean()
+        return renderer.loss(train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
 
     @torch.no_grad()
     def validate(batches: int) -> dict[str, float]:
-        ce, acc = [], []
-        for i in range(batches):
-            states, codes = val.sample(cfg.batch_size, np.random.default_rng([1234, i]))
-            logits = dyn.render_logits(states)
-            ce.append(dyn.code_loss(logits, codes, factorized=True).mean())
-            acc.append((dyn.predict_codes(logits, factorized=True) == codes).float().mean())
-        return {"val_ce": float(torch.stack(ce).mean()), "val_token_acc": float(torch.stack(acc).mean())}
+        logs = [renderer.loss(val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]
+                for i in range(batches)]
+        return {f"val_{k}": float(torch.stack([g[k] for g in logs]).mean()) for k in ("ce", "token_acc")}
 
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
-    return _fit(wm, list(dyn.state_render.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
+    return _fit(wm, list(renderer.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
                 progress, force)
 
 
 class Outcomes:
     """Every transition of some datasets as (normalised next state, action, normalised reward,
-    terminated), the reward normalised by `wm`'s reward statistics."""
+    terminated), the reward normalised by `wm`'s reward statistics: `sample(n, rng)` draws a batch of n
+    (`OutcomeHead.loss`'s)."""
 
     def __init__(self, datasets: list, wm: WorldModel):
         dev, cols = wm.device, {"next": [], "action": [], "reward": [], "terminated": []}
@@ -411,32 +402,21 @@ class Outcomes:
     def __len__(self) -> int:
         return len(self.next)
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.next.device)
-        return self.next[i], self.action[i], self.reward[i], self.terminated[i]
-
-
-def outcome_loss(wm: WorldModel, next_states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-                 terminated: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The outcome head's loss on transitions (normalised next states, actions, normalised rewards,
-    terminated as 0/1 floats): the reward's mean squared error plus the termination's binary
-    cross-entropy; returns (loss, its two terms and the termination's accuracy)."""
-    reward, logit = wm.dynamics.outcome(next_states, actions)
-    mse = (reward - rewards).pow(2).mean()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, terminated)
-    acc = ((logit > 0).float() == terminated).float().mean()
-    return mse + bce, {"reward_mse": mse.detach(), "term_bce": bce.detach(), "term_acc": acc}
+        return {"next_states": self.next[i], "actions": self.action[i], "rewards": self.reward[i],
+                "terminated": self.terminated[i]}
 
 
 def with_outcome(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
     """`wm` with a new, untrained outcome head of `width` initialised from `seed` (or its own, when it
     has one of this width: it is then fitted further)."""
-    have = wm.cfg.dynamics.state_outcome
-    if have == width:
+    have = wm.cfg.outcome
+    if have is not None and have.width == width:
         return wm
-    if have:
-        raise ValueError(f"the model has an outcome head of width {have}, asked for {width}")
-    return _rebuilt(wm, seed, state_outcome=width)
+    if have is not None:
+        raise ValueError(f"the model has an outcome head of width {have.width}, asked for {width}")
+    return _rebuilt(wm, seed, outcome=OutcomeHeadConfig(width=width))
 
 
 def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
@@ -456,15 +436,15 @@ def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     wm.cfg = wm.cfg.replace(reward_range=train.reward_range)  # the rollout's rewards stay in the data's range
 
     def train_loss(step: int) -> torch.Tensor:
-        return outcome_loss(wm, *train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
+        return wm.outcome.loss(train.sample(cfg.batch_size, np.random.default_rng([cfg.seed, step])))[0]
 
     @torch.no_grad()
     def validate(batches: int) -> dict[str, float]:
-        logs = [outcome_loss(wm, *val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]
+        logs = [wm.outcome.loss(val.sample(cfg.batch_size, np.random.default_rng([1234, i])))[1]
                 for i in range(batches)]
         return {f"val_{k}": float(torch.stack([g[k] for g in logs]).mean()) for k in logs[0]}
 
     extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "transitions": len(train),
              "terminations": int(train.terminated.sum())}
-    return _fit(wm, list(wm.dynamics.state_outcome.parameters()), cfg, out, train_loss, validate, extra,
+    return _fit(wm, list(wm.outcome.parameters()), cfg, out, train_loss, validate, extra,
                 "outcome head", progress, force)

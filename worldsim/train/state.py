@@ -8,11 +8,13 @@
 
 All files are written into one new directory that replaces the old one atomically, so a kill at any
 instant leaves the last whole state. A run resumes only when its identity (data, configs, training
-arguments but the step count) is the one the state was begun with.
+arguments but the step count) is the one the state was begun with: `data_identity` and
+`checkpoint_identity` give the content hashes of the data and starting weights that identity holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,11 @@ from worldsim.core.checkpoint import (
     read_tensors,
     recover_checkpoint,
     save_checkpoint,
+    weights_sha256,
 )
 from worldsim.core.config import ConfigBase
+from worldsim.core.registry import resolve_checkpoint
+from worldsim.envs.manifest import read_manifest
 
 
 def state_dir_for(out: str | Path) -> Path:
@@ -53,6 +58,25 @@ def prepare_outputs(out: str | Path, kind: str, *, force: bool = False) -> Path:
     check_checkpoint_target(out, kind, force=force)
     check_checkpoint_target(state, f"{kind}-train", what="training state")
     return state
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """A dataset's content identity: the SHA-256 of its scene config hash, episode count and every
+    shard's SHA-256, so a resume can tell the same data (under any path) from other data."""
+    m = read_manifest(root)
+    shards = sorted((name, rec["sha256"]) for name, rec in m["shards"].items())
+    blob = json.dumps([m.get("scene_config_hash"), m["episodes"], shards]).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def data_identity(dirs) -> list[str]:
+    """The fingerprints of a run's datasets, in the order given."""
+    return [dataset_fingerprint(d) for d in dirs]
+
+
+def checkpoint_identity(name_or_path: str | Path, kind: str) -> str:
+    """The SHA-256 of the weights a run starts from (a checkpoint directory, or a scene's shipped one)."""
+    return weights_sha256(resolve_checkpoint(name_or_path, kind))
 
 
 def has_train_state(state_dir: str | Path) -> bool:

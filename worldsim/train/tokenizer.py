@@ -5,12 +5,12 @@
 Frames are drawn uniformly over the datasets (so each scene gets the same share), then uniformly
 within one. The last `val_fraction` of each dataset's episodes (by index) are held out for validation.
 Every `--save-every` steps the full training state goes to `OUT.train/`; rerunning the same command
-resumes from it. At the end the model alone is written to `OUT` (fp16 with `--fp16`).
+resumes from it. At the end the model alone is written to `OUT` (fp16 with `--fp16`). The optimiser,
+schedule, DDP and saves are `worldsim.train.loop.TrainLoop`'s; this file is the frames and the loss.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,29 +19,32 @@ import torch
 
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
+from worldsim.envs.loader import EpisodeDataset
+from worldsim.envs.manifest import read_manifest
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.train.loop import (
-    checkpoint_identity,
-    cosine_lr,
-    data_identity,
-    finish_distributed,
-    run_config,
-    setup_distributed,
-    wrap_ddp,
-)
-from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
+from worldsim.train.distributed import setup_distributed
+from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
+from worldsim.train.state import checkpoint_identity, data_identity, has_train_state
 
 
 @dataclass(frozen=True)
 class TokenizerTrainConfig(ConfigBase):
     steps: int = 3000
+    """optimiser steps"""
     batch_size: int = 32
+    """frames per step (per process)"""
     lr: float = 2e-3
+    """peak learning rate (linear warm-up, then a cosine down to 5% of it)"""
     weight_decay: float = 1e-4
+    """AdamW weight decay"""
     warmup: int = 100
+    """steps of linear learning-rate warm-up"""
     val_fraction: float = 0.1
+    """held-out share of each dataset's episodes"""
     save_every: int = 200
+    """steps between resumable checkpoints"""
     seed: int = 0
+    """training seed"""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -74,9 +77,6 @@ class FramePool:
 
 
 def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> tuple[FramePool, FramePool]:
-    from worldsim.envs.loader import EpisodeDataset
-    from worldsim.envs.manifest import read_manifest
-
     train, val = [], []
     for d in data_dirs:
         m = read_manifest(d)
@@ -107,66 +107,41 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     `out` must be absent, empty or a tokenizer checkpoint (`force`: any checkpoint); a resume continues
     only the same run (same data, configs and init; `cfg.steps` may change).
     """
-    from tqdm import tqdm
-
-    distributed, rank, dev = setup_distributed(device)
+    ranks = setup_distributed(device)
     out = Path(out)
-    if rank == 0:
-        prepare_outputs(out, "tokenizer", force=force)
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-    state_dir = state_dir_for(out)
+    state_dir = prepare_run(out, "tokenizer", ranks, force=force)
     run = {"model_config": model_cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity(data_dirs),
            "init": None if init is None else checkpoint_identity(init, "tokenizer")}
+    record = {"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs]}
     seed_everything(cfg.seed)
-    model = Tokenizer(model_cfg).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, rng = 0, np.random.default_rng([cfg.seed, rank])
-    resume = has_train_state(state_dir)
-    if init is not None and not resume:
+    model = Tokenizer(model_cfg).to(ranks.device)
+    if init is not None and not has_train_state(state_dir):
         start = Tokenizer.from_pretrained(init)
         if start.cfg != model_cfg:
             raise ValueError(f"--init {init}: its config {start.cfg} differs from the one asked for {model_cfg}")
         model.load_state_dict(start.state_dict())
-    if resume:
-        step, rng, _ = load_train_state(state_dir, model, opt, TokenizerConfig, kind="tokenizer", run=run)
-        if distributed:  # each rank continues its own stream
-            rng = np.random.default_rng([cfg.seed, rank, step])
-    train_model = wrap_ddp(model, dev) if distributed else model
+    loop = TrainLoop(model, list(model.parameters()),
+                     LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay, clip=1.0),
+                     state_dir=state_dir, kind="tokenizer", run=run, extra=record, seed=[cfg.seed, ranks.rank],
+                     ranks=ranks, desc="tokenizer", progress=progress)
+    net = loop.ddp(model)
     train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
-    bar = tqdm(total=cfg.steps, initial=step, desc="tokenizer", disable=not progress or rank != 0, dynamic_ncols=True)
-    t0, logs = time.perf_counter(), {}
-    model.train()
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        frames = train_pool.sample(rng, cfg.batch_size)
-        loss, logs = train_model(frames)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{logs['psnr']:.1f}")
-        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
-            model.eval()
-            logs.update(validate(model, val_pool))
-            model.train()
-            bar.write(f"step {step}: train psnr {logs['psnr']:.2f} dB, val psnr {logs['val_psnr']:.2f} dB")
-            save_train_state(state_dir, model, opt, model_cfg, kind="tokenizer", step=step, rng=rng, run=run,
-                             extra={"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs]})
-    bar.close()
-    metrics = {}
-    if rank == 0:
+
+    def loss(step: int) -> tuple[torch.Tensor, dict]:
+        return net(train_pool.sample(loop.rng, cfg.batch_size))
+
+    def held_out(final: bool) -> dict[str, float]:
         model.eval()
         metrics = validate(model, val_pool)
+        model.train(not final)
+        return metrics
+
+    def save(step: int, metrics: dict[str, float], seconds: float) -> None:
         model.save(out, dtype=torch.float16 if fp16 else None, force=force,
-                   extra={"steps": step, "train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs],
-                          **({} if init is None else {"init": str(init)}), "val_psnr": metrics["val_psnr"],
-                          "train_seconds_this_run": time.perf_counter() - t0})
-    if distributed:
-        finish_distributed(model)
-    return metrics
+                   extra={"steps": step, **record, **({} if init is None else {"init": str(init)}),
+                          "val_psnr": metrics["val_psnr"], "train_seconds_this_run": seconds})
+
+    model.train()
+    return loop.run(loss, held_out, save, postfix="loss={loss:.4f}, psnr={psnr:.1f}",
+                    report=lambda step, logs: f"step {step}: train psnr {logs['psnr']:.2f} dB, "
+                                              f"val psnr {logs['val_psnr']:.2f} dB")

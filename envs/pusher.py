@@ -1,0 +1,51 @@
+"""`Pusher-v5`: Gymnasium's 7-DoF arm pushing a puck to a goal, seen from above the table.
+
+State: the real env's observation; `tips_arm`, `object` and `goal` positions are at [14:17],
+[17:20] and [20:23].
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from worldsim.envs.gym_scenes import GymTaskScene
+from worldsim.envs.rendering import CameraSpec
+
+
+class PusherScene(GymTaskScene):
+    """`Pusher-v5` seen from above the table: the arm, the object and the goal."""
+
+    name = "Pusher-v5"
+    description = "Gymnasium's 7-DoF arm pushing a puck to a goal (top view)"
+    camera = CameraSpec(lookat=(0.35, -0.3, -0.3), distance=1.9, azimuth=90.0, elevation=-90.0)
+
+    @staticmethod
+    def task_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+        # Gymnasium v5: -0.5 ||object - tips_arm|| - 1.0 ||object - goal|| - 0.1 ||a||^2.
+        s, a = np.asarray(next_state, np.float64), np.asarray(action, np.float64)
+        tips, obj, goal = s[..., 14:17], s[..., 17:20], s[..., 20:23]
+        return (
+            -0.5 * np.linalg.norm(obj - tips, axis=-1)
+            - np.linalg.norm(obj - goal, axis=-1)
+            - 0.1 * np.square(a).sum(-1)
+        )
+
+    @staticmethod
+    def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
+        s = np.asarray(states, np.float64)
+        return {"tips_arm": s[..., 14:17], "object": s[..., 17:20]}
+
+    def scripted_action(self, cache: dict) -> np.ndarray:
+        """Reach behind the object (as seen from the goal), then push it through towards the goal."""
+        d, m = self.data, self.model
+        tip, obj, goal = d.body("tips_arm").xpos, d.body("object").xpos, d.body("goal").xpos
+        u = goal[:2] - obj[:2]
+        u = u / (np.linalg.norm(u) + 1e-9)
+        behind = np.array([*(obj[:2] - 0.09 * u), obj[2]])
+        if cache.get("phase", 0) == 0 and np.linalg.norm(tip - behind) < 0.05:
+            cache["phase"] = 1
+        target = behind if cache.get("phase", 0) == 0 else np.array([*(obj[:2] + 0.1 * u), obj[2]])
+        jacp = np.zeros((3, m.nv))
+        mujoco.mj_jacBody(m, d, jacp, None, m.body("tips_arm").id)
+        return jacp[:, :7].T @ (8.0 * (target - tip)) - 0.5 * d.qvel[:7]

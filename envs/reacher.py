@@ -1,0 +1,53 @@
+"""`Reacher-v5`: Gymnasium's two-link arm reaching a target, seen from straight above.
+
+State: the real env's observation, `[cos q0, cos q1, sin q0, sin q1, target xy, qvel[:2],
+(fingertip - target) xy]`. The target is drawn as a larger marker so it survives 64x64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldsim.envs.gym_scenes import GymTaskScene
+from worldsim.envs.rendering import CameraSpec
+
+LINK_LENGTHS = (0.1, 0.11)
+
+
+class ReacherScene(GymTaskScene):
+    """`Reacher-v5` seen from straight above; see the module docstring."""
+
+    name = "Reacher-v5"
+    description = "Gymnasium's two-link arm reaching a target (top view)"
+    camera = CameraSpec(lookat=(0.0, 0.0, 0.0), distance=0.55, azimuth=90.0, elevation=-90.0)
+
+    def _markers(self):
+        return [(self.data.body("target").xpos.copy(), 0.02, (0.9, 0.1, 0.1, 1.0))]
+
+    @staticmethod
+    def task_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+        # Gymnasium v5: -||fingertip - target|| - 1.0 * ||a||^2 (v5 reward weights 1 and 1); the
+        # observation's last two entries are (fingertip - target)[:2], and both bodies share z.
+        s, a = np.asarray(next_state, np.float64), np.asarray(action, np.float64)
+        return -np.linalg.norm(s[..., 8:10], axis=-1) - np.square(a).sum(-1)
+
+    @staticmethod
+    def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
+        # Both bodies move in the plane z = 0.01.
+        s = np.asarray(states, np.float64)
+        z = np.full(s.shape[:-1], 0.01)
+        elbow = np.stack([LINK_LENGTHS[0] * s[..., 0], LINK_LENGTHS[0] * s[..., 2], z], -1)
+        tip = np.stack([s[..., 4] + s[..., 8], s[..., 5] + s[..., 9], z], -1)
+        return {"body1": elbow, "fingertip": tip}
+
+    def scripted_action(self, cache: dict) -> np.ndarray:
+        """PD on joint angles to the inverse-kinematics solution that puts the fingertip on the target."""
+        q, qd, target = self.data.qpos[:2], self.data.qvel[:2], self.data.qpos[2:4]
+        l1, l2 = LINK_LENGTHS
+        r2 = float(np.clip(target @ target, (l1 - l2) ** 2 + 1e-6, (l1 + l2) ** 2 - 1e-6))
+        elbow = np.arccos(np.clip((r2 - l1**2 - l2**2) / (2 * l1 * l2), -1, 1))
+        # Of the two elbow solutions, take the one nearer the current elbow angle.
+        elbow = elbow if np.cos(q[1] - elbow) >= np.cos(q[1] + elbow) else -elbow
+        shoulder = np.arctan2(target[1], target[0]) - np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow))
+        err = np.angle(np.exp(1j * (np.array([shoulder, elbow]) - q)))
+        return 1.5 * err - 0.15 * qd

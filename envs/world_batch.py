@@ -1,0 +1,252 @@
+"""`WorldBatch`: N world-model rollouts stepped together, the engine behind `DSV4World` and
+`DSV4WorldVector`, and `load_world_model`, which finds the model for a scene.
+
+A reset asks MuJoCo for the real initial frame and state (the same physics state as the real
+scene's `reset(seed=s)`), encodes the frame, and restarts only the rows being reset; a step is one
+KV-cached model step for all rows. Frames are decoded only when asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.core.registry import SHIPPED
+from worldsim.core.runtime import resolve_device
+from worldsim.envs.registry import list_scenes, make_scene
+from worldsim.model.world_model import WorldModel
+
+REWARD_MODES = ("model", "task")
+# The model computes in float32: a larger physics value becomes inf there.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def describe_value(x: Any) -> str:
+    """A short account of a refused value: its repr (cut) and, for arrays, dtype and shape."""
+    text = repr(x)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(x, np.ndarray):
+        return f"{text} (dtype {x.dtype}, shape {x.shape})"
+    return f"{text} ({type(x).__name__})"
+
+
+def real_array(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """`x` as float64 of shape `shape`: ints or floats only (numpy arrays, lists, tuples, scalars).
+
+    Bools, complex numbers, strings, bytes and objects are refused rather than coerced: numpy would
+    turn `True` into 1.0, `"0.5"` into 0.5 and drop an imaginary part.
+
+    Raises:
+        ValueError: naming `name`, the expected shape and what came.
+    """
+    want = f"{name} must be real numbers (ints or floats) of shape {shape}"
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{want}, got {describe_value(x)}: {exc}") from None
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{want}, got {describe_value(x)}")
+    if not isinstance(x, np.ndarray) and a.size:  # a list mixing bools with numbers comes out float
+        items = np.asarray(x, dtype=object).ravel()
+        if any(isinstance(v, (bool, np.bool_)) for v in items):
+            raise ValueError(f"{want}, got {describe_value(x)}, which holds bools")
+    if a.shape != shape:
+        raise ValueError(f"{want}, got shape {a.shape}")
+    return a.astype(np.float64)
+
+
+def load_world_model(scene: str, checkpoint: str | None = None, device: str | torch.device = "auto"):
+    """The world model for `scene`: `checkpoint` (a directory) or, when None, the one shipped for it.
+
+    Raises:
+        ValueError: when nothing is shipped for the scene, or the checkpoint was trained on another.
+    """
+    if checkpoint is None:
+        shipped = SHIPPED.get("world_model", {})
+        if scene not in shipped:
+            raise ValueError(f"no world model is shipped for scene {scene!r} (shipped for: "
+                             f"{', '.join(shipped) or 'none'}); pass a world-model checkpoint directory "
+                             "(checkpoint=DIR, or --checkpoint DIR)")
+        checkpoint = scene
+    wm = WorldModel.from_pretrained(checkpoint, device=device)
+    if wm.cfg.scene != scene:
+        raise ValueError(f"checkpoint {checkpoint!r} was trained on scene {wm.cfg.scene!r}, not {scene!r}")
+    return wm
+
+
+class WorldBatch:
+    """N world-model rollouts stepped together; the engine behind `DSV4World` and `DSV4WorldVector`.
+
+    Attributes:
+        codes: [N, h, w] long, the current frame's tokens (on the model's device).
+        state: [N, S] float64, the current (predicted) state, raw units.
+    """
+
+    def __init__(self, scene: str, num_envs: int, checkpoint: str | None = None, device: str = "auto",
+                 context_frames: int = 1, temperature: float = 0.0, reward: str = "model"):
+        if scene not in list_scenes():
+            raise ValueError(f"unknown scene {scene!r}; known scenes: {', '.join(list_scenes())}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
+        if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        self.device = resolve_device(device)
+        self.wm = load_world_model(scene, checkpoint, self.device)
+        ctx = self.wm.cfg.dynamics.context
+        if isinstance(context_frames, bool) or not isinstance(context_frames, (int, np.integer)) \
+                or not 1 <= context_frames <= ctx:
+            raise ValueError(f"context_frames must be an int in [1, {ctx}] (the model's context), "
+                             f"got {context_frames!r}")
+        self.scene_name, self.num_envs = scene, int(num_envs)
+        self.context_frames, self.temperature, self.reward_mode = int(context_frames), float(temperature), reward
+        self.real = make_scene(scene, width=self.wm.cfg.tokenizer.image_size, height=self.wm.cfg.tokenizer.image_size)
+        # A second scene on which reset options are tried before any row is touched: checking them on
+        # `real` would move its physics and RNG, and a refused reset must leave everything as it was.
+        self._probe = None
+        self.action_space = self.real.action_space
+        self._null_action = np.clip(np.zeros(self.action_space.shape), self.action_space.low, self.action_space.high)
+        self.handle = None
+        g = self.wm.cfg.dynamics.grid
+        self.codes = torch.zeros(self.num_envs, g, g, dtype=torch.long, device=self.device)
+        self.state = np.zeros((self.num_envs, self.real.state_dim), dtype=np.float64)
+        self._frames: np.ndarray | None = None  # decoded current frames, or None until asked for
+        self._started = np.zeros(self.num_envs, dtype=bool)
+
+    @property
+    def dt(self) -> float:
+        return self.real.dt
+
+    def check_options(self, rows: np.ndarray, options: list[dict | None]) -> list[np.ndarray | None]:
+        """The physics states (qpos then qvel) that reset options give rows `rows`; None where a row has
+        none. Changes nothing: the options are tried on a scene of their own.
+
+        Raises:
+            ValueError: for unknown keys, only one of 'qpos' / 'qvel', values that are not real numbers
+                of length nq / nv, not finite or beyond float32's range, or an initial state outside the
+                model's state bounds (`wm.cfg.state_low` / `state_high`), the first row that has one named.
+        """
+        out: list[np.ndarray | None] = []
+        m = self.real.model
+        for row, opt in zip(np.asarray(rows, dtype=np.int64), options):
+            where = f" (row {int(row)})" if self.num_envs > 1 else ""
+            if opt is None or (isinstance(opt, dict) and not opt):
+                out.append(None)
+                continue
+            if not isinstance(opt, dict):
+                raise ValueError(f"reset options{where} must be a dict or None, got {describe_value(opt)}")
+            unknown = set(opt) - {"qpos", "qvel"}
+            if unknown:
+                raise ValueError(f"reset options{where} may hold 'qpos' and 'qvel', got {sorted(unknown)}")
+            if ("qpos" in opt) != ("qvel" in opt):
+                raise ValueError(f"reset options{where} must give both 'qpos' and 'qvel', or neither")
+            parts = []
+            for name, n, what in (("qpos", m.nq, "nq"), ("qvel", m.nv, "nv")):
+                x = real_array(opt[name], f"reset option {name!r}{where} ({what} = {n} of {self.scene_name})",
+                                (n,))
+                bad = np.flatnonzero(~np.isfinite(x))
+                if len(bad):
+                    raise ValueError(f"reset option {name!r}{where} must be finite, got {x[bad[0]]} at "
+                                     f"index {int(bad[0])}")
+                bad = np.flatnonzero(np.abs(x) > _FLOAT32_MAX)
+                if len(bad):
+                    raise ValueError(f"reset option {name!r}{where} must lie within float32's range "
+                                     f"(|x| <= {_FLOAT32_MAX:.4g}), got {x[bad[0]]:.4g} at index {int(bad[0])}")
+                parts.append(x)
+            physics = np.concatenate(parts)
+            self._check_initial_state(physics, where)
+            out.append(physics)
+        return out
+
+    def _check_initial_state(self, physics: np.ndarray, where: str) -> None:
+        """Refuse a physics state whose state vector (after MuJoCo's reset from it) is not finite in
+        float32 or lies outside the model's state bounds: the model has never seen such a state."""
+        if self._probe is None:
+            self._probe = make_scene(self.scene_name, width=self.real.width, height=self.real.height)
+        state, _ = self._probe.reset(seed=0, physics_state=physics)
+        if not np.all(np.abs(state) <= _FLOAT32_MAX):  # NaN fails this too
+            raise ValueError(f"reset options 'qpos' and 'qvel'{where} give an initial state that is not "
+                             f"finite in float32: {state.tolist()}")
+        cfg = self.wm.cfg
+        if not cfg.state_low:
+            return
+        low, high = np.asarray(cfg.state_low), np.asarray(cfg.state_high)
+        out = np.flatnonzero((state < low) | (state > high))
+        if len(out):
+            dims = "; ".join(f"state[{i}] = {state[i]:.4g} not in [{low[i]:.4g}, {high[i]:.4g}]" for i in out[:4])
+            more = f" (and {len(out) - 4} more)" if len(out) > 4 else ""
+            raise ValueError(f"reset options 'qpos' and 'qvel'{where} give an initial state outside the world "
+                             f"model's state bounds (its training data's range widened by half on each side; "
+                             f"it has never seen such a state): {dims}{more}")
+
+    def reset_rows(self, rows: np.ndarray, seeds: list[int | None], options: list[dict | None],
+                   sample_seed: int | None = None) -> None:
+        """Restart rows `rows` from MuJoCo's initial states (seeded, or given as qpos/qvel).
+
+        `sample_seed` seeds token sampling (temperature > 0) when this call restarts every row, which
+        starts a fresh model handle; None: the first row seed. Restarting some rows keeps the handle's
+        generator. Options are checked first (`check_options`): a refused reset changes nothing.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.handle is None and len(rows) != self.num_envs:
+            raise ValueError("the first reset must restart every environment")
+        every = len(rows) == self.num_envs and np.array_equal(np.sort(rows), np.arange(self.num_envs))
+        if sample_seed is None:
+            sample_seed = next((s for s in seeds if s is not None), None)
+        if every and sample_seed is None:
+            # Without a seed, sampling would fall back to torch's global RNG: not reproducible.
+            raise ValueError("restarting every row needs sample_seed (or a row seed) to seed token sampling")
+        physics_states = self.check_options(rows, options)
+        frames, states, actions = [], [], []
+        for seed, physics in zip(seeds, physics_states):
+            st, _ = self.real.reset(seed=seed, physics_state=physics)
+            f, s, a = [self.real.render()], [st], []
+            for _ in range(self.context_frames - 1):
+                res = self.real.step(self._null_action)
+                f.append(self.real.render()), s.append(res.state), a.append(self._null_action)
+            frames.append(np.stack(f)), states.append(np.stack(s)), actions.append(a)
+        dev = self.device
+        tokens = self.wm.encode(torch.from_numpy(np.stack(frames)).to(dev))  # [R, C, h, w]
+        st = torch.from_numpy(np.stack(states)).float()
+        act = None
+        if self.context_frames > 1:
+            act = torch.from_numpy(np.asarray(actions, dtype=np.float32))
+        if every:
+            order = np.argsort(rows)
+            self.handle = self.wm.start(tokens[order], st[order], None if act is None else act[order],
+                                        seed=int(sample_seed))
+        else:
+            self.wm.restart_rows(self.handle, torch.from_numpy(rows), tokens, st, act)
+        self.codes[torch.from_numpy(rows).to(dev)] = tokens[:, -1]
+        self.state[rows] = np.stack(states)[:, -1]
+        self._started[rows] = True
+        self._frames = None
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """One model step for all rows under actions [N, A] (already checked and clipped)."""
+        codes, state, reward, term = self.wm.step(self.handle, torch.from_numpy(actions).float(),
+                                                  temperature=self.temperature)
+        self.codes = codes
+        self.state = state.double().cpu().numpy()
+        self._frames = None
+        out = {
+            "reward_model": reward.double().cpu().numpy(),
+            "terminated_model": term.cpu().numpy(),
+            "reward_task": np.asarray(self.real.task_reward(self.state, actions), dtype=np.float64),
+            "terminated_task": np.asarray(self.real.task_terminated(self.state), dtype=bool),
+        }
+        return out
+
+    def frames(self) -> np.ndarray:
+        """The current frames, decoded: uint8 [N, H, W, 3] (decoded once per step, on demand)."""
+        if self._frames is None:
+            self._frames = self.wm.decode(self.codes[:, None])[:, 0].cpu().numpy()
+        return self._frames
+
+    def close(self) -> None:
+        self.real.close()
+        if self._probe is not None:
+            self._probe.close()

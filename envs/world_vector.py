@@ -1,0 +1,156 @@
+"""`DSV4WorldVector`: N `DSV4World` environments as one batch (one model call per step).
+
+    envs = gym.make_vec("DSV4World-v0", num_envs=64)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from worldsim.envs.world_batch import describe_value, real_array
+from worldsim.envs.world_common import WorldEnvBase, check_actions, obs_row
+
+
+class DSV4WorldVector(WorldEnvBase, VectorEnv):
+    """N `DSV4World` environments stepped as one batch on one device (one model call per step).
+
+    Same arguments as `DSV4World`, plus `num_envs` and `autoreset_mode` ("next_step", Gymnasium's
+    default, or "same_step": the final observation is in `info["final_obs"]`). `reset(seed=s)` seeds
+    env i with s + i, and `np_random` seeds token sampling at every reset and autoreset. Reset options
+    are [N, nq] / [N, nv] arrays, checked as the single env's before any row restarts. Each env
+    truncates itself after `max_episode_steps`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 24, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, scene: str = "Reacher-v5", checkpoint: str | None = None,
+                 obs_type: str = "state", render_mode: str | None = None, device: str = "auto",
+                 context_frames: int = 1, temperature: float = 0.0, reward: str = "model",
+                 max_episode_steps: int | None = None, autoreset_mode: str | AutoresetMode = "next_step"):
+        try:
+            mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, AutoresetMode) else \
+                {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[autoreset_mode]
+        except KeyError:
+            raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}") from None
+        if mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode must be 'next_step' or 'same_step'")
+        self._setup(scene, checkpoint, obs_type, render_mode, device, context_frames, temperature, reward,
+                    max_episode_steps, num_envs=num_envs)
+        self.num_envs = self.batch.num_envs
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.batch.dt), "autoreset_mode": mode}
+        self.single_action_space = self.batch.action_space
+        self.single_observation_space = self._obs_space
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._clipped_total = np.zeros(self.num_envs, dtype=np.int64)
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        rows = np.arange(self.num_envs)
+        opts = self._row_options(options)
+        self.batch.check_options(rows, opts)  # before any RNG moves: a refused reset changes nothing
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed must be an int, None, or a list of {self.num_envs} seeds, got {len(seeds)}")
+        if seed is not None:
+            super().reset(seed=seeds[0])
+        elif not self.batch._started.all():  # a fresh env is still reproducible from np_random
+            base = int(self.np_random.integers(2**31))
+            seeds = [base + i for i in range(self.num_envs)]
+        self.batch.reset_rows(rows, seeds, opts, sample_seed=self._sample_seed())
+        self._steps[:] = 0
+        self._clipped_total[:] = 0
+        self._needs_reset[:] = False
+        return self._obs_rows(), {"state": self.batch.state.copy()}
+
+    def _row_options(self, options: dict[str, Any] | None) -> list[dict | None]:
+        """Per-row options from vector options ('qpos' [N, nq], 'qvel' [N, nv]); the batch checks each row."""
+        if options is None or (isinstance(options, dict) and not options):
+            return [None] * self.num_envs
+        if not isinstance(options, dict):
+            raise ValueError(f"reset options must be a dict or None, got {describe_value(options)}")
+        if set(options) - {"qpos", "qvel"}:
+            raise ValueError(f"reset options may hold 'qpos' and 'qvel', got {sorted(options)}")
+        if ("qpos" in options) != ("qvel" in options):
+            raise ValueError("reset options must give both 'qpos' and 'qvel', or neither")
+        m, n = self.batch.real.model, self.num_envs
+        qpos = real_array(options["qpos"], f"vector reset option 'qpos' ([num_envs, nq] = [{n}, {m.nq}])", (n, m.nq))
+        qvel = real_array(options["qvel"], f"vector reset option 'qvel' ([num_envs, nv] = [{n}, {m.nv}])", (n, m.nv))
+        return [{"qpos": qpos[i], "qvel": qvel[i]} for i in range(n)]
+
+    def step(self, actions):
+        if self.batch.handle is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        a, n_clipped = check_actions(actions, self.single_action_space, (self.num_envs,))
+        mode = self.metadata["autoreset_mode"]
+        if mode == AutoresetMode.NEXT_STEP and self._needs_reset.any():
+            rows = np.flatnonzero(self._needs_reset)
+            # The rows being reset take no model step this call, but every row shares one step: they
+            # restart from MuJoCo after it and their outputs are replaced.
+            out = self.batch.step(a.astype(np.float32))
+            self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows), sample_seed=self._sample_seed())
+        else:
+            out = self.batch.step(a.astype(np.float32))
+            rows = np.zeros(0, dtype=np.int64)
+        self._steps += 1
+        self._clipped_total += n_clipped
+        reward, term = self._pick(out)
+        terminated = term.astype(bool).copy()
+        truncated = (self._steps >= self.max_episode_steps) & ~terminated
+        reward = reward.astype(np.float64).copy()
+        info = {
+            "state": self.batch.state.copy(),
+            "reward_model": out["reward_model"],
+            "reward_task": out["reward_task"],
+            "terminated_model": out["terminated_model"],
+            "terminated_task": out["terminated_task"],
+            "clipped": n_clipped,
+            "clipped_total": self._clipped_total.copy(),
+        }
+        if len(rows):  # next-step autoreset: these rows only reset
+            self._steps[rows] = 0
+            self._clipped_total[rows] = 0
+            reward[rows], terminated[rows], truncated[rows] = 0.0, False, False
+            info["clipped"] = np.where(self._needs_reset, 0, n_clipped)
+            info["clipped_total"] = self._clipped_total.copy()
+        done = terminated | truncated
+        if mode == AutoresetMode.NEXT_STEP:
+            self._needs_reset = done
+            obs = self._obs_rows()
+        else:
+            obs = self._obs_rows()
+            if done.any():
+                rows = np.flatnonzero(done)
+                final_obs = np.full(self.num_envs, None, dtype=object)
+                for i in rows:
+                    final_obs[i] = obs_row(obs, int(i))
+                info["final_obs"], info["_final_obs"] = final_obs, done.copy()
+                final_info = {k: v.copy() for k, v in info.items() if k not in ("final_obs", "_final_obs")}
+                info["final_info"] = {**final_info, **{f"_{k}": done.copy() for k in final_info}}
+                info["_final_info"] = done.copy()
+                self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows),
+                                      sample_seed=self._sample_seed())
+                self._steps[rows] = 0
+                self._clipped_total[rows] = 0
+                obs = self._obs_rows()
+        return obs, reward, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self.batch.handle is None:
+            raise gym.error.ResetNeeded("call reset() before render()")
+        return tuple(self.batch.frames().copy())
+
+    def close_extras(self, **kwargs):
+        self.batch.close()

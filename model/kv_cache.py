@@ -1,0 +1,105 @@
+"""The dynamics transformer's key-value cache: one ring buffer of the last `window` steps per layer."""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values of the last `window` steps for one layer, in a ring buffer.
+
+    Storage is preallocated on the first `extend`: [B, H, window, n, hd], one slot per step (slot =
+    step index mod window), so a rollout step writes one slot in place instead of concatenating and
+    trimming the whole cache. Attention reads `k`, `v` [B, H, L, hd] with `step` [L] and `valid`
+    [B, L] (or None: every row sees every key); keys need not be in time order, since attention
+    masks by step and time enters through the rotary embedding. `valid` marks the keys each row may
+    see: rows restarted by a vector env no longer see their old worlds' keys.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.step: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None  # [B, H, W, n, hd]
+        self._v: torch.Tensor | None = None
+        self._steps: list[int | None] = []  # the step held by each slot, None when empty
+        self._valid: torch.Tensor | None = None  # [B, W] per-row slot validity, None: all valid
+
+    def _slot(self, s: int) -> int:
+        return s % len(self._steps)
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
+        """Add one step's keys and values k, v [B, H, n, hd] (step [n], one value); the step that
+        falls out of the window is dropped."""
+        s = int(step[0])
+        if self._k is None:
+            b, h, n, hd = k.shape
+            self._k = k.new_empty(b, h, window, n, hd)
+            self._v = v.new_empty(b, h, window, n, hd)
+            self._steps = [None] * window
+        elif len(self._steps) != window:
+            raise ValueError(f"cache holds a window of {len(self._steps)} steps, asked for {window}")
+        slot = self._slot(s)
+        self._k[:, :, slot] = k
+        self._v[:, :, slot] = v
+        self._steps = [None if t is None or t <= s - window else t for t in self._steps]
+        self._steps[slot] = s
+        if self._valid is not None:
+            self._valid[:, slot] = True
+        self._publish()
+
+    def _publish(self) -> None:
+        """Refresh the views attention reads: the filled slots, or the whole buffer with a mask."""
+        assert self._k is not None and self._v is not None
+        b, h, w, n, hd = self._k.shape
+        live = [t is not None for t in self._steps]
+        count = sum(live)
+        valid = self._valid
+        if all(live[:count]):  # the filled slots are a prefix (always, unless rows restarted early)
+            # Contiguous for the kernels; a copy only while the ring is still filling (count < window).
+            self.k = self._k[:, :, :count].flatten(2, 3).contiguous()
+            self.v = self._v[:, :, :count].flatten(2, 3).contiguous()
+            steps = self._steps[:count]
+            if valid is not None:
+                valid = valid[:, :count]
+        else:
+            self.k, self.v = self._k.flatten(2, 3), self._v.flatten(2, 3)
+            steps = [t if t is not None else 0 for t in self._steps]
+            empty = torch.tensor(live, device=self._k.device)
+            valid = empty.expand(b, w) if valid is None else valid & empty
+        dev = self._k.device
+        self.step = torch.tensor(steps, dtype=torch.long, device=dev).repeat_interleave(n)
+        self.valid = None if valid is None else valid.repeat_interleave(n, 1)
+
+    def replace_rows(self, rows: torch.Tensor, other: KVCache) -> None:
+        """Give rows `rows` [R] (long) the history of `other` (a cache of R rows) and nothing else.
+
+        Steps are matched by their index; a step that only `other` has is added with its keys
+        invalid for the rows that are not restarted.
+        """
+        if self._k is None:
+            if other._k is None:
+                return
+            raise ValueError("cannot restart rows of a cache that has never been filled")
+        b, w = self._k.shape[0], len(self._steps)
+        if self._valid is None:
+            self._valid = torch.ones(b, w, dtype=torch.bool, device=self._k.device)
+        self._valid[rows] = False
+        if other._k is not None:
+            for oslot, t in enumerate(other._steps):
+                if t is None:
+                    continue
+                slot = self._slot(t)
+                if self._steps[slot] is None:
+                    self._steps[slot] = t
+                    self._valid[:, slot] = False
+                elif self._steps[slot] != t:
+                    raise ValueError(f"step {t} of the restarted rows is outside this cache's window "
+                                     f"(slot {slot} holds step {self._steps[slot]})")
+                self._k[rows, :, slot] = other._k[:, :, oslot]
+                self._v[rows, :, slot] = other._v[:, :, oslot]
+                self._valid[rows, slot] = True if other._valid is None else other._valid[:, oslot]
+        if bool(self._valid.all()):
+            self._valid = None
+        self._publish()

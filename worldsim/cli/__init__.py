@@ -1,0 +1,80 @@
+"""The `worldsim` command line. Every command has `--help`; `worldsim --version` prints the version.
+
+One module per command group registers its subcommands (`add_parsers`) and runs them: `view` (scenes,
+info, render, rollout, export), `data`, `train`, `tokenizer` and `evaluation` (eval). The trainers' and `eval`'s
+flags are generated from their config dataclasses (`worldsim.core.cli_config`), so each default is
+written once, in the dataclass, and every `--help` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from worldsim._version import __version__
+from worldsim.cli import data, evaluation, tokenizer, train, view
+from worldsim.cli.common import HelpFormatter
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose help shows every default (its subparsers are of this class too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="worldsim", description="A learned world-model simulator for robotics and RL.")
+    p.add_argument("--version", action="version", version=f"worldsim {__version__}")
+    p.add_argument("--debug", action="store_true", help="print the traceback of a failure instead of one line")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    view.add_parsers(sub)
+    data.add_parsers(sub)
+    train.add_parsers(sub)
+    tokenizer.add_parsers(sub)
+    evaluation.add_parsers(sub)
+    return p
+
+
+def _expected_failure(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for a failure a user can meet and act on; None for a bug (traceback)."""
+    if isinstance(exc, (ValueError, TypeError)):
+        return 2, str(exc)
+    if isinstance(exc, FloatingPointError):
+        return 1, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted (a training run resumes from its last saved state when rerun)"
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        return 1, text if exc.filename is None else f"{text}: {exc.filename}"
+    module = type(exc).__module__ or ""
+    if module.split(".")[0] in ("mujoco", "OpenGL"):
+        backend = os.environ.get("MUJOCO_GL", "unset")
+        return 1, (f"rendering failed ({type(exc).__name__}: {exc}); MUJOCO_GL is {backend}: on a machine "
+                   f"without a display use egl, or osmesa where EGL is missing")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = [flag for dest, flag in getattr(args, "required_flags", ()) if getattr(args, dest, None) is None]
+    if missing and not getattr(args, "print_config", False):
+        args.command_parser.error(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        return int(args.func(args) or 0)
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = None if args.debug else _expected_failure(exc)
+        if failure is None:
+            raise
+        code, line = failure
+        print(f"worldsim: error: {line}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""What the command modules share: the help formatter, required flags, and resolving a config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from worldsim.core.cli_config import resolve_config
+from worldsim.core.config import ConfigBase
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+FORCE_HELP = ("replace a checkpoint of another kind at --out (a directory holding anything but a checkpoint is "
+              "never replaced)")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends `(default: X)` to an option's help unless the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is argparse.SUPPRESS or \
+                isinstance(action, (argparse._StoreConstAction, argparse._VersionAction, argparse._HelpAction)):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default) or "none"
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def add_required(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
+    """An option that must be given unless `--print-config` is: argparse cannot say "unless", so `main`
+    checks it (same usage error, exit status 2)."""
+    action = parser.add_argument(*flags, default=None, **kwargs)
+    action.help = f"{action.help} (required)"
+    required = parser.get_default("required_flags") or ()
+    parser.set_defaults(required_flags=(*required, (action.dest, flags[0])), command_parser=parser)
+
+
+def config_or_print(cls: type[ConfigBase], args: argparse.Namespace, **kwargs: Any) -> ConfigBase | None:
+    """The resolved `cls` (defaults < --config FILE < flags); with --print-config, print it and return None."""
+    cfg = resolve_config(cls, args, **kwargs)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return None
+    return cfg

@@ -1,0 +1,72 @@
+"""`worldsim eval`: score a world model's physics against MuJoCo and write a report directory.
+
+    worldsim eval --scene Reacher-v5 --checkpoint runs/reacher --episodes 32 --horizon 240 --out eval/reacher
+
+The harness is `worldsim.eval.harness`, the files `worldsim.eval.report`, the score's formula
+`worldsim.eval.score`. This module wires them to the command line: its flags are `EvalConfig`'s fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from worldsim.cli.common import DEVICE_HELP, add_required, config_or_print
+from worldsim.core.cli_config import add_config_file_flags, add_config_flags
+from worldsim.envs.world_batch import load_world_model
+from worldsim.eval.harness import EvalConfig, evaluate
+from worldsim.eval.report import check_out_dir, summary, write_report
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    cfg = config_or_print(EvalConfig, args, required=() if args.print_config else ("scene",))
+    if cfg is None:
+        return 0
+    check_out_dir(args.out)
+    wm = load_world_model(cfg.scene, args.checkpoint, args.device)
+    result = evaluate(wm, cfg, progress=not args.quiet)
+    out = write_report(result, args.out, videos=not args.no_video)
+    if args.json:
+        print(json.dumps(summary(result.report), indent=2))
+    else:
+        print(format_summary(result.report))
+        print(f"wrote {out} in {result.report['wall_seconds']:.0f} s")
+    return 0
+
+
+def format_summary(report: dict) -> str:
+    """A few lines for the terminal: the PCS and the main metrics by horizon for all predictors."""
+    hs = report["horizons"]
+    others = ", ".join(f"{b} {p:.1f}" for b, p in report["baseline_pcs"].items())
+    rows = [f"{report['scene']}: {report['episodes']} episodes, PCS {report['pcs']:.1f} ({others})",
+            f"{'metric':<28}{'predictor':<19}" + "".join(f"{'h=' + str(h):>9}" for h in hs)]
+    for name in ("state_nrmse", "valid_horizon", "psnr", "contact_recall", "termination_agreement",
+                 "termination_agreement_rule"):
+        if name not in report["metrics"]:
+            continue
+        for who, vals in [("model", report["metrics"][name]),
+                          *[(b, report["baselines"][b][name]) for b in report["baselines"]
+                            if name in report["baselines"][b]]]:
+            cells = "".join(f"{v:>9.3g}" if v is not None and math.isfinite(v) else f"{'-':>9}"
+                            for v in (vals.get(h) for h in hs))
+            rows.append(f"{name if who == 'model' else '':<28}{who:<19}{cells}")
+    return "\n".join(rows)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `eval`."""
+    s = sub.add_parser("eval", help="score a world model's physics against MuJoCo (report, plots, videos)",
+                       description="Replay the same initial states and actions through MuJoCo and a world model, "
+                                   "score the model and two baselines by horizon, and write report.json, "
+                                   "report.md, plots and side-by-side videos to --out.")
+    s.add_argument("--checkpoint", default=None, help="world-model checkpoint directory (default: the shipped one)")
+    add_required(s, "--out", help="report directory (replaced only if it holds an earlier report)")
+    add_config_file_flags(s)
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--no-video", action="store_true", help="skip the side-by-side videos")
+    s.add_argument("--json", action="store_true", help="print the report summary as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(s, EvalConfig, required=("scene",))
+    s.set_defaults(func=run_eval_command)
+    return s

@@ -1,0 +1,170 @@
+"""`worldsim train tokenizer|dynamics|pathway|outcome|renderer`.
+
+Each trainer's flags are its train config's fields (`add_config_flags`), plus `--config FILE` and
+`--print-config`; the hand-written flags are paths, devices and model overrides, their defaults read
+from the code that owns them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+from worldsim.cli.common import DEVICE_HELP, FORCE_HELP, add_required, config_or_print
+from worldsim.core.cli_config import add_config_file_flags, add_config_flags
+from worldsim.model.dynamics import PRESETS, DynamicsConfig
+from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.train.dynamics import DynamicsTrainConfig, train_dynamics
+from worldsim.train.parts import (
+    OutcomeTrainConfig,
+    PathwayTrainConfig,
+    RendererTrainConfig,
+    train_outcome,
+    train_pathway,
+    train_renderer,
+)
+from worldsim.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+_TOKENIZER = TokenizerConfig()
+_DYNAMICS = DynamicsConfig()
+_DYNAMICS_ARGS = {k: p.default for k, p in inspect.signature(train_dynamics).parameters.items()}
+_OUT_HELP = "output checkpoint directory (training state in OUT.train/)"
+
+
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    cfg = config_or_print(TokenizerTrainConfig, args)
+    if cfg is None:
+        return 0
+    model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels))
+    metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
+                              progress=not args.quiet, init=args.init, force=args.force)
+    if metrics:
+        print(f"wrote {args.out}: held-out PSNR {metrics['val_psnr']:.2f} dB")
+    return 0
+
+
+def _cmd_train_dynamics(args: argparse.Namespace) -> int:
+    cfg = config_or_print(DynamicsTrainConfig, args)
+    if cfg is None:
+        return 0
+    metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
+                             context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma,
+                             capacity=args.capacity, state_data=args.state_data,
+                             state_residual=True if args.state_residual else None, force=args.force)
+    if metrics:
+        print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
+              f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
+    return 0
+
+
+# Part trainer -> (its config, its trainer, the dataset flag's dest, the line its metrics print).
+_PARTS = {
+    "pathway": (PathwayTrainConfig, train_pathway, "state_data",
+                lambda m, cfg: f"held-out state MSE (normalised) {m['val_mse_step1']:.4g} at step 1, "
+                               f"{m['val_mse']:.4g} over {cfg.unroll} unrolled step(s)"),
+    "outcome": (OutcomeTrainConfig, train_outcome, "state_data",
+                lambda m, cfg: f"held-out reward MSE (normalised) {m['val_reward_mse']:.4g}, "
+                               f"termination accuracy {m['val_term_acc']:.4f}"),
+    "renderer": (RendererTrainConfig, train_renderer, "data",
+                 lambda m, cfg: f"held-out token accuracy {m['val_token_acc']:.4f} from true states"),
+}
+
+
+def _cmd_train_part(args: argparse.Namespace) -> int:
+    cls, trainer, data, report = _PARTS[args.train_command]
+    cfg = config_or_print(cls, args)
+    if cfg is None:
+        return 0
+    metrics = trainer(args.checkpoint, getattr(args, data), args.out, cfg, device=args.device,
+                      progress=not args.quiet, force=args.force)
+    print(f"wrote {args.out}: {report(metrics, cfg)}")
+    return 0
+
+
+def _add_run_args(s: argparse.ArgumentParser) -> None:
+    """What every trainer takes beside its config fields."""
+    add_config_file_flags(s)
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+
+def _add_tokenizer_parser(tsub: argparse._SubParsersAction) -> None:
+    s = tsub.add_parser("tokenizer", help="train the video tokenizer (resumable)",
+                        description="Train the video tokenizer on one or more datasets; rerun to resume.")
+    add_required(s, "--data", nargs="+", metavar="DIR", help="dataset directories (frames drawn evenly from each)")
+    add_required(s, "--out", help=_OUT_HELP)
+    _add_run_args(s)
+    s.add_argument("--channels", type=int, nargs=len(_TOKENIZER.channels), default=_TOKENIZER.channels,
+                   help="widths at 32, 16 and 8 px")
+    s.add_argument("--levels", type=int, nargs="+", default=_TOKENIZER.levels, help="FSQ levels per latent channel")
+    s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
+    s.add_argument("--init", default=None, help="start from this tokenizer's weights (fine-tuning) (default: none)")
+    add_config_flags(s, TokenizerTrainConfig)
+    s.set_defaults(func=_cmd_train_tokenizer)
+
+
+def _add_dynamics_parser(tsub: argparse._SubParsersAction) -> None:
+    s = tsub.add_parser("dynamics", help="train the dynamics transformer (resumable)",
+                        description="Train the dynamics transformer on a dataset's tokens; rerun to resume.")
+    add_required(s, "--data", help="dataset directory")
+    add_required(s, "--tokenizer", help="tokenizer checkpoint, or a scene name for the shipped one")
+    add_required(s, "--out", help=_OUT_HELP)
+    _add_run_args(s)
+    s.add_argument("--preset", default=_DYNAMICS_ARGS["preset"], help=", ".join(PRESETS))
+    s.add_argument("--context", type=int, default=_DYNAMICS_ARGS["context"], help="context window in steps")
+    s.add_argument("--bias-gamma", type=float, default=None,
+                   help=f"the MoE load-balancing bias step (default: the preset's, {_DYNAMICS.bias_gamma})")
+    s.add_argument("--capacity", type=float, default=None,
+                   help="share of frame tokens each pruned layer keeps (default: the preset's)")
+    s.add_argument("--state-residual", action="store_true",
+                   help="with a state pathway, also train the state token's head and add it (v4-lite: off)")
+    s.add_argument("--state-data", nargs="+", default=_DYNAMICS_ARGS["state_data"], metavar="DIR",
+                   help="more datasets of the scene whose transitions also fit the state pathway (frames unused) "
+                        "(default: none)")
+    add_config_flags(s, DynamicsTrainConfig)
+    s.set_defaults(func=_cmd_train_dynamics)
+
+
+def _add_part_parser(tsub: argparse._SubParsersAction, name: str, data_flag: str, data_help: str,
+                     **kwargs) -> None:
+    """A part trainer's parser (`train pathway`, `outcome`, `renderer`)."""
+    s = tsub.add_parser(name, **kwargs)
+    add_required(s, "--checkpoint", help="the world model (a directory, or a scene name for the shipped one)")
+    add_required(s, data_flag, nargs="+", metavar="DIR", help=data_help)
+    add_required(s, "--out", help=_OUT_HELP)
+    _add_run_args(s)
+    add_config_flags(s, _PARTS[name][0])
+    s.set_defaults(func=_cmd_train_part)
+
+
+_STATE_DATA_HELP = "datasets of the scene; the first one's last episodes are held out for validation"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `train` and its five trainers."""
+    train = sub.add_parser("train", help="train models", description="Training commands.")
+    tsub = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    _add_tokenizer_parser(tsub)
+    _add_dynamics_parser(tsub)
+    _add_part_parser(
+        tsub, "pathway", "--state-data", _STATE_DATA_HELP,
+        help="fit a world model's state pathway on more transitions (resumable)",
+        description="Fit the state pathway of a world model alone, on datasets of its scene (frames unused: "
+                    "`data generate --no-frames` makes them cheaply); the transformer is unchanged. Rerun to "
+                    "resume.")
+    _add_part_parser(
+        tsub, "outcome", "--state-data", _STATE_DATA_HELP,
+        help="give a world model an outcome head on its predicted state (resumable)",
+        description="Fit an outcome head for a world model: an MLP from (next state, action) to the step's reward "
+                    "and termination, which in rollouts reads the predicted state in place of the transformer's "
+                    "own reward and termination heads. The transformer is unchanged. Rerun to resume."
+    )
+    _add_part_parser(
+        tsub, "renderer", "--data",
+        "datasets of the scene, with frames; the first one's last episodes are held out",
+        help="give a world model a state renderer, fitted on frames (resumable)",
+        description="Fit a state renderer for a world model: an MLP from a state to the frame head's logits for "
+                    "that state's frame, added to the frame head's in rollouts (or replacing them) so predicted "
+                    "frames follow the predicted state. The transformer is unchanged. Rerun to resume."
+    )
