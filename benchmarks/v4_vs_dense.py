@@ -18,12 +18,11 @@ import argparse
 import numpy as np
 import torch
 
-from worldsim.envs.loader import EpisodeDataset, WindowSampler
+from worldsim.envs.loader import EpisodeDataset, WindowSampler, split_episodes
 from worldsim.envs.manifest import read_manifest
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
 from worldsim.train.dynamics import DynamicsTrainConfig, encode_dataset, evaluate_batches
-from worldsim.train.tokenizer import split_episodes
 
 
 def one_step(wm: WorldModel, data: EpisodeDataset, batch: int = 64) -> dict[str, float]:

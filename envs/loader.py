@@ -4,7 +4,8 @@
 checks each file against the manifest (`read_manifest` has checked the manifest itself), naming the
 file when one is missing or corrupt. `sample_windows` draws random windows of T consecutive frames
 that never cross an episode boundary; a window that runs past the end of a short episode is padded
-and marked in `mask`.
+and marked in `mask`. `split_episodes` holds out a dataset's last episodes, and `load_frames` reads
+the frames of several datasets into a `FramePool` (the tokenizer trainer's) for each split.
 
 Within a window, step t holds frame t, the state at frame t, the action taken at frame t, and the
 reward / termination that action led to. The last frame of an episode has no action: its action,
@@ -177,6 +178,44 @@ class WindowSampler:
 
     def __iter__(self):
         raise TypeError("WindowSampler is not iterable; call sample(batch_size)")
+
+
+def split_episodes(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Train / held-out episode indices: the last `val_fraction` (at least one) are held out."""
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise ValueError(f"a dataset of {n} episodes is too small to hold out {val_fraction:.0%} for validation")
+    return list(range(n - n_val)), list(range(n - n_val, n))
+
+
+class FramePool:
+    """Uniform frames from several datasets, each in memory as uint8: a dataset drawn uniformly (so each
+    scene gets the same share), then a frame uniformly within it."""
+
+    def __init__(self, frame_arrays: list[np.ndarray]):
+        if not frame_arrays:
+            raise ValueError("FramePool needs at least one dataset")
+        self.arrays = frame_arrays
+
+    def sample(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        which = rng.integers(len(self.arrays), size=n)
+        out = [self.arrays[w][rng.integers(len(self.arrays[w]))] for w in which]
+        return torch.from_numpy(np.stack(out))
+
+
+def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> tuple[FramePool, FramePool]:
+    """The frames of `data_dirs` (each `image_size` square) as (training, held-out) pools, the last
+    `val_fraction` of each dataset's episodes held out."""
+    train, val = [], []
+    for d in data_dirs:
+        m = read_manifest(d)
+        if m["height"] != image_size or m["width"] != image_size:
+            size = f"{m['height']}x{m['width']}"
+            raise ValueError(f"{d}: frames are {size}, the tokenizer takes {image_size}x{image_size}")
+        tr, va = split_episodes(m["episodes"], val_fraction)
+        train.append(EpisodeDataset(d, episodes=tr).arrays["frames"])
+        val.append(EpisodeDataset(d, episodes=va, verify=False).arrays["frames"])
+    return FramePool(train), FramePool(val)
 
 
 def describe_shard(path: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"worldsim": "worldsim", "model": "worldsim.model", "kernels": "worldsim.kernels",
            "envs": "worldsim.envs", "eval": "worldsim.eval"}
 RANK = {"worldsim.core": 0, "worldsim._version": 0, "worldsim.kernels": 1, "worldsim.model": 2, "worldsim.envs": 3,
-        "worldsim.eval": 4, "worldsim.rollout": 4, "worldsim.tokenizer_eval": 4, "worldsim.train": 5,
+        "worldsim.eval": 4, "worldsim.train": 5,
         "worldsim.cli": 6, "worldsim.evaluate": 6, "worldsim.__main__": 6, "worldsim": 6}
 # Folders whose modules may import inside functions: none but documented optional dependencies,
 # marked on the import's line with "# optional dependency".

@@ -80,7 +80,7 @@ def test_transitions_never_cross_an_episode_end(setup):
     from worldsim.envs.loader import EpisodeDataset
     from worldsim.model.dynamics import DynamicsConfig
     from worldsim.model.world_model import WorldModelConfig
-    from worldsim.train.parts import Sequences
+    from worldsim.train.samplers import Sequences
 
     data = EpisodeDataset(setup / "data")
     st, act = data.arrays["states"], data.arrays["actions"]

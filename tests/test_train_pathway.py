@@ -10,7 +10,8 @@ from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.state_pathway import StatePathwayConfig
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.train.parts import PathwayTrainConfig, Sequences, train_pathway
+from worldsim.train.parts import PathwayTrainConfig, train_pathway
+from worldsim.train.samplers import Frames, Outcomes, Sequences
 
 
 def _world(path, pathway=16, scene="Reacher-v5", data=None, dims=(10, 2)):
@@ -35,10 +36,10 @@ def _world(path, pathway=16, scene="Reacher-v5", data=None, dims=(10, 2)):
 
 def kill_after_first_checkpoint(monkeypatch, run) -> None:
     """Run `run()` and kill it (KeyboardInterrupt) as it comes to save its second checkpoint."""
-    import worldsim.train.parts as tp
+    import worldsim.train.loop as tl
 
     calls = {"n": 0}
-    real_save = tp.save_train_state
+    real_save = tl.save_train_state
 
     def save_then_die(*a, **k):
         calls["n"] += 1
@@ -46,10 +47,10 @@ def kill_after_first_checkpoint(monkeypatch, run) -> None:
             raise KeyboardInterrupt
         return real_save(*a, **k)
 
-    monkeypatch.setattr(tp, "save_train_state", save_then_die)
+    monkeypatch.setattr(tl, "save_train_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(tp, "save_train_state", real_save)
+    monkeypatch.setattr(tl, "save_train_state", real_save)
 
 
 def killed_then_rerun_matches(monkeypatch, run, out, straight: WorldModel) -> None:
@@ -260,7 +261,7 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
     for k, v in base.state_dict().items():  # nothing of the base model moved
         assert torch.equal(wm.state_dict()[k], v), k
     untrained = tp.with_renderer(base, 32, "sum")
-    val = tp.Frames([EpisodeDataset(framed / "data", [5])], wm)
+    val = Frames([EpisodeDataset(framed / "data", [5])], wm)
     with torch.no_grad():
         ce = [w.renderer.loss({"states": val.state, "codes": val.codes})[0] for w in (untrained, wm)]
     assert ce[1] < 0.85 * ce[0]
@@ -320,7 +321,7 @@ def test_outcome_head_scores_the_predicted_state(setup):
 
 
 def test_train_outcome_learns_termination_and_resumes(tmp_path, monkeypatch):
-    from worldsim.train.parts import Outcomes, OutcomeTrainConfig, train_outcome
+    from worldsim.train.parts import OutcomeTrainConfig, train_outcome
 
     # Random pushes drop the pendulum within a few dozen steps: every episode ends in a termination.
     generate(GenerateSpec(scene="InvertedPendulum-v5", out=str(tmp_path / "data"), episodes=60, seed=1, shard_size=30,

@@ -10,8 +10,9 @@ import worldsim.train.tokenizer as tt
 from worldsim.cli import main
 from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
+from worldsim.envs.loader import split_episodes
 from worldsim.model.tokenizer import TokenizerConfig
-from worldsim.train.tokenizer import TokenizerTrainConfig, split_episodes, train_tokenizer
+from worldsim.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 TINY = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
 

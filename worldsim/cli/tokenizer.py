@@ -14,8 +14,8 @@ from worldsim.cli.common import DEVICE_HELP
 from worldsim.core.registry import resolve_checkpoint
 from worldsim.envs import list_scenes
 from worldsim.eval.metrics import code_usage
+from worldsim.eval.tokenizer_eval import evaluate_tokenizer
 from worldsim.model.tokenizer import Tokenizer
-from worldsim.tokenizer_eval import evaluate_tokenizer
 
 _EVAL_ARGS = {k: p.default for k, p in inspect.signature(evaluate_tokenizer).parameters.items()}
 

@@ -22,9 +22,9 @@ from worldsim.core.runtime import resolve_device
 from worldsim.core.video import write_video
 from worldsim.envs import SCENE_DESCRIPTIONS, list_scenes
 from worldsim.envs.policies import make_policy
+from worldsim.eval.rollout_video import paired_rollout, write_rollout_video
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
-from worldsim.rollout import paired_rollout, write_rollout_video
 from worldsim.train.export import export_world_model
 
 try:

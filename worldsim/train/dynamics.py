@@ -14,7 +14,6 @@ its own predictions of frames and states (open-loop inputs) and adds that loss.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,22 +22,17 @@ import torch
 
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
-from worldsim.model.dynamics import PRESETS, preset_config
+from worldsim.envs.loader import EpisodeDataset, WindowSampler, split_episodes
+from worldsim.envs.manifest import read_manifest
+from worldsim.model.dynamics import PRESETS, DynamicsConfig, preset_config
 from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import PART_PRESETS, WorldModel, WorldModelConfig
-from worldsim.train.loop import (
-    checkpoint_identity,
-    cosine_lr,
-    data_identity,
-    finish_distributed,
-    run_config,
-    setup_distributed,
-    wrap_ddp,
-)
-from worldsim.train.parts import Sequences, check_datasets
-from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
-from worldsim.train.tokenizer import split_episodes
+from worldsim.train.distributed import Ranks, all_reduce_, setup_distributed
+from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
+from worldsim.train.parts import check_datasets
+from worldsim.train.samplers import Sequences, encode_dataset
+from worldsim.train.state import checkpoint_identity, data_identity
 
 
 @dataclass(frozen=True)
@@ -89,12 +83,6 @@ class DynamicsTrainConfig(ConfigBase):
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_noise >= 0:
             raise ValueError(f"DynamicsTrainConfig.state_noise must be >= 0, got {self.state_noise}")
-
-
-def encode_dataset(data, tok: Tokenizer) -> np.ndarray:
-    """The tokenizer's codes of every frame of `data`: int16 [frames, N]."""
-    codes = tok.encode(torch.from_numpy(data.arrays["frames"]), batch_size=512)
-    return codes.reshape(len(codes), -1).cpu().numpy().astype(np.int16)
 
 
 def static_state_dims(data, tol: float = 1e-9) -> tuple[int, ...]:
@@ -186,6 +174,83 @@ def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8
     return out
 
 
+def _dynamics_config(preset: str, m: dict, tok: Tokenizer, context: int, bias_gamma: float | None,
+                     capacity: float | None, state_residual: bool | None) -> DynamicsConfig:
+    """The transformer's config: `preset`'s, sized for the dataset (manifest `m`) and the tokenizer,
+    with the overrides that were given."""
+    extra = {} if bias_gamma is None else {"bias_gamma": bias_gamma}  # the MoE bias step (preset's otherwise)
+    if capacity is not None:
+        extra["capacity"] = capacity
+    if state_residual is not None:
+        extra["state_head"] = state_residual
+    if PRESETS.get(preset, {}).get("frame_head") == "factorized":
+        extra["code_levels"] = tuple(tok.cfg.levels)
+    return preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
+                         codebook_size=tok.cfg.codebook_size, context=context, **extra)
+
+
+def _world_model(m: dict, preset: str, tok: Tokenizer, dyn_cfg: DynamicsConfig, train_data, val_data
+                 ) -> WorldModel:
+    """A new world model over the frozen `tok`, its state and reward statistics and state bounds from
+    `train_data`; both datasets gain the tokenizer's `codes`."""
+    low, high = state_bounds(train_data)
+    wm_cfg = WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
+                              static_state_dims=static_state_dims(train_data), state_low=low, state_high=high,
+                              **PART_PRESETS.get(preset, {}))
+    wm = WorldModel(wm_cfg)
+    wm.tokenizer.load_state_dict(tok.state_dict())
+    wm.tokenizer.requires_grad_(False)
+    for d in (train_data, val_data):
+        d.add_array("codes", encode_dataset(d, tok))
+    wm.state_mean.copy_(torch.from_numpy(train_data.state_mean))
+    wm.state_std.copy_(torch.from_numpy(np.maximum(train_data.state_std, 1e-3)))
+    r = train_data.arrays["rewards"][train_data.action_frames()]
+    wm.reward_mean.fill_(float(r.mean()))
+    wm.reward_std.fill_(float(max(r.std(), 1e-3)))
+    return wm
+
+
+def _pathway_draws(wm: WorldModel, cfg: DynamicsTrainConfig, train_data, state_data, rank: int):
+    """`draw(i, stage=1)`: `cfg.state_batch` random transitions of the training data and `state_data`
+    for the state pathway alone, from their own stream seeded by (stage, i) so that a resumed run
+    draws the same ones; None for a model without a pathway (or `state_batch=0`)."""
+    if wm.pathway is None or cfg.state_batch == 0:
+        return None
+    transitions = Sequences([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm, unroll=1)
+    return lambda i, stage=1: transitions.sample(cfg.state_batch, np.random.default_rng([cfg.seed, rank, stage, i]))
+
+
+def pretrain_pathway(wm: WorldModel, cfg: DynamicsTrainConfig, draw, ranks: Ranks, progress: bool) -> None:
+    """`cfg.state_pretrain` steps fitting the state pathway alone, before the first transformer step:
+    not resumable, nothing saved, and on each rank alone."""
+    loop = TrainLoop(wm, list(wm.pathway.parameters()), LoopConfig(cfg.state_pretrain, cfg.lr, cfg.warmup),
+                     ranks=ranks._replace(distributed=False), desc="state pathway", progress=progress)
+
+    def loss(i: int) -> tuple[torch.Tensor, dict]:
+        mse = wm.pathway_loss(draw(i, stage=0), clamp=False)[0]
+        return mse, {"mse": mse.detach()}
+
+    loop.run(loss)
+    if ranks.rank == 0:
+        print(f"state pathway: {cfg.state_pretrain} steps, mse {loop.logs['mse'].item():.3g}", flush=True)
+
+
+def _window_loss(objective: torch.nn.Module, sampler: WindowSampler, cfg: DynamicsTrainConfig, draw,
+                 ranks: Ranks):
+    """`loss(step)`: the objective on a batch of windows from `sampler` (and the pathway's transitions)."""
+    gen = torch.Generator(device=ranks.device)
+
+    def loss(step: int) -> tuple[torch.Tensor, dict]:
+        batch = sampler.sample(cfg.batch_size)
+        # Seeded by the step: the same open-loop decision on every rank (so all ranks run the same
+        # graph), and the same code corruption after a resume.
+        rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
+        gen.manual_seed(int(np.random.SeedSequence([cfg.seed, ranks.rank, step]).generate_state(1)[0]))
+        return objective(batch, cfg, rollout, gen, None if draw is None else draw(step))
+
+    return loss
+
+
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
@@ -198,138 +263,50 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     empty or a world-model checkpoint (`force`: any checkpoint); a resume continues only the same run
     (same data, tokenizer, model and training configs; `cfg.steps` may change).
     """
-    from tqdm import tqdm
-
-    from worldsim.envs.loader import EpisodeDataset, WindowSampler
-    from worldsim.envs.manifest import read_manifest
-
-    distributed, rank, dev = setup_distributed(device)
-    if rank == 0:
-        prepare_outputs(out, "world_model", force=force)
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+    ranks = setup_distributed(device)
+    state_dir = prepare_run(out, "world_model", ranks, force=force)
     seed_everything(cfg.seed)
     m = read_manifest(data_dir)
-    tok = Tokenizer.from_pretrained(tokenizer, device=dev)
-    extra = {} if bias_gamma is None else {"bias_gamma": bias_gamma}  # the MoE bias step (preset's otherwise)
-    if capacity is not None:
-        extra["capacity"] = capacity
-    if state_residual is not None:
-        extra["state_head"] = state_residual
-    if PRESETS.get(preset, {}).get("frame_head") == "factorized":
-        extra["code_levels"] = tuple(tok.cfg.levels)
-    dyn_cfg = preset_config(preset, state_dim=m["state_dim"], action_dim=m["action_dim"], grid=tok.cfg.grid,
-                            codebook_size=tok.cfg.codebook_size, context=context, **extra)
-    parts = PART_PRESETS.get(preset, {})
-    if state_data and not (parts.get("pathway") and cfg.state_batch > 0):
+    tok = Tokenizer.from_pretrained(tokenizer, device=ranks.device)
+    dyn_cfg = _dynamics_config(preset, m, tok, context, bias_gamma, capacity, state_residual)
+    if state_data and not (PART_PRESETS.get(preset, {}).get("pathway") and cfg.state_batch > 0):
         raise ValueError(f"state_data is for the state pathway, which preset {preset!r} (or state_batch=0) lacks")
     keys = ("scene", "state_dim", "action_dim", "scene_config_hash")
     check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))  # before any work
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
-    out = Path(out)
-    state_dir = state_dir_for(out)
-    low, high = state_bounds(train_data)
-    wm_cfg = WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
-                              static_state_dims=static_state_dims(train_data), state_low=low, state_high=high,
-                              **parts)
-    resume = has_train_state(state_dir)
-    wm = WorldModel(wm_cfg)
-    wm.tokenizer.load_state_dict(tok.state_dict())
-    wm.tokenizer.requires_grad_(False)
-    for d in (train_data, val_data):
-        d.add_array("codes", encode_dataset(d, tok))
-    wm.state_mean.copy_(torch.from_numpy(train_data.state_mean))
-    wm.state_std.copy_(torch.from_numpy(np.maximum(train_data.state_std, 1e-3)))
-    r = train_data.arrays["rewards"][train_data.action_frames()]
-    wm.reward_mean.fill_(float(r.mean()))
-    wm.reward_std.fill_(float(max(r.std(), 1e-3)))
-    wm.to(dev)
+    wm = _world_model(m, preset, tok, dyn_cfg, train_data, val_data).to(ranks.device)
     for layer in wm.dynamics.moe_layers():
         layer.balance = cfg.balance
     params = [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    step, rng = 0, np.random.default_rng([cfg.seed, rank])
     run = {"model_config": wm.cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity([data_dir]),
            "state_data": data_identity(state_data), "tokenizer": checkpoint_identity(tokenizer, "tokenizer")}
-    if resume:
-        step, rng, _ = load_train_state(state_dir, wm, opt, WorldModelConfig, kind="world_model", run=run)
-        if distributed:  # each rank continues its own stream
-            rng = np.random.default_rng([cfg.seed, rank, step])
-    objective: torch.nn.Module = Objective(wm)
-    if distributed:
-        # Experts that receive no token on a rank get no gradient there.
-        objective = wrap_ddp(objective, dev, find_unused=dyn_cfg.moe)
-    # The sampler draws from `rng`, whose state is saved with every checkpoint, so a resumed run
-    # sees the same windows an uninterrupted one would.
-    sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
-    val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
-    gen = torch.Generator(device=dev)
-    pathway = wm.pathway is not None and cfg.state_batch > 0
-    transitions = None
-    if pathway:
-        transitions = Sequences([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm, unroll=1)
-    # Its own stream, seeded by the step, so a resumed run draws the same transitions.
-    def draw(i: int, stage: int = 1) -> dict[str, torch.Tensor] | None:
-        if transitions is None:
-            return None
-        return transitions.sample(cfg.state_batch, np.random.default_rng([cfg.seed, rank, stage, i]))
-
-    if pathway and step == 0 and cfg.state_pretrain:
-        mlp = list(wm.pathway.parameters())
-        popt = torch.optim.AdamW(mlp, lr=cfg.lr, weight_decay=0.0)
-        for i in tqdm(range(cfg.state_pretrain), desc="state pathway", disable=not progress or rank != 0,
-                      dynamic_ncols=True):
-            for g in popt.param_groups:
-                g["lr"] = cosine_lr(i, cfg.state_pretrain, cfg.warmup, cfg.lr)
-            ploss = wm.pathway_loss(draw(i, stage=0), clamp=False)[0]
-            popt.zero_grad(set_to_none=True)
-            ploss.backward()
-            popt.step()
-        if rank == 0:
-            print(f"state pathway: {cfg.state_pretrain} steps, mse {ploss.item():.3g}", flush=True)
     provenance = {"state_data": [str(d) for d in state_data]} if state_data else {}
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"dynamics {preset}", disable=not progress or rank != 0,
-               dynamic_ncols=True)
-    t0, logs = time.perf_counter(), {}
+    record = {"train_config": cfg.to_dict(), "data": str(data_dir), **provenance}
+    loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay,
+                                            betas=(0.9, 0.95), clip=1.0),
+                     state_dir=state_dir, kind="world_model", run=run, extra=record, seed=[cfg.seed, ranks.rank],
+                     ranks=ranks, desc=f"dynamics {preset}", progress=progress)
+    # Experts that receive no token on a rank get no gradient there.
+    objective = loop.ddp(Objective(wm), find_unused=dyn_cfg.moe)
+    draw = _pathway_draws(wm, cfg, train_data, state_data, ranks.rank)
+    if draw is not None and loop.step == 0 and cfg.state_pretrain:
+        pretrain_pathway(wm, cfg, draw, ranks, progress)
+    # The sampler draws from the loop's stream, saved with every checkpoint, so a resumed run sees
+    # the same windows an uninterrupted one would.
+    loss = _window_loss(objective, WindowSampler(train_data, T=context + 1, keys=("codes",), rng=loop.rng), cfg,
+                        draw, ranks)
+    val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
+
+    def update_bias(step: int) -> None:
+        for layer in wm.dynamics.moe_layers():
+            all_reduce_(layer.load_acc, ranks)
+            layer.update_bias()
+
+    def save(step: int, metrics: dict[str, float], seconds: float) -> None:
+        wm.save(out, force=force, extra={"steps": step, **record, **metrics, "train_seconds_this_run": seconds})
+
     wm.train()
     wm.tokenizer.eval()
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        batch = sampler.sample(cfg.batch_size)
-        # Seeded by the step: the same open-loop decision on every rank (so all ranks run the same
-        # graph), and the same code corruption after a resume.
-        rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
-        gen.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, step]).generate_state(1)[0]))
-        loss, logs = objective(batch, cfg, rollout, gen, draw(step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        for layer in wm.dynamics.moe_layers():
-            if distributed:
-                import torch.distributed as dist
-
-                dist.all_reduce(layer.load_acc)
-            layer.update_bias()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['token_acc']:.3f}")
-        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
-            logs.update(validate(wm, val_sampler, cfg, cfg.val_batches))
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())))
-            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, run=run,
-                             extra={"train_config": cfg.to_dict(), "data": str(data_dir), **provenance})
-    bar.close()
-    metrics: dict[str, float] = {}
-    if rank == 0:
-        metrics = validate(wm, val_sampler, cfg, batches=2 * cfg.val_batches)
-        wm.save(out, force=force, extra={"steps": step, "train_config": cfg.to_dict(), "data": str(data_dir),
-                                         **provenance, **metrics,
-                                         "train_seconds_this_run": time.perf_counter() - t0})
-    if distributed:
-        finish_distributed(wm.dynamics)
-    return metrics
+    return loop.run(loss, lambda final: validate(wm, val_sampler, cfg, (2 if final else 1) * cfg.val_batches),
+                    save, on_step=update_bias, postfix="loss={loss:.3f}, acc={token_acc:.3f}")

@@ -31,20 +31,25 @@ error of the normalised reward plus the termination's binary cross-entropy).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from worldsim.core.checkpoint import load_checkpoint_extra
 from worldsim.core.config import ConfigBase, check_positive
+from worldsim.core.registry import resolve_checkpoint
+from worldsim.core.runtime import resolve_device
+from worldsim.envs.loader import EpisodeDataset, split_episodes
+from worldsim.envs.manifest import read_manifest
 from worldsim.model.outcome_head import OutcomeHeadConfig
 from worldsim.model.state_pathway import StatePathwayConfig
 from worldsim.model.state_renderer import RENDER_MIXES, StateRendererConfig
 from worldsim.model.world_model import WorldModel
-from worldsim.train.loop import checkpoint_identity, cosine_lr, data_identity, run_config
-from worldsim.train.state import has_train_state, load_train_state, prepare_outputs, save_train_state, state_dir_for
+from worldsim.train.loop import LoopConfig, TrainLoop, run_config
+from worldsim.train.samplers import Frames, Outcomes, Sequences
+from worldsim.train.state import checkpoint_identity, data_identity, prepare_outputs, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -122,51 +127,14 @@ class OutcomeTrainConfig(PartTrainConfig):
         check_positive("OutcomeTrainConfig", width=self.width)
 
 
-class Sequences:
-    """Every run of `unroll` consecutive transitions inside one episode of some datasets, states
-    normalised by `wm`: `sample(n, rng)` draws n of them as a batch of states [n, K+1, S] and actions
-    [n, K, A] (`StatePathway.loss`'s)."""
-
-    def __init__(self, datasets: list, wm: WorldModel, unroll: int, what: str = "training"):
-        states, actions, starts, base = [], [], [], 0
-        self.short_episodes = 0  # episodes with fewer than `unroll` actions: they add no run
-        for data in datasets:
-            starts.append(base + data.action_frames(unroll))
-            self.short_episodes += int((data.lengths - 1 < unroll).sum())
-            states.append(data.arrays["states"]), actions.append(data.arrays["actions"])
-            base += data.num_frames
-        if not sum(len(s) for s in starts):
-            names = ", ".join(str(d.root) for d in datasets)
-            raise ValueError(f"no {what} episode of {names} has {unroll} actions, as --unroll {unroll} needs; "
-                             f"lower --unroll (or, for the held-out split, raise --val-fraction)")
-        dev = wm.device
-        self.unroll = unroll
-        self.starts = torch.from_numpy(np.concatenate(starts)).to(dev)
-        self.state = wm.normalize_state(torch.from_numpy(np.concatenate(states)).float().to(dev))
-        self.action = torch.from_numpy(np.concatenate(actions)).float().to(dev)
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        i = self.starts[torch.from_numpy(rng.integers(0, len(self), n)).to(self.starts.device)]
-        idx = i[:, None] + torch.arange(self.unroll + 1, device=i.device)
-        return {"states": self.state[idx], "actions": self.action[idx[:, :-1]]}
-
-
 def _base_extra(checkpoint) -> dict:
     """The `extra` of the base checkpoint (its training record), kept in the refitted model's."""
-    from worldsim.core.checkpoint import load_checkpoint_extra
-    from worldsim.core.registry import resolve_checkpoint
-
     return load_checkpoint_extra(resolve_checkpoint(checkpoint, kind="world_model"), kind="world_model")
 
 
 def check_datasets(datasets, want: dict, against: str) -> None:
     """Refuse, before any work, datasets whose manifest differs from `want` (e.g. scene, state_dim,
     action_dim) or that were made with different scene configs; `against` names what `want` came from."""
-    from worldsim.envs.manifest import read_manifest
-
     first = None
     for d in datasets:
         m = read_manifest(d)
@@ -181,18 +149,12 @@ def check_datasets(datasets, want: dict, against: str) -> None:
 
 def _base(checkpoint, device: str) -> WorldModel:
     """The model a part trainer starts from, in float32."""
-    from worldsim.core.runtime import resolve_device
-
     return WorldModel.from_pretrained(checkpoint, device=resolve_device(device)).float()
 
 
 def _split(data, val_fraction: float, frames: bool) -> tuple[list, list]:
     """`data` opened for a part trainer: (training datasets, held-out datasets), the first dataset's
     last `val_fraction` of episodes held out."""
-    from worldsim.envs.loader import EpisodeDataset
-    from worldsim.envs.manifest import read_manifest
-    from worldsim.train.tokenizer import split_episodes
-
     train_ep, val_ep = split_episodes(read_manifest(data[0])["episodes"], val_fraction)
     train = [EpisodeDataset(data[0], train_ep, frames=frames), *(EpisodeDataset(d, frames=frames) for d in data[1:])]
     return train, [EpisodeDataset(data[0], val_ep, frames=frames, verify=False)]
@@ -206,49 +168,36 @@ def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
          train_loss, validate, extra: dict, desc: str, progress: bool, force: bool) -> dict[str, float]:
-    """The loop the part trainers run: AdamW on `params` alone (the rest of `wm` frozen) with a
-    cosine schedule, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run draws
-    the same batches), `validate(batches)` a dict of held-out figures; resumable from `out`.train."""
-    from tqdm import tqdm
-
+    """The part trainers' run of the loop: AdamW on `params` alone (the rest of `wm` frozen), no
+    weight decay or clipping, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run
+    draws the same batches), `validate(batches)` a dict of held-out figures (8 batches at saves, 16
+    at the end); resumable from `out`.train."""
     wm.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    state_dir = state_dir_for(out)
-    step, rng = 0, np.random.default_rng(cfg.seed)
-    key = f"{desc.replace(' ', '_')}_config"
-    extra = {key: cfg.to_dict(), **extra}
+    extra = {f"{desc.replace(' ', '_')}_config": cfg.to_dict(), **extra}
     # A resumed run must be the same run: same part, training config (but steps), base weights and data.
     run = {"part": desc, "train_config": run_config(cfg), "model_config": wm.cfg.to_dict(),
            "base": checkpoint_identity(extra["base"], "world_model"),
            "data": data_identity(extra.get("state_data", extra.get("data", [])))}
-    if has_train_state(state_dir):
-        step, rng, _ = load_train_state(state_dir, wm, opt, type(wm.cfg), kind="world_model", run=run)
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
-        loss = train_loss(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3g}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            logs = validate(8)
-            bar.write(f"step {step}: train loss {loss.item():.4g}, "
-                      + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-            save_train_state(state_dir, wm, opt, wm.cfg, kind="world_model", step=step, rng=rng, run=run, extra=extra)
-    bar.close()
-    metrics = validate(16)
-    wm.save(out, force=force, extra={**extra, "steps": step, **metrics,
-                                     "train_seconds_this_run": time.perf_counter() - t0,
-                                     "base_extra": _base_extra(extra["base"])})
-    return metrics
+    loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every),
+                     state_dir=state_dir_for(out), kind="world_model", run=run, extra=extra, seed=cfg.seed,
+                     desc=desc, progress=progress)
+
+    def loss(step: int) -> tuple[torch.Tensor, dict]:
+        value = train_loss(step)
+        return value, {"loss": value.detach()}
+
+    def report(step: int, logs: dict) -> str:
+        held_out = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "loss")
+        return f"step {step}: train loss {logs['loss']:.4g}, {held_out}"
+
+    def save(step: int, metrics: dict[str, float], seconds: float) -> None:
+        wm.save(out, force=force, extra={**extra, "steps": step, **metrics, "train_seconds_this_run": seconds,
+                                         "base_extra": _base_extra(extra["base"])})
+
+    return loop.run(loss, lambda final: validate(16 if final else 8), save, report=report,
+                    postfix="loss={loss:.3g}", postfix_every=50)
 
 
 def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
@@ -287,27 +236,6 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
              "short_episodes": train.short_episodes}
     return _fit(wm, list(wm.pathway.parameters()), cfg, out, train_loss, validate, extra,
                 "state pathway", progress, force)
-
-
-class Frames:
-    """Every frame of some datasets as (normalised state, tokenizer codes) pairs: `sample(n, rng)` draws a
-    batch of n (`StateRenderer.loss`'s)."""
-
-    def __init__(self, datasets: list, wm: WorldModel):
-        from worldsim.train.dynamics import encode_dataset
-
-        dev = wm.device
-        self.state = wm.normalize_state(torch.from_numpy(
-            np.concatenate([d.arrays["states"] for d in datasets])).float().to(dev))
-        codes = np.concatenate([encode_dataset(d, wm.tokenizer) for d in datasets])
-        self.codes = torch.from_numpy(codes).long().to(dev)
-
-    def __len__(self) -> int:
-        return len(self.state)
-
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.state.device)
-        return {"states": self.state[i], "codes": self.codes[i]}
 
 
 def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
@@ -351,8 +279,6 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
                    progress: bool = True, force: bool = False) -> dict[str, float]:
     """Give the world model `checkpoint` a state renderer fitted on the frames and states of `data`
     (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train."""
-    from worldsim.envs.manifest import read_manifest
-
     if not data:
         raise ValueError("train renderer needs at least one dataset with frames (--data)")
     prepare_outputs(out, "world_model", force=force)  # before any work
@@ -378,34 +304,6 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
     return _fit(wm, list(renderer.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
                 progress, force)
-
-
-class Outcomes:
-    """Every transition of some datasets as (normalised next state, action, normalised reward,
-    terminated), the reward normalised by `wm`'s reward statistics: `sample(n, rng)` draws a batch of n
-    (`OutcomeHead.loss`'s)."""
-
-    def __init__(self, datasets: list, wm: WorldModel):
-        dev, cols = wm.device, {"next": [], "action": [], "reward": [], "terminated": []}
-        for d in datasets:
-            i = d.action_frames()
-            cols["next"].append(d.arrays["states"][i + 1])
-            cols["action"].append(d.arrays["actions"][i])
-            cols["reward"].append(d.arrays["rewards"][i])
-            cols["terminated"].append(d.arrays["terminated"][i])
-        c = {k: torch.from_numpy(np.concatenate(v)).float().to(dev) for k, v in cols.items()}
-        self.reward_range = (float(c["reward"].min()), float(c["reward"].max()))  # raw units
-        self.next, self.action = wm.normalize_state(c["next"]), c["action"]
-        self.reward = (c["reward"] - wm.reward_mean) / wm.reward_std
-        self.terminated = c["terminated"]
-
-    def __len__(self) -> int:
-        return len(self.next)
-
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        i = torch.from_numpy(rng.integers(0, len(self), n)).to(self.next.device)
-        return {"next_states": self.next[i], "actions": self.action[i], "rewards": self.reward[i],
-                "terminated": self.terminated[i]}
 
 
 def with_outcome(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:

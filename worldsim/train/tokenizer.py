@@ -19,8 +19,7 @@ import torch
 
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
-from worldsim.envs.loader import EpisodeDataset
-from worldsim.envs.manifest import read_manifest
+from worldsim.envs.loader import FramePool, load_frames
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.train.distributed import setup_distributed
 from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
@@ -52,41 +51,6 @@ class TokenizerTrainConfig(ConfigBase):
                 raise ValueError(f"TokenizerTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"TokenizerTrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
-
-
-def split_episodes(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """Train / held-out episode indices: the last `val_fraction` (at least one) are held out."""
-    n_val = max(1, round(n * val_fraction))
-    if n_val >= n:
-        raise ValueError(f"a dataset of {n} episodes is too small to hold out {val_fraction:.0%} for validation")
-    return list(range(n - n_val)), list(range(n - n_val, n))
-
-
-class FramePool:
-    """Uniform frames from several datasets, each in memory as uint8."""
-
-    def __init__(self, frame_arrays: list[np.ndarray]):
-        if not frame_arrays:
-            raise ValueError("FramePool needs at least one dataset")
-        self.arrays = frame_arrays
-
-    def sample(self, rng: np.random.Generator, n: int) -> torch.Tensor:
-        which = rng.integers(len(self.arrays), size=n)
-        out = [self.arrays[w][rng.integers(len(self.arrays[w]))] for w in which]
-        return torch.from_numpy(np.stack(out))
-
-
-def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> tuple[FramePool, FramePool]:
-    train, val = [], []
-    for d in data_dirs:
-        m = read_manifest(d)
-        if m["height"] != image_size or m["width"] != image_size:
-            size = f"{m['height']}x{m['width']}"
-            raise ValueError(f"{d}: frames are {size}, the tokenizer takes {image_size}x{image_size}")
-        tr, va = split_episodes(m["episodes"], val_fraction)
-        train.append(EpisodeDataset(d, episodes=tr).arrays["frames"])
-        val.append(EpisodeDataset(d, episodes=va, verify=False).arrays["frames"])
-    return FramePool(train), FramePool(val)
 
 
 @torch.no_grad()
