@@ -16,7 +16,11 @@ class KVCache:
     see: rows restarted by a vector env no longer see their old worlds' keys.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, differentiable: bool = False) -> None:
+        # Training through the cached step: the window is kept as a list of steps and concatenated,
+        # never written in place, so autograd can go back through every step a rollout took.
+        self.differentiable = differentiable
+        self._steps_kv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.step: torch.Tensor | None = None
@@ -32,6 +36,9 @@ class KVCache:
     def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
         """Add one step's keys and values k, v [B, H, n, hd] (step [n], one value); the step that
         falls out of the window is dropped."""
+        if self.differentiable:
+            self._extend_by_concat(k, v, step, window)
+            return
         s = int(step[0])
         if self._k is None:
             b, h, n, hd = k.shape
@@ -48,6 +55,14 @@ class KVCache:
         if self._valid is not None:
             self._valid[:, slot] = True
         self._publish()
+
+    def _extend_by_concat(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
+        s = int(step[0])
+        self._steps_kv = [e for e in self._steps_kv if int(e[2][0]) > s - window] + [(k, v, step)]
+        self.k = torch.cat([e[0] for e in self._steps_kv], dim=2)
+        self.v = torch.cat([e[1] for e in self._steps_kv], dim=2)
+        self.step = torch.cat([e[2] for e in self._steps_kv])
+        self.valid = None
 
     def _publish(self) -> None:
         """Refresh the views attention reads: the filled slots, or the whole buffer with a mask."""
@@ -78,6 +93,8 @@ class KVCache:
         Steps are matched by their index; a step that only `other` has is added with its keys
         invalid for the rows that are not restarted.
         """
+        if self.differentiable or other.differentiable:
+            raise ValueError("rows of a differentiable (training) cache are not restarted; start a new rollout")
         if self._k is None:
             if other._k is None:
                 return

@@ -28,6 +28,7 @@ from worldsim.core.registry import resolve_ref
 from worldsim.model.dynamics import Dynamics, DynamicsConfig
 from worldsim.model.kv_cache import KVCache
 from worldsim.model.outcome_head import OutcomeHead, OutcomeHeadConfig
+from worldsim.model.rollout_loss import rollout_loss
 from worldsim.model.saving import PretrainedMixin
 from worldsim.model.state_pathway import StatePathway, StatePathwayConfig
 from worldsim.model.state_renderer import StateRenderer, StateRendererConfig
@@ -220,6 +221,11 @@ class WorldModel(PretrainedMixin, nn.Module):
         `worldsim.model.window_loss.window_loss`."""
         return window_loss(self, batch, rng, force_rollout, corrupt_prob=corrupt_prob, state_noise=state_noise,
                            rollout_prob=rollout_prob)
+
+    def rollout_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The transformer's K-step open-loop loss on windows of K + 1 steps, through the cached step
+        (see `worldsim.model.rollout_loss`)."""
+        return rollout_loss(self, batch)
 
     def pathway_loss(self, batch: dict[str, torch.Tensor], clamp: bool = True
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

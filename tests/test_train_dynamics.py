@@ -231,3 +231,17 @@ def test_state_noise_perturbs_inputs_only_in_training():
     assert delta[..., :2].abs().max() > 0.1 and torch.equal(delta[..., 2], torch.zeros_like(delta[..., 2]))
     with pytest.raises(ValueError, match="state_noise must be >= 0"):
         DynamicsTrainConfig(state_noise=-0.1)
+
+
+def test_rollout_steps_add_the_k_step_loss_and_resume_exactly(setup, tmp_path):
+    cfg = DynamicsTrainConfig(steps=3, batch_size=2, save_every=1, warmup=1, val_batches=1, rollout_steps=3)
+    kw = dict(preset="v4", device="cpu", context=2, progress=False)
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "straight", cfg=cfg, **kw)
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "resumed", cfg=cfg.replace(steps=2), **kw)
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "resumed", cfg=cfg, **kw)
+    a, b = load_checkpoint(tmp_path / "straight").tensors, load_checkpoint(tmp_path / "resumed").tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The K-step loss changes what the transformer learns.
+    train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "off", cfg=cfg.replace(rollout_steps=0), **kw)
+    c = load_checkpoint(tmp_path / "off").tensors
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("dynamics.blocks."))

@@ -60,6 +60,9 @@ def finish_distributed(params: torch.nn.Module | Iterable[torch.nn.Parameter]) -
     lo, hi = sums.clone(), sums.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    # Every rank's pending work is done before any leaves: a rank that tears Gloo down while its peer
+    # still talks to it can abort at exit.
+    dist.barrier()
     dist.destroy_process_group()
     if not torch.equal(lo, hi):
         bad = int((lo != hi).nonzero()[0])

@@ -53,6 +53,8 @@ class DynamicsTrainConfig(ConfigBase):
     """std of the Gaussian noise on input states, in dataset stds (0: none)"""
     rollout_prob: float = 0.5
     """probability that a step adds a second, open-loop pass on the model's own predictions"""
+    rollout_steps: int = 0
+    """K of the K-step open-loop loss through the cached step added every step (0: off)"""
     val_fraction: float = 0.1
     """held-out share of the dataset's episodes"""
     save_every: int = 250
@@ -78,7 +80,7 @@ class DynamicsTrainConfig(ConfigBase):
         for name in ("corrupt_prob", "rollout_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("state_batch", "state_pretrain"):
+        for name in ("state_batch", "state_pretrain", "rollout_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_noise >= 0:
@@ -124,8 +126,13 @@ class Objective(torch.nn.Module):
         self.wm = wm
 
     def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
-                rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None):
+                rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None,
+                unrolled: dict[str, torch.Tensor] | None = None):
         loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
+        if unrolled is not None:  # the K-step open-loop loss on windows of K + 1 steps
+            aux, aux_logs = self.wm.rollout_loss(unrolled)
+            logs.update(aux_logs)
+            loss = loss + aux
         if transitions is not None:  # the pathway alone, one step from recorded states (no clamp)
             aux = self.wm.pathway_loss(transitions, clamp=False)[0]
             logs["pathway_mse"] = aux.item()
@@ -235,18 +242,28 @@ def pretrain_pathway(wm: WorldModel, cfg: DynamicsTrainConfig, draw, ranks: Rank
         print(f"state pathway: {cfg.state_pretrain} steps, mse {loop.logs['mse'].item():.3g}", flush=True)
 
 
-def _window_loss(objective: torch.nn.Module, sampler: WindowSampler, cfg: DynamicsTrainConfig, draw,
-                 ranks: Ranks):
-    """`loss(step)`: the objective on a batch of windows from `sampler` (and the pathway's transitions)."""
+def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.random.Generator,
+                 cfg: DynamicsTrainConfig, draw, ranks: Ranks):
+    """`loss(step)`: the objective on a batch of windows of `train_data` (and the pathway's transitions,
+    and windows of `cfg.rollout_steps + 1` steps for the K-step loss)."""
+    # The window sampler draws from the loop's stream `rng`, saved with every checkpoint, so a resumed
+    # run sees the same windows an uninterrupted one would; the unrolled windows are drawn by step seeds.
+    sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
+    unrolled = WindowSampler(train_data, T=cfg.rollout_steps + 1, keys=("codes",)) if cfg.rollout_steps else None
     gen = torch.Generator(device=ranks.device)
 
     def loss(step: int) -> tuple[torch.Tensor, dict]:
         batch = sampler.sample(cfg.batch_size)
         # Seeded by the step: the same open-loop decision on every rank (so all ranks run the same
-        # graph), and the same code corruption after a resume.
+        # graph), and the same code corruption and unrolled windows after a resume.
         rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
         gen.manual_seed(int(np.random.SeedSequence([cfg.seed, ranks.rank, step]).generate_state(1)[0]))
-        return objective(batch, cfg, rollout, gen, None if draw is None else draw(step))
+        windows = None
+        if unrolled is not None:
+            pick = np.random.default_rng([cfg.seed, ranks.rank, 3, step]).integers(unrolled.num_windows,
+                                                                                    size=cfg.batch_size)
+            windows = unrolled.windows(pick)
+        return objective(batch, cfg, rollout, gen, None if draw is None else draw(step), windows)
 
     return loss
 
@@ -292,10 +309,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     draw = _pathway_draws(wm, cfg, train_data, state_data, ranks.rank)
     if draw is not None and loop.step == 0 and cfg.state_pretrain:
         pretrain_pathway(wm, cfg, draw, ranks, progress)
-    # The sampler draws from the loop's stream, saved with every checkpoint, so a resumed run sees
-    # the same windows an uninterrupted one would.
-    loss = _window_loss(objective, WindowSampler(train_data, T=context + 1, keys=("codes",), rng=loop.rng), cfg,
-                        draw, ranks)
+    loss = _window_loss(objective, train_data, context, loop.rng, cfg, draw, ranks)
     val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
 
     def update_bias(step: int) -> None:

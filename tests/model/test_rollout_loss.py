@@ -1,0 +1,97 @@
+"""The transformer's K-step open-loop loss through the cached step (`worldsim.model.rollout_loss`)."""
+
+import pytest
+import torch
+
+from worldsim.model.dynamics import DynamicsConfig
+from worldsim.model.kv_cache import KVCache
+from worldsim.model.rollout_loss import step_terms
+from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.model.world_model import WorldModel, WorldModelConfig
+
+TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
+DYN = DynamicsConfig(state_dim=3, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
+                     prune=True, capacity=0.5, prune_from=1, moe=True, experts=4, expert_groups=2, top_groups=1,
+                     top_k=2, expert_hidden=16, shared_hidden=32)
+
+
+@pytest.fixture(scope="module")
+def wm():
+    torch.manual_seed(0)
+    return WorldModel(WorldModelConfig(scene="test", preset="v4", tokenizer=TOK, dynamics=DYN, static_state_dims=(2,)))
+
+
+def windows(B=3, T=6, seed=0, end_at=None):
+    """A window batch as `WindowSampler` gives it; row 0's episode ends after `end_at` actions."""
+    g = torch.Generator().manual_seed(seed)
+    act_mask = torch.ones(B, T, dtype=torch.bool)
+    act_mask[:, -1] = False
+    if end_at is not None:
+        act_mask[0, end_at:] = False
+    return {"codes": torch.randint(0, 60, (B, T, 64), generator=g), "states": torch.randn(B, T, 3, generator=g),
+            "actions": torch.randn(B, T, 2, generator=g) * act_mask[..., None],
+            "rewards": torch.randn(B, T, generator=g) * act_mask, "terminated": torch.zeros(B, T, dtype=torch.bool),
+            "act_mask": act_mask}
+
+
+def _targets(wm, b):
+    return {"codes": b["codes"].long(), "states": wm.normalize_state(b["states"]), "actions": b["actions"],
+            "act_mask": b["act_mask"], "rewards": (b["rewards"] - wm.reward_mean) / wm.reward_std,
+            "term": b["terminated"].float()}
+
+
+def test_one_unrolled_step_is_the_one_step_loss_from_a_real_step(wm):
+    wm.eval()
+    b = windows(T=2)
+    loss, logs = wm.rollout_loss(b)
+    t = _targets(wm, b)
+    out = wm.predict(t["codes"][:, :1], t["states"][:, :1], t["actions"][:, :1])  # teacher-forced, no cache
+    want, _ = step_terms(wm, out, wm.advance(t["states"][:, 0], out["state_delta"][:, 0]), t, 0)
+    torch.testing.assert_close(loss, want, rtol=1e-6, atol=1e-6)
+    assert logs["unrolled_loss"] == pytest.approx(float(want.detach()), rel=1e-6)
+
+
+def test_the_differentiable_cache_steps_as_the_inference_cache(wm):
+    """Fed the recorded inputs, the training cache gives the inference cache's predictions, also past
+    the context window (6 steps, window 3)."""
+    wm.eval()
+    t = _targets(wm, windows(T=6))
+    train, infer = [KVCache(differentiable=True) for _ in wm.dynamics.blocks], [KVCache() for _ in wm.dynamics.blocks]
+    for k in range(6):
+        args = (t["codes"][:, k : k + 1], t["states"][:, k : k + 1], t["actions"][:, k : k + 1])
+        a = wm.predict(*args, train, k)
+        with torch.no_grad():
+            b = wm.predict(*args, infer, k)
+        for key in b:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=f"{key} at step {k}")
+
+
+def test_gradients_run_back_through_the_rollouts_own_history(wm):
+    """With only the last unrolled step scored, the loss reaches the first step's action only through
+    what the model fed itself since (its predicted states, and the keys of its own steps)."""
+    wm.train()
+    b = windows(T=5)
+    b["act_mask"][:, :3] = False  # steps 0-2 still run, unscored; step 3 predicts step 4
+    b["actions"] = b["actions"].clone().requires_grad_(True)
+    loss, _ = wm.rollout_loss(b)
+    loss.backward()
+    assert b["actions"].grad[:, 0].abs().sum() > 0
+    grads = [p.grad for p in wm.dynamics.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    wm.zero_grad(set_to_none=True)
+    wm.eval()
+
+
+def test_steps_past_an_episode_end_add_nothing(wm):
+    wm.eval()
+    b = windows(T=6, end_at=2)
+    base, _ = wm.rollout_loss(b)
+    b2 = {k: v.clone() for k, v in b.items()}
+    b2["states"][0, 3:] += 100.0  # past row 0's end: padding
+    b2["codes"][0, 3:] = (b2["codes"][0, 3:] + 7) % 60
+    torch.testing.assert_close(wm.rollout_loss(b2)[0], base)
+
+
+def test_a_window_of_one_step_is_refused(wm):
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        wm.rollout_loss(windows(T=1))
