@@ -154,9 +154,11 @@ class Block(nn.Module):
         h = x + self.attn(self.norm1(x), step, cache, self.cfg.context)
         return h + self.ffn(self.norm2(h))
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """x [B, T*S, D] laid out step by step, step [T*S]."""
-        if not self.pruned:
+    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None,
+                frames: bool = True) -> torch.Tensor:
+        """x [B, T*S, D] laid out step by step, step [T*S]; without `frames`, each step holds its action
+        and state tokens alone (S = 2), and there is nothing to prune."""
+        if not self.pruned or not frames:
             return self._core(x, step, cache)
         b, L, d = x.shape
         S, k = self.cfg.tokens_per_step, self.cfg.kept_frame_tokens
@@ -204,16 +206,18 @@ class Dynamics(nn.Module):
         st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
         return torch.cat([act, st, frame], dim=2).reshape(b, t * (n + 2), -1)
 
-    def heads(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Final hidden [B, T*S, D] -> predictions for each step's next frame, reward, termination and
-        (with a state head) state change."""
+    def heads(self, h: torch.Tensor, frames: bool = True) -> dict[str, torch.Tensor]:
+        """Final hidden [B, T*S, D] -> predictions for each step's next frame (with `frames`), reward,
+        termination and (with a state head) state change."""
         b, L = h.shape[:2]
-        h = self.norm(h).view(b, L // self.cfg.tokens_per_step, self.cfg.tokens_per_step, -1)
+        per_step = self.cfg.tokens_per_step if frames else 2
+        h = self.norm(h).view(b, L // per_step, per_step, -1)
         out = {
-            "code_logits": self.frame_head(h[:, :, 2:]),  # [B, T, N, V] (joint) or [B, T, N, sum(levels)]
             "reward": self.reward_head(h[:, :, 0]).squeeze(-1),  # [B, T]
             "term_logit": self.term_head(h[:, :, 0]).squeeze(-1),  # [B, T]
         }
+        if frames:
+            out["code_logits"] = self.frame_head(h[:, :, 2:])  # [B, T, N, V] (joint) or [B, T, N, sum(levels)]
         if self.state_head is not None:
             out["state_delta"] = self.state_head(h[:, :, 1])  # [B, T, S_dim]
         return out
@@ -229,17 +233,28 @@ class Dynamics(nn.Module):
         sample of softmax(logits / temperature) (per channel for a factorized head)."""
         return predict_codes(logits, temperature, generator, self.code_digits)
 
-    def forward(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+    def embed_state_only(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """states [B, T, S_dim] (normalised), actions [B, T, A] -> [B, T*2, D]: steps without a frame."""
+        b, t = states.shape[:2]
+        act = self.action_in(actions).unsqueeze(2) + self.type_emb[0]
+        st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
+        return torch.cat([act, st], dim=2).reshape(b, t * 2, -1)
+
+    def forward(self, codes: torch.Tensor | None, states: torch.Tensor, actions: torch.Tensor,
                 first_step: int = 0) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass over T steps (T <= context): predictions for every step."""
-        b, t, n = codes.shape
+        """Teacher-forced pass over T steps (T <= context): predictions for every step. With `codes`
+        None the steps have no frame: each carries its action and state tokens alone, so attention has
+        no frame keys, and there are no frame predictions (state-only data trains the physics)."""
+        b, t = states.shape[:2]
         if t > self.cfg.context:
             raise ValueError(f"window of {t} steps exceeds the context of {self.cfg.context}")
-        step = torch.arange(first_step, first_step + t, device=codes.device).repeat_interleave(n + 2)
-        h = self.embed(codes, states, actions)
+        frames = codes is not None
+        per_step = self.cfg.tokens_per_step if frames else 2
+        step = torch.arange(first_step, first_step + t, device=states.device).repeat_interleave(per_step)
+        h = self.embed(codes, states, actions) if frames else self.embed_state_only(states, actions)
         for blk in self.blocks:
-            h = blk(h, step)
-        return self.heads(h)
+            h = blk(h, step, frames=frames)
+        return self.heads(h, frames)
 
     def step_with_cache(self, caches: list[KVCache], codes: torch.Tensor, states: torch.Tensor,
                         actions: torch.Tensor, step_index: int) -> dict[str, torch.Tensor]:

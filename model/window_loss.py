@@ -7,6 +7,10 @@ targets stay the true next states, so the model learns to pull a perturbed state
 carry the error on (the noise-injection trick of learned simulators, Sanchez-Gonzalez et al. 2020,
 https://arxiv.org/abs/2002.09405); (3) an open-loop second pass feeds the model its own predictions
 of frames and states and adds that loss. (1) to (3) apply in training mode only.
+
+`state_only_loss` is the same teacher-forced loss on windows without frames (datasets made with
+`data generate --no-frames`): each step carries its action and state tokens alone, and the loss has
+no frame term.
 """
 
 from __future__ import annotations
@@ -84,3 +88,20 @@ def window_loss(wm: WorldModel, batch: dict[str, torch.Tensor], rng: torch.Gener
         logs["rollout_state_mse"] = logs2["state_mse"]
     logs["loss"] = loss.item()
     return loss, logs
+
+
+def state_only_loss(wm: WorldModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The teacher-forced state, reward and termination loss on a batch of windows of K + 1 steps
+    without frames (states, actions, rewards, terminated, act_mask; K the model's context)."""
+    dev, K = wm.device, wm.cfg.dynamics.context
+    states = wm.normalize_state(batch["states"].to(dev))
+    out = wm.predict(None, states[:, :K], batch["actions"].to(dev)[:, :K])
+    m = batch["act_mask"].to(dev)[:, :K].float()
+    denom = m.sum().clamp_min(1)
+    st = ((out["state_delta"] - (states[:, 1:] - states[:, :K])).pow(2).mean(-1) * m).sum() / denom
+    rewards = (batch["rewards"].to(dev)[:, :K] - wm.reward_mean) / wm.reward_std
+    rw = ((out["reward"] - rewards).pow(2) * m).sum() / denom
+    term = batch["terminated"].to(dev)[:, :K].float()
+    te = (F.binary_cross_entropy_with_logits(out["term_logit"], term, reduction="none") * m).sum() / denom
+    loss = st + rw + te
+    return loss, {"state_only_loss": loss.item(), "state_only_state_mse": st.item()}

@@ -33,7 +33,7 @@ from worldsim.model.saving import PretrainedMixin
 from worldsim.model.state_pathway import StatePathway, StatePathwayConfig
 from worldsim.model.state_renderer import StateRenderer, StateRendererConfig
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.model.window_loss import window_loss
+from worldsim.model.window_loss import state_only_loss, window_loss
 
 # Named presets' side models, beside the transformer's `worldsim.model.dynamics.PRESETS`.
 PART_PRESETS: dict[str, dict] = {
@@ -201,10 +201,11 @@ class WorldModel(PretrainedMixin, nn.Module):
             state = state.clamp(self.normalize_state(self.state_low), self.normalize_state(self.state_high))
         return state
 
-    def predict(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+    def predict(self, codes: torch.Tensor | None, states: torch.Tensor, actions: torch.Tensor,
                 caches: list[KVCache] | None = None, step_index: int = 0) -> dict[str, torch.Tensor]:
         """The transformer's predictions (`Dynamics.forward`, or with `caches` one cached step at
-        `step_index`) with the state pathway's share added to the state change. States normalised."""
+        `step_index`) with the state pathway's share added to the state change. States normalised;
+        `codes` None (no cache): steps without frames."""
         if caches is None:
             out = self.dynamics(codes, states, actions, first_step=step_index)
         else:
@@ -221,6 +222,10 @@ class WorldModel(PretrainedMixin, nn.Module):
         `worldsim.model.window_loss.window_loss`."""
         return window_loss(self, batch, rng, force_rollout, corrupt_prob=corrupt_prob, state_noise=state_noise,
                            rollout_prob=rollout_prob)
+
+    def state_only_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The transformer's teacher-forced loss on windows without frames (`window_loss.state_only_loss`)."""
+        return state_only_loss(self, batch)
 
     def rollout_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The transformer's K-step open-loop loss on windows of K + 1 steps, through the cached step

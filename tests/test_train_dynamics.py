@@ -245,3 +245,20 @@ def test_rollout_steps_add_the_k_step_loss_and_resume_exactly(setup, tmp_path):
     train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "off", cfg=cfg.replace(rollout_steps=0), **kw)
     c = load_checkpoint(tmp_path / "off").tensors
     assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("dynamics.blocks."))
+
+
+def test_state_only_windows_train_the_transformer_from_frameless_data(setup, tmp_path):
+    states = tmp_path / "states"
+    generate(GenerateSpec(scene="Reacher-v5", out=str(states), episodes=4, seed=7, shard_size=4, max_steps=8,
+                          frames=False), progress_bar=False)
+    cfg = DynamicsTrainConfig(steps=3, batch_size=2, save_every=1, warmup=1, val_batches=1, state_only_batch=4)
+    kw = dict(preset="v4", device="cpu", context=2, progress=False, state_data=[str(states)])
+    data, tok = str(setup / "data"), str(setup / "tok")
+    train_dynamics(data, tok, tmp_path / "straight", cfg=cfg, **kw)
+    train_dynamics(data, tok, tmp_path / "resumed", cfg=cfg.replace(steps=2), **kw)
+    train_dynamics(data, tok, tmp_path / "resumed", cfg=cfg, **kw)
+    a, b = load_checkpoint(tmp_path / "straight").tensors, load_checkpoint(tmp_path / "resumed").tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train_dynamics(data, tok, tmp_path / "off", cfg=cfg.replace(state_only_batch=0), **{**kw, "state_data": ()})
+    c = load_checkpoint(tmp_path / "off").tensors
+    assert any(not torch.equal(a[k], c[k]) for k in a if ".attn." in k)

@@ -55,6 +55,9 @@ class DynamicsTrainConfig(ConfigBase):
     """probability that a step adds a second, open-loop pass on the model's own predictions"""
     rollout_steps: int = 0
     """K of the K-step open-loop loss through the cached step added every step (0: off)"""
+    state_only_batch: int = 0
+    """windows per step without frames (the training data's and --state-data's states) whose steps
+    carry their action and state tokens alone: state-only data trains the transformer (0: off)"""
     val_fraction: float = 0.1
     """held-out share of the dataset's episodes"""
     save_every: int = 250
@@ -80,7 +83,7 @@ class DynamicsTrainConfig(ConfigBase):
         for name in ("corrupt_prob", "rollout_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("state_batch", "state_pretrain", "rollout_steps"):
+        for name in ("state_batch", "state_pretrain", "rollout_steps", "state_only_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_noise >= 0:
@@ -127,8 +130,12 @@ class Objective(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
                 rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None,
-                unrolled: dict[str, torch.Tensor] | None = None):
+                unrolled: dict[str, torch.Tensor] | None = None, state_only: dict[str, torch.Tensor] | None = None):
         loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
+        if state_only is not None:  # windows without frames: action and state tokens alone
+            aux, aux_logs = self.wm.state_only_loss(state_only)
+            logs.update(aux_logs)
+            loss = loss + aux
         if unrolled is not None:  # the K-step open-loop loss on windows of K + 1 steps
             aux, aux_logs = self.wm.rollout_loss(unrolled)
             logs.update(aux_logs)
@@ -242,10 +249,28 @@ def pretrain_pathway(wm: WorldModel, cfg: DynamicsTrainConfig, draw, ranks: Rank
         print(f"state pathway: {cfg.state_pretrain} steps, mse {loop.logs['mse'].item():.3g}", flush=True)
 
 
+def _state_only_draws(cfg: DynamicsTrainConfig, train_data, state_data, context: int, rank: int):
+    """`draw(step)`: `cfg.state_only_batch` windows without frames from one of the training data and
+    `state_data` (picked in proportion to their windows), seeded by the step; None when off."""
+    if not cfg.state_only_batch:
+        return None
+    sets = [train_data, *(EpisodeDataset(d, frames=False) for d in state_data)]
+    samplers = [WindowSampler(d, T=context + 1, keys=()) for d in sets]
+    share = np.array([s.num_windows for s in samplers], dtype=np.float64)
+
+    def draw(step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([cfg.seed, rank, 5, step])
+        pick = samplers[int(rng.choice(len(samplers), p=share / share.sum()))]
+        return pick.windows(rng.integers(pick.num_windows, size=cfg.state_only_batch))
+
+    return draw
+
+
 def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.random.Generator,
-                 cfg: DynamicsTrainConfig, draw, ranks: Ranks):
+                 cfg: DynamicsTrainConfig, draw, ranks: Ranks, state_data=()):
     """`loss(step)`: the objective on a batch of windows of `train_data` (and the pathway's transitions,
-    and windows of `cfg.rollout_steps + 1` steps for the K-step loss)."""
+    windows of `cfg.rollout_steps + 1` steps for the K-step loss, and windows without frames)."""
+    state_only = _state_only_draws(cfg, train_data, state_data, context, ranks.rank)
     # The window sampler draws from the loop's stream `rng`, saved with every checkpoint, so a resumed
     # run sees the same windows an uninterrupted one would; the unrolled windows are drawn by step seeds.
     sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
@@ -263,7 +288,8 @@ def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.r
             pick = np.random.default_rng([cfg.seed, ranks.rank, 3, step]).integers(unrolled.num_windows,
                                                                                     size=cfg.batch_size)
             windows = unrolled.windows(pick)
-        return objective(batch, cfg, rollout, gen, None if draw is None else draw(step), windows)
+        return objective(batch, cfg, rollout, gen, None if draw is None else draw(step), windows,
+                         None if state_only is None else state_only(step))
 
     return loss
 
@@ -286,8 +312,10 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     m = read_manifest(data_dir)
     tok = Tokenizer.from_pretrained(tokenizer, device=ranks.device)
     dyn_cfg = _dynamics_config(preset, m, tok, context, bias_gamma, capacity, state_residual)
-    if state_data and not (PART_PRESETS.get(preset, {}).get("pathway") and cfg.state_batch > 0):
-        raise ValueError(f"state_data is for the state pathway, which preset {preset!r} (or state_batch=0) lacks")
+    if state_data and not (PART_PRESETS.get(preset, {}).get("pathway") and cfg.state_batch) \
+            and not cfg.state_only_batch:
+        raise ValueError(f"state_data feeds the state pathway (which preset {preset!r}, or state_batch=0, lacks) "
+                         f"or the transformer's state-only windows (state_only_batch=0 here)")
     keys = ("scene", "state_dim", "action_dim", "scene_config_hash")
     check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))  # before any work
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
@@ -309,7 +337,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     draw = _pathway_draws(wm, cfg, train_data, state_data, ranks.rank)
     if draw is not None and loop.step == 0 and cfg.state_pretrain:
         pretrain_pathway(wm, cfg, draw, ranks, progress)
-    loss = _window_loss(objective, train_data, context, loop.rng, cfg, draw, ranks)
+    loss = _window_loss(objective, train_data, context, loop.rng, cfg, draw, ranks, state_data)
     val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
 
     def update_bias(step: int) -> None:
