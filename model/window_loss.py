@@ -15,54 +15,68 @@ no frame term.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from worldsim.model.world_model import WorldModel
+from torch import nn
 
 
-def _one_pass(wm: WorldModel, t: dict[str, torch.Tensor], inp_codes: torch.Tensor, inp_states: torch.Tensor
+def targets(wm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A window batch of the world model `wm` on its device, states and rewards in its normalised units
+    (codes only when the batch has frames)."""
+    dev = wm.device
+    out = {"states": wm.normalize_state(batch["states"].to(dev)), "actions": batch["actions"].to(dev),
+           "act_mask": batch["act_mask"].to(dev), "term": batch["terminated"].to(dev).float(),
+           "rewards": (batch["rewards"].to(dev) - wm.reward_mean) / wm.reward_std}
+    if "codes" in batch:
+        out["codes"] = batch["codes"].to(dev).long()
+    return out
+
+
+def masked_terms(wm: nn.Module, out: dict[str, torch.Tensor], state_err: torch.Tensor, t: dict[str, torch.Tensor],
+                 steps: slice) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss terms of predictions `out` for the window steps `steps` of targets `t` (each step
+    predicts the next): the next codes' cross-entropy (when `out` has frame logits), the state's
+    squared error `state_err` [B, T, S], the reward's squared error and the termination's binary
+    cross-entropy, each averaged over the steps whose episode has an action there."""
+    nxt = slice(steps.start + 1, steps.stop + 1)
+    m = t["act_mask"][:, steps].float()
+    denom = m.sum().clamp_min(1)
+    terms = {}
+    if "code_logits" in out:
+        terms["ce"] = (wm.dynamics.code_loss(out["code_logits"], t["codes"][:, nxt]).mean(-1) * m).sum() / denom
+    terms["state_mse"] = (state_err.pow(2).mean(-1) * m).sum() / denom
+    terms["reward_mse"] = ((out["reward"] - t["rewards"][:, steps]).pow(2) * m).sum() / denom
+    bce = F.binary_cross_entropy_with_logits(out["term_logit"], t["term"][:, steps], reduction="none")
+    terms["term_bce"] = (bce * m).sum() / denom
+    return sum(terms.values()), terms
+
+
+def _one_pass(wm: nn.Module, t: dict[str, torch.Tensor], inp_codes: torch.Tensor, inp_states: torch.Tensor
               ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
     """The teacher-forced loss of one pass from inputs `inp_codes`, `inp_states` against the window's
     targets `t`; returns (loss, logs, the predictions with the predicted codes)."""
     K = wm.cfg.dynamics.context
     out = wm.predict(inp_codes, inp_states, t["actions"][:, :K])
-    m = t["valid"].float()
-    denom = m.sum().clamp_min(1)
-    ce = (wm.dynamics.code_loss(out["code_logits"], t["codes"][:, 1:]).mean(-1) * m).sum() / denom
-    target_delta = t["states"][:, 1:] - inp_states
-    st = ((out["state_delta"] - target_delta).pow(2).mean(-1) * m).sum() / denom
-    rw = ((out["reward"] - t["rewards"][:, :K]).pow(2) * m).sum() / denom
-    te = (F.binary_cross_entropy_with_logits(out["term_logit"], t["term"][:, :K], reduction="none") * m).sum() / denom
+    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - inp_states), t, slice(0, K))
     with torch.no_grad():
         pred = wm.dynamics.predict_codes(out["code_logits"])
-        acc = ((pred == t["codes"][:, 1:]).float().mean(-1) * m).sum() / denom
-    return ce + st + rw + te, {"ce": ce.item(), "state_mse": st.item(), "reward_mse": rw.item(),
-                               "term_bce": te.item(), "token_acc": acc.item()}, out | {"codes": pred}
+        m = t["act_mask"][:, :K].float()
+        acc = ((pred == t["codes"][:, 1:]).float().mean(-1) * m).sum() / m.sum().clamp_min(1)
+    logs = {k: v.item() for k, v in terms.items()} | {"token_acc": acc.item()}
+    return loss, logs, out | {"codes": pred}
 
 
-def _targets(wm: WorldModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A window batch on the model's device, states and rewards in the model's normalised units."""
-    dev, K = wm.device, wm.cfg.dynamics.context
-    return {"codes": batch["codes"].to(dev).long(), "states": wm.normalize_state(batch["states"].to(dev)),
-            "actions": batch["actions"].to(dev), "valid": batch["act_mask"].to(dev)[:, :K],
-            "rewards": (batch["rewards"].to(dev) - wm.reward_mean) / wm.reward_std,
-            "term": batch["terminated"].to(dev).float()}
-
-
-def window_loss(wm: WorldModel, batch: dict[str, torch.Tensor], rng: torch.Generator | None = None,
+def window_loss(wm: nn.Module, batch: dict[str, torch.Tensor], rng: torch.Generator | None = None,
                 force_rollout: bool | None = None, *, corrupt_prob: float = 0.0, state_noise: float = 0.0,
                 rollout_prob: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss on a window batch (codes [B, K+1, N], states, actions, rewards, terminated, act_mask).
+    """The loss of the world model `wm` on a window batch (codes [B, K+1, N], states, actions, rewards,
+    terminated, act_mask).
 
     The open-loop second pass runs when `force_rollout` says so, or (when it is None) with
     probability `rollout_prob`; `rng` draws the corruption, the noise and that coin.
     """
     K, training = wm.cfg.dynamics.context, wm.dynamics.training
-    t = _targets(wm, batch)
+    t = targets(wm, batch)
     inp = t["codes"][:, :K]
     if corrupt_prob > 0 and training:
         noise = torch.rand(inp.shape, device=inp.device, generator=rng) < corrupt_prob
@@ -90,18 +104,12 @@ def window_loss(wm: WorldModel, batch: dict[str, torch.Tensor], rng: torch.Gener
     return loss, logs
 
 
-def state_only_loss(wm: WorldModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """The teacher-forced state, reward and termination loss on a batch of windows of K + 1 steps
-    without frames (states, actions, rewards, terminated, act_mask; K the model's context)."""
-    dev, K = wm.device, wm.cfg.dynamics.context
-    states = wm.normalize_state(batch["states"].to(dev))
-    out = wm.predict(None, states[:, :K], batch["actions"].to(dev)[:, :K])
-    m = batch["act_mask"].to(dev)[:, :K].float()
-    denom = m.sum().clamp_min(1)
-    st = ((out["state_delta"] - (states[:, 1:] - states[:, :K])).pow(2).mean(-1) * m).sum() / denom
-    rewards = (batch["rewards"].to(dev)[:, :K] - wm.reward_mean) / wm.reward_std
-    rw = ((out["reward"] - rewards).pow(2) * m).sum() / denom
-    term = batch["terminated"].to(dev)[:, :K].float()
-    te = (F.binary_cross_entropy_with_logits(out["term_logit"], term, reduction="none") * m).sum() / denom
-    loss = st + rw + te
-    return loss, {"state_only_loss": loss.item(), "state_only_state_mse": st.item()}
+def state_only_loss(wm: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The teacher-forced state, reward and termination loss of the world model `wm` on a batch of
+    windows of K + 1 steps without frames (states, actions, rewards, terminated, act_mask; K its context)."""
+    K = wm.cfg.dynamics.context
+    t = targets(wm, batch)
+    out = wm.predict(None, t["states"][:, :K], t["actions"][:, :K])
+    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - t["states"][:, :K]), t,
+                               slice(0, K))
+    return loss, {"state_only_loss": loss.item(), "state_only_state_mse": terms["state_mse"].item()}

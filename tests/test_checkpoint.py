@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+import worldsim.core.checkpoint as ckmod
 from worldsim.core.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from worldsim.core.config import ConfigBase
 
@@ -99,8 +100,6 @@ def test_wrong_kind_and_bad_config(tmp_path):
 
 
 def test_a_failed_save_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
-    import worldsim.core.checkpoint as ckmod
-
     save_checkpoint(tmp_path / "ck", net(NetConfig()), NetConfig(width=8), kind="test")
 
     def boom(*a, **k):

@@ -1,6 +1,7 @@
 """Nothing of the user's is lost or silently wrong: output paths, name resolution, checksums, crash-safe
 saves, references inside checkpoints, file modes and the CLI's failures."""
 
+import errno
 import json
 import os
 import shutil
@@ -10,15 +11,18 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import mujoco
 import pytest
 import torch
 
+import worldsim.envs
 from worldsim.cli import main
 from worldsim.core.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from worldsim.core.config import ConfigBase
 from worldsim.core.registry import WEIGHTS_DIR, resolve_checkpoint
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.model.world_model import WorldModel
+from worldsim.train.state import load_train_state, prepare_outputs
 
 TINY_TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
 
@@ -196,8 +200,6 @@ def _save_state(path: Path, step: int, mode: str = "atomic", kill_at: str | None
     ("fallback", "swapped", 2),
 ])
 def test_a_save_killed_at_any_point_leaves_the_old_or_the_new_state(tmp_path, mode, stage, survivor):
-    from worldsim.train.state import load_train_state, prepare_outputs
-
     state = tmp_path / "run.train"
     assert _save_state(state, 1, mode) == 0
     assert _save_state(state, 2, mode, kill_at=stage) == -9  # SIGKILL
@@ -278,12 +280,6 @@ def test_checkpoints_follow_the_umask(tmp_path, mask, dir_mode, file_mode):
 
 
 def test_expected_failures_are_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
-    import errno
-
-    import mujoco
-
-    import worldsim.envs
-
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/x")
 

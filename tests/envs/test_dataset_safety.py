@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -347,8 +348,6 @@ def test_a_resumed_multi_worker_run_has_the_uninterrupted_runs_stats(ref, copy):
 
 
 def test_a_shard_built_in_memory_has_the_bytes_h5py_writes_to_disk(ref, tmp_path):
-    import h5py
-
     episodes = [(e, 7, {"states": np.full((3, 2), float(e)), "actions": np.ones((2, 1), np.float32),
                         "frames": np.full((3, 16, 16, 3), e, np.uint8)}) for e in range(2)]
     shards.write_shard(tmp_path / "a.h5", 0, 0, episodes)

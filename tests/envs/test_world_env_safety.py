@@ -9,6 +9,7 @@ import torch
 import worldsim  # noqa: F401  (registers DSV4World-v0)
 from worldsim.envs import make_scene
 from worldsim.envs.world_env import DSV4World, DSV4WorldVector
+from worldsim.model.world_model import WorldModel
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,6 @@ def ckpt(tmp_path_factory, tiny_world):
 @pytest.fixture(scope="module")
 def bounded_ckpt(tmp_path_factory, ckpt):
     """The tiny world with state bounds [-2, 2] in every dimension (Reacher's initial states lie inside)."""
-    from worldsim.model.world_model import WorldModel
 
     wm = WorldModel.from_pretrained(ckpt, device="cpu")
     bounded = WorldModel(wm.cfg.replace(state_low=(-2.0,) * 10, state_high=(2.0,) * 10))

@@ -5,8 +5,8 @@ import torch
 
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.kv_cache import KVCache
-from worldsim.model.rollout_loss import step_terms
 from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.model.window_loss import masked_terms, targets
 from worldsim.model.world_model import WorldModel, WorldModelConfig
 
 TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
@@ -34,19 +34,14 @@ def windows(B=3, T=6, seed=0, end_at=None):
             "act_mask": act_mask}
 
 
-def _targets(wm, b):
-    return {"codes": b["codes"].long(), "states": wm.normalize_state(b["states"]), "actions": b["actions"],
-            "act_mask": b["act_mask"], "rewards": (b["rewards"] - wm.reward_mean) / wm.reward_std,
-            "term": b["terminated"].float()}
-
-
 def test_one_unrolled_step_is_the_one_step_loss_from_a_real_step(wm):
     wm.eval()
     b = windows(T=2)
     loss, logs = wm.rollout_loss(b)
-    t = _targets(wm, b)
+    t = targets(wm, b)
     out = wm.predict(t["codes"][:, :1], t["states"][:, :1], t["actions"][:, :1])  # teacher-forced, no cache
-    want, _ = step_terms(wm, out, wm.advance(t["states"][:, 0], out["state_delta"][:, 0]), t, 0)
+    state_err = wm.advance(t["states"][:, :1], out["state_delta"]) - t["states"][:, 1:2]
+    want, _ = masked_terms(wm, out, state_err, t, slice(0, 1))
     torch.testing.assert_close(loss, want, rtol=1e-6, atol=1e-6)
     assert logs["unrolled_loss"] == pytest.approx(float(want.detach()), rel=1e-6)
 
@@ -55,7 +50,7 @@ def test_the_differentiable_cache_steps_as_the_inference_cache(wm):
     """Fed the recorded inputs, the training cache gives the inference cache's predictions, also past
     the context window (6 steps, window 3)."""
     wm.eval()
-    t = _targets(wm, windows(T=6))
+    t = targets(wm, windows(T=6))
     train, infer = [KVCache(differentiable=True) for _ in wm.dynamics.blocks], [KVCache() for _ in wm.dynamics.blocks]
     for k in range(6):
         args = (t["codes"][:, k : k + 1], t["states"][:, k : k + 1], t["actions"][:, k : k + 1])

@@ -224,13 +224,13 @@ def _world_model(m: dict, preset: str, tok: Tokenizer, dyn_cfg: DynamicsConfig, 
     return wm
 
 
-def _pathway_draws(wm: WorldModel, cfg: DynamicsTrainConfig, train_data, state_data, rank: int):
-    """`draw(i, stage=1)`: `cfg.state_batch` random transitions of the training data and `state_data`
+def _pathway_draws(wm: WorldModel, cfg: DynamicsTrainConfig, train_data, state_sets, rank: int):
+    """`draw(i, stage=1)`: `cfg.state_batch` random transitions of the training data and `state_sets`
     for the state pathway alone, from their own stream seeded by (stage, i) so that a resumed run
     draws the same ones; None for a model without a pathway (or `state_batch=0`)."""
     if wm.pathway is None or cfg.state_batch == 0:
         return None
-    transitions = Sequences([train_data, *(EpisodeDataset(d, frames=False) for d in state_data)], wm, unroll=1)
+    transitions = Sequences([train_data, *state_sets], wm, unroll=1)
     return lambda i, stage=1: transitions.sample(cfg.state_batch, np.random.default_rng([cfg.seed, rank, stage, i]))
 
 
@@ -249,13 +249,12 @@ def pretrain_pathway(wm: WorldModel, cfg: DynamicsTrainConfig, draw, ranks: Rank
         print(f"state pathway: {cfg.state_pretrain} steps, mse {loop.logs['mse'].item():.3g}", flush=True)
 
 
-def _state_only_draws(cfg: DynamicsTrainConfig, train_data, state_data, context: int, rank: int):
+def _state_only_draws(cfg: DynamicsTrainConfig, train_data, state_sets, context: int, rank: int):
     """`draw(step)`: `cfg.state_only_batch` windows without frames from one of the training data and
-    `state_data` (picked in proportion to their windows), seeded by the step; None when off."""
+    `state_sets` (picked in proportion to their windows), seeded by the step; None when off."""
     if not cfg.state_only_batch:
         return None
-    sets = [train_data, *(EpisodeDataset(d, frames=False) for d in state_data)]
-    samplers = [WindowSampler(d, T=context + 1, keys=()) for d in sets]
+    samplers = [WindowSampler(d, T=context + 1, keys=()) for d in (train_data, *state_sets)]
     share = np.array([s.num_windows for s in samplers], dtype=np.float64)
 
     def draw(step: int) -> dict[str, torch.Tensor]:
@@ -267,10 +266,10 @@ def _state_only_draws(cfg: DynamicsTrainConfig, train_data, state_data, context:
 
 
 def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.random.Generator,
-                 cfg: DynamicsTrainConfig, draw, ranks: Ranks, state_data=()):
+                 cfg: DynamicsTrainConfig, draw, ranks: Ranks, state_sets=()):
     """`loss(step)`: the objective on a batch of windows of `train_data` (and the pathway's transitions,
     windows of `cfg.rollout_steps + 1` steps for the K-step loss, and windows without frames)."""
-    state_only = _state_only_draws(cfg, train_data, state_data, context, ranks.rank)
+    state_only = _state_only_draws(cfg, train_data, state_sets, context, ranks.rank)
     # The window sampler draws from the loop's stream `rng`, saved with every checkpoint, so a resumed
     # run sees the same windows an uninterrupted one would; the unrolled windows are drawn by step seeds.
     sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
@@ -334,10 +333,11 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                      ranks=ranks, desc=f"dynamics {preset}", progress=progress)
     # Experts that receive no token on a rank get no gradient there.
     objective = loop.ddp(Objective(wm), find_unused=dyn_cfg.moe)
-    draw = _pathway_draws(wm, cfg, train_data, state_data, ranks.rank)
+    state_sets = [EpisodeDataset(d, frames=False) for d in state_data]  # read once, for both uses
+    draw = _pathway_draws(wm, cfg, train_data, state_sets, ranks.rank)
     if draw is not None and loop.step == 0 and cfg.state_pretrain:
         pretrain_pathway(wm, cfg, draw, ranks, progress)
-    loss = _window_loss(objective, train_data, context, loop.rng, cfg, draw, ranks, state_data)
+    loss = _window_loss(objective, train_data, context, loop.rng, cfg, draw, ranks, state_sets)
     val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
 
     def update_bias(step: int) -> None:
