@@ -4,8 +4,9 @@ state-observation rollout of `DSV4World-v0` with the intact world's.
     python benchmarks/backbone_check.py [--scenes Reacher-v5 InvertedPendulum-v5 bounce] [--steps 40]
 
 For each world it prints the largest difference of observations and of rewards over the rollout
-(same seed, same random actions, temperature 0). Zero means the transformer's output never reaches
-what the env returns: the step function is the side models alone.
+(same seed, same random actions, temperature 0). Zero would mean the transformer's output never
+reaches what the env returns (the step function would be side models alone, as in the `mlp`
+baselines' state: `--checkpoints worldsim:mlp-reacher ...` shows it).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def rollout(scene: str, checkpoint: str, steps: int) -> tuple[np.ndarray, np.nda
     return np.stack(observations), np.asarray(rewards)
 
 
-def scrambled_copy(scene: str, out: str) -> str:
-    wm = WorldModel.from_pretrained(scene).float()
+def scrambled_copy(checkpoint: str, out: str) -> str:
+    wm = WorldModel.from_pretrained(checkpoint).float()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in wm.dynamics.named_parameters():
@@ -54,19 +55,24 @@ def scrambled_copy(scene: str, out: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenes", nargs="+", default=["Reacher-v5", "InvertedPendulum-v5", "bounce"])
+    p.add_argument("--checkpoints", nargs="+", default=None,
+                   help="one world per scene (a directory or worldsim:NAME; default: each scene's shipped world)")
     p.add_argument("--steps", type=int, default=40)
     args = p.parse_args()
+    checkpoints = args.checkpoints or args.scenes
+    if len(checkpoints) != len(args.scenes):
+        raise SystemExit(f"--checkpoints needs one entry per scene ({len(args.scenes)}), got {len(checkpoints)}")
     torch.set_num_threads(1)
-    print(f"{'scene':<22}{'steps':>6}{'max |obs diff|':>16}{'max |reward diff|':>19}  transformer on the step path")
-    for scene in args.scenes:
+    print(f"{'scene':<22}{'world':<24}{'steps':>6}{'max |obs diff|':>16}{'max |reward diff|':>19}  transformer on the step path")
+    for scene, ckpt in zip(args.scenes, checkpoints):
         with tempfile.TemporaryDirectory() as tmp:
-            obs_a, rew_a = rollout(scene, scene, args.steps)
-            obs_b, rew_b = rollout(scene, scrambled_copy(scene, os.path.join(tmp, "scrambled")), args.steps)
+            obs_a, rew_a = rollout(scene, ckpt, args.steps)
+            obs_b, rew_b = rollout(scene, scrambled_copy(ckpt, os.path.join(tmp, "scrambled")), args.steps)
         n = min(len(rew_a), len(rew_b))
         d_obs = float(np.abs(obs_a[: n + 1] - obs_b[: n + 1]).max())
         d_rew = float(np.abs(rew_a[:n] - rew_b[:n]).max())
         carried = "yes" if d_obs > 0 or d_rew > 0 or len(rew_a) != len(rew_b) else "no"
-        print(f"{scene:<22}{n:>6}{d_obs:>16.3g}{d_rew:>19.3g}  {carried}")
+        print(f"{scene:<22}{ckpt:<24}{n:>6}{d_obs:>16.3g}{d_rew:>19.3g}  {carried}")
 
 
 if __name__ == "__main__":

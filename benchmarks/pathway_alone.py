@@ -1,5 +1,5 @@
 """Copy a world model with the transformer's state head zeroed, so that its state pathway alone
-predicts the state change (the README's "pathway alone" rows of the v4-lite table).
+predicts the state change (the "pathway alone" rows of docs/world_model.md's table of the `mlp` preset).
 
     python benchmarks/pathway_alone.py runs/reacher-lite-c3 runs/reacher-lite-c3-pathonly
 """

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the shipped world models (worldsim/weights/world-*): the datasets (the tokenizer's own,
+# Reproduces the `mlp` baseline worlds (worldsim/weights/mlp-*; the shipped transformer worlds are
+# train_transformer_worlds.sh's): the datasets (the tokenizer's own,
 # see train_tokenizer.sh), the dynamics training runs on the shipped tokenizer, and the export
 # (fp16 weights, the tokenizer referenced rather than copied). Every step resumes after a kill.
 # Each run uses one CPU thread, so two run side by side on a 2-core machine.
@@ -14,13 +15,13 @@ worldsim data generate --scene InvertedPendulum-v5 --episodes 150 --max-steps 20
 
 time worldsim train dynamics --data "$DATA/bounce" --tokenizer bounce --preset v4 --out "$RUN/bounce-v4" --steps 1500 --quiet
 
-# The shipped Reacher and pendulum worlds are v4-lite (README, "v4-lite"); bounce is v4 (plus the parts below). Reacher's transformer
+# The Reacher and pendulum baselines are `mlp` (docs/world_model.md); bounce's is v4 (plus the parts below). Reacher's transformer
 # trains on 1600 more episodes (seed 2), and its state pathway also fits the seed-1 set's transitions.
 # Wall time, one thread each, two runs side by side: Reacher ~45 min, pendulum ~35 min.
 worldsim data generate --scene Reacher-v5 --episodes 1600 --seed 2 --out "$DATA/reacher2" --workers 2
-time worldsim train dynamics --data "$DATA/reacher2" --state-data "$DATA/reacher" --tokenizer Reacher-v5 --preset v4-lite \
+time worldsim train dynamics --data "$DATA/reacher2" --state-data "$DATA/reacher" --tokenizer Reacher-v5 --preset mlp \
     --out "$RUN/reacher-lite-big" --steps 3000 --state-pretrain 10000 --quiet
-time worldsim train dynamics --data "$DATA/pendulum" --tokenizer InvertedPendulum-v5 --preset v4-lite \
+time worldsim train dynamics --data "$DATA/pendulum" --tokenizer InvertedPendulum-v5 --preset mlp \
     --out "$RUN/pendulum-lite" --steps 2000 --state-pretrain 10000 --quiet
 
 # Reacher's state pathway refitted with an 8-step unrolled loss, then a state renderer added
@@ -73,6 +74,6 @@ time worldsim train outcome --checkpoint "$RUN/bounce-r2" --state-data "$DATA/bo
 
 W=$(python -c "import worldsim.core.registry as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
-worldsim export "$RUN/reacher-out" --out "$W/world-reacher" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/reacher2"
-worldsim export "$RUN/pendulum-out" --out "$W/world-pendulum" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/pendulum"
-worldsim export "$RUN/bounce-final" --out "$W/world-bounce" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/bounce"
+worldsim export "$RUN/reacher-out" --out "$W/mlp-reacher" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/reacher2"
+worldsim export "$RUN/pendulum-out" --out "$W/mlp-pendulum" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/pendulum"
+worldsim export "$RUN/bounce-final" --out "$W/mlp-bounce" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/bounce"

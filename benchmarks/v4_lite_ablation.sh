@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's v4-lite table on Reacher: capacity 0.3 and 0.4 with the transformer's state
+# Reproduces docs/world_model.md's table of the `mlp` preset on Reacher: capacity 0.3 and 0.4 with the transformer's state
 # head trained beside the pathway (--state-residual), the same weights with that head zeroed, and the
 # shipped run (train_world_models.sh). One CPU thread per run: ~35 min each, two side by side.
 # Usage: bash benchmarks/v4_lite_ablation.sh [DATA_DIR] [RUN_DIR]
@@ -8,7 +8,7 @@ DATA=${1:-data}
 RUN=${2:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 worldsim data generate --scene Reacher-v5 --episodes 400 --seed 1 --out "$DATA/reacher" --workers 2
-T="--data $DATA/reacher --tokenizer Reacher-v5 --preset v4-lite --state-residual --steps 3000 --state-pretrain 10000 --quiet"
+T="--data $DATA/reacher --tokenizer Reacher-v5 --preset mlp --state-residual --steps 3000 --state-pretrain 10000 --quiet"
 time worldsim train dynamics $T --capacity 0.3 --out "$RUN/reacher-lite-c3"
 time worldsim train dynamics $T --capacity 0.4 --out "$RUN/reacher-lite-c4"
 python benchmarks/pathway_alone.py "$RUN/reacher-lite-c3" "$RUN/reacher-lite-c3-pathonly"

@@ -3,7 +3,9 @@
 
 A reset asks MuJoCo for the real initial frame and state (the same physics state as the real
 scene's `reset(seed=s)`), encodes the frame, and restarts only the rows being reset; a step is one
-KV-cached model step for all rows. Frames are decoded only when asked for.
+KV-cached model step for all rows. Frames are decoded only when asked for. A batch made with
+`frames=False` rolls out without frames: each step carries its action and state tokens alone (state
+observations at a fraction of a framed step's cost), and there are no codes or frames to give.
 """
 
 from __future__ import annotations
@@ -80,12 +82,12 @@ class WorldBatch:
     """N world-model rollouts stepped together; the engine behind `DSV4World` and `DSV4WorldVector`.
 
     Attributes:
-        codes: [N, h, w] long, the current frame's tokens (on the model's device).
+        codes: [N, h, w] long, the current frame's tokens (on the model's device); None without frames.
         state: [N, S] float64, the current (predicted) state, raw units.
     """
 
     def __init__(self, scene: str, num_envs: int, checkpoint: str | None = None, device: str = "auto",
-                 context_frames: int = 1, temperature: float = 0.0, reward: str = "model"):
+                 context_frames: int = 1, temperature: float = 0.0, reward: str = "model", frames: bool = True):
         if scene not in list_scenes():
             raise ValueError(f"unknown scene {scene!r}; known scenes: {', '.join(list_scenes())}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -110,8 +112,9 @@ class WorldBatch:
         self.action_space = self.real.action_space
         self._null_action = np.clip(np.zeros(self.action_space.shape), self.action_space.low, self.action_space.high)
         self.handle = None
+        self.with_frames = bool(frames)
         g = self.wm.cfg.dynamics.grid
-        self.codes = torch.zeros(self.num_envs, g, g, dtype=torch.long, device=self.device)
+        self.codes = torch.zeros(self.num_envs, g, g, dtype=torch.long, device=self.device) if frames else None
         self.state = np.zeros((self.num_envs, self.real.state_dim), dtype=np.float64)
         self._frames: np.ndarray | None = None  # decoded current frames, or None until asked for
         self._started = np.zeros(self.num_envs, dtype=bool)
@@ -203,24 +206,29 @@ class WorldBatch:
         frames, states, actions = [], [], []
         for seed, physics in zip(seeds, physics_states):
             st, _ = self.real.reset(seed=seed, physics_state=physics)
-            f, s, a = [self.real.render()], [st], []
+            f, s, a = [self.real.render()] if self.with_frames else [], [st], []
             for _ in range(self.context_frames - 1):
                 res = self.real.step(self._null_action)
-                f.append(self.real.render()), s.append(res.state), a.append(self._null_action)
-            frames.append(np.stack(f)), states.append(np.stack(s)), actions.append(a)
+                s.append(res.state), a.append(self._null_action)
+                if self.with_frames:
+                    f.append(self.real.render())
+            frames.append(f), states.append(np.stack(s)), actions.append(a)
         dev = self.device
-        tokens = self.wm.encode(torch.from_numpy(np.stack(frames)).to(dev))  # [R, C, h, w]
+        tokens = None
+        if self.with_frames:
+            tokens = self.wm.encode(torch.from_numpy(np.stack([np.stack(f) for f in frames])).to(dev))  # [R, C, h, w]
         st = torch.from_numpy(np.stack(states)).float()
         act = None
         if self.context_frames > 1:
             act = torch.from_numpy(np.asarray(actions, dtype=np.float32))
         if every:
             order = np.argsort(rows)
-            self.handle = self.wm.start(tokens[order], st[order], None if act is None else act[order],
-                                        seed=int(sample_seed))
+            self.handle = self.wm.start(None if tokens is None else tokens[order], st[order],
+                                        None if act is None else act[order], seed=int(sample_seed))
         else:
             self.wm.restart_rows(self.handle, torch.from_numpy(rows), tokens, st, act)
-        self.codes[torch.from_numpy(rows).to(dev)] = tokens[:, -1]
+        if tokens is not None:
+            self.codes[torch.from_numpy(rows).to(dev)] = tokens[:, -1]
         self.state[rows] = np.stack(states)[:, -1]
         self._started[rows] = True
         self._frames = None
@@ -242,6 +250,8 @@ class WorldBatch:
 
     def frames(self) -> np.ndarray:
         """The current frames, decoded: uint8 [N, H, W, 3] (decoded once per step, on demand)."""
+        if not self.with_frames:
+            raise ValueError("this world batch rolls out without frames (frames=False): it has no frames to give")
         if self._frames is None:
             self._frames = self.wm.decode(self.codes[:, None])[:, 0].cpu().numpy()
         return self._frames

@@ -48,8 +48,11 @@ class DSV4World(WorldEnvBase, gym.Env):
     ## Description
     The real scene (a Gymnasium MuJoCo task or a worldsim physics scene) is replaced by its learned
     model: each `step` is one batched, KV-cached latent rollout step of `worldsim.model.WorldModel`,
-    which predicts the next frame's tokens, the next state, the reward and termination. MuJoCo is used
-    only at `reset`, to render the true first frame.
+    whose transformer predicts the next frame's tokens, the next state, the reward and termination.
+    MuJoCo is used only at `reset`, for the true first state and frame. With `obs_type="state"` and no
+    `render_mode` the rollout carries no frames: each step is the action and state tokens alone (the
+    same transformer, a fraction of a framed step's cost), so its states differ slightly from a
+    framed rollout's.
 
     ## Action Space
     The scene's own (`Reacher-v5`: `Box(-1, 1, (2,))`). Out-of-bounds actions are clipped; the number
@@ -63,8 +66,8 @@ class DSV4World(WorldEnvBase, gym.Env):
     `"latent"`: the frame's token grid, int64 `(8, 8)` in `[0, codebook)`; `"dict"`: all three.
 
     ## Rewards
-    `reward="model"` (default): the model's own reward, from its outcome head on the predicted state
-    when it has one (every shipped world does), else the transformer's reward head. `reward="task"`:
+    `reward="model"` (default): the model's own reward, from the transformer's reward head (or from
+    an outcome head on the predicted state in a world that has one, such as the `mlp` baselines). `reward="task"`:
     the scene's own reward function applied to the predicted state and the action. Both are in
     `info` (`reward_model`, `reward_task`), with the predicted state (`info["state"]`).
 

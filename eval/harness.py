@@ -94,7 +94,8 @@ class EvalConfig(ConfigBase):
     penetration_tolerance: float = 0.02
     """contact depth beyond which a step counts as penetrating"""
     frames: bool = True
-    """decode and score the model's frames (--no-frames: states only)"""
+    """roll out, decode and score the model's frames (--no-frames: states only, the model rolled
+    out without frames, as DSV4World-v0 steps for state observations)"""
     perturbation: float = 1e-6
     """offset of the perturbed-MuJoCo reference's initial positions (0: no reference)"""
 

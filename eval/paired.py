@@ -116,17 +116,22 @@ def record_truth(scene: Scene, episodes: int, horizon: int, seed: int, policy: s
 def model_rollout(wm, truth: Truth, decode: bool = True, progress: bool = False,
                   decode_batch: int = 256) -> Prediction:
     """Open-loop rollout of the world model from each episode's true context steps, all episodes in
-    one batch; frames are decoded afterwards in batches when `decode` is set."""
+    one batch; with `decode`, frames are decoded afterwards in batches, and without it the rollout
+    carries no frames at all (action and state tokens alone, as `DSV4World-v0` steps for state
+    observations)."""
     dev = wm.device
     e, t = truth.actions.shape[:2]
-    tokens0 = wm.encode(torch.from_numpy(np.ascontiguousarray(truth.context_frames)))  # [E, C, h, w]
+    tokens0 = None
+    if decode:
+        tokens0 = wm.encode(torch.from_numpy(np.ascontiguousarray(truth.context_frames)))  # [E, C, h, w]
     ctx_actions = torch.from_numpy(truth.context_actions).float() if truth.context_actions.shape[1] else None
     h = wm.start(tokens0, torch.from_numpy(truth.context_states).float(), ctx_actions)
     acts = torch.from_numpy(truth.actions).float().to(dev)
     codes, states, rewards, terms = [], [], [], []
     for i in tqdm(range(t), desc="world model", disable=not progress, leave=False):
         c, s, r, d = wm.step(h, acts[:, i], temperature=0.0)
-        codes.append(c.cpu())
+        if c is not None:
+            codes.append(c.cpu())
         states.append(s.double().cpu())
         rewards.append(r.double().cpu())
         terms.append(d.cpu())

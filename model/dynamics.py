@@ -70,8 +70,8 @@ class DynamicsConfig(ConfigBase):
                 raise ValueError(f"DynamicsConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.width % (2 * self.heads):
             raise ValueError(f"DynamicsConfig.width ({self.width}) must be a multiple of 2 * heads ({self.heads})")
-        if not 0 < self.capacity <= 1:
-            raise ValueError(f"DynamicsConfig.capacity must be in (0, 1], got {self.capacity}")
+        if not 0 <= self.capacity <= 1:
+            raise ValueError(f"DynamicsConfig.capacity must be in [0, 1], got {self.capacity}")
         if not 0 <= self.prune_from <= self.layers:
             raise ValueError(f"DynamicsConfig.prune_from must be in [0, layers={self.layers}], got {self.prune_from}")
         if self.frame_head not in ("joint", "factorized"):
@@ -97,7 +97,9 @@ class DynamicsConfig(ConfigBase):
 
     @property
     def kept_frame_tokens(self) -> int:
-        return max(1, math.ceil(self.capacity * self.tokens_per_frame)) if self.prune else self.tokens_per_frame
+        if not self.prune:
+            return self.tokens_per_frame
+        return 0 if self.capacity == 0 else max(1, math.ceil(self.capacity * self.tokens_per_frame))
 
 
 def rotary(x: torch.Tensor, step: torch.Tensor, dim: int = 2) -> torch.Tensor:
@@ -163,6 +165,10 @@ class Block(nn.Module):
         b, L, d = x.shape
         S, k = self.cfg.tokens_per_step, self.cfg.kept_frame_tokens
         T = L // S
+        if k == 0:  # capacity 0: frame tokens skip the layer, and its attention has no frame keys
+            steps = x.view(b, T, S, d)
+            lead = self._core(steps[:, :, :2].reshape(b, T * 2, d), step.view(T, S)[:, :2].reshape(-1), cache)
+            return torch.cat([lead.view(b, T, 2, d), steps[:, :, 2:]], dim=2).view(b, L, d)
         score = self.scorer(x.view(b, T, S, d)[:, :, 2:]).squeeze(-1)  # [B, T, N]
         top, index = select_tokens(score, k, lead=2)  # [B, T, k] in grid order; [B, T*M] stream positions
         self.last_kept = index
@@ -256,15 +262,18 @@ class Dynamics(nn.Module):
             h = blk(h, step, frames=frames)
         return self.heads(h, frames)
 
-    def step_with_cache(self, caches: list[KVCache], codes: torch.Tensor, states: torch.Tensor,
+    def step_with_cache(self, caches: list[KVCache], codes: torch.Tensor | None, states: torch.Tensor,
                         actions: torch.Tensor, step_index: int) -> dict[str, torch.Tensor]:
-        """One new step (codes [B, 1, N], ...) against the caches, which it extends."""
-        n = codes.shape[-1]
-        step = torch.full((n + 2,), step_index, device=codes.device, dtype=torch.long)
-        h = self.embed(codes, states, actions)
+        """One new step (codes [B, 1, N], ...) against the caches, which it extends. With `codes` None
+        the step has no frame (its action and state tokens alone, as in `forward`); a cache holds
+        steps of one kind, so a rollout is framed or frameless throughout."""
+        frames = codes is not None
+        n = codes.shape[-1] + 2 if frames else 2
+        step = torch.full((n,), step_index, device=states.device, dtype=torch.long)
+        h = self.embed(codes, states, actions) if frames else self.embed_state_only(states, actions)
         for blk, cache in zip(self.blocks, caches):
-            h = blk(h, step, cache)
-        return self.heads(h)
+            h = blk(h, step, cache, frames=frames)
+        return self.heads(h, frames)
 
     def moe_layers(self) -> list[HierarchicalMoE]:
         return [b.ffn for b in self.blocks if isinstance(b.ffn, HierarchicalMoE)]
@@ -277,12 +286,18 @@ PRESETS: dict[str, dict] = {
     "dense": dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False),
     "v4": dict(width=192, layers=4, heads=4, prune=True, capacity=0.4, prune_from=1, moe=True, experts=8,
                expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256),
-    # v4 made cheaper to run and steadier in state: every layer pruned (from layer 0), frame codes
-    # predicted per FSQ channel (23 logits instead of 1000), and no state head on the state token: a
-    # world model's state pathway (`worldsim.model.world_model.PART_PRESETS`) predicts the state alone.
+    # v4 made cheaper to run: every layer pruned (from layer 0) and frame codes predicted per FSQ
+    # channel (23 logits instead of 1000). The shipped worlds' transformer.
     "v4-lite": dict(width=192, layers=4, heads=4, prune=True, capacity=0.3, prune_from=0, moe=True, experts=8,
                     expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256,
-                    frame_head="factorized", state_head=False),
+                    frame_head="factorized"),
+    # v4-lite without its V4 switches (no pruning, a dense FFN of the MoE's active size): its dense baseline.
+    "dense-lite": dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False, frame_head="factorized"),
+    # The `mlp` baseline: v4-lite without the state token's head; a state pathway (an MLP of state and
+    # action, `worldsim.model.world_model.PART_PRESETS`) predicts the state instead.
+    "mlp": dict(width=192, layers=4, heads=4, prune=True, capacity=0.3, prune_from=0, moe=True, experts=8,
+                expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256,
+                frame_head="factorized", state_head=False),
     "dense-gpu": dict(width=512, layers=8, heads=8, ffn_hidden=1536, prune=False, moe=False),
     "v4-gpu": dict(width=512, layers=8, heads=8, prune=True, capacity=0.5, prune_from=2, moe=True, experts=16,
                    expert_groups=4, top_groups=2, top_k=2, expert_hidden=384, shared_hidden=768),

@@ -21,17 +21,20 @@ from worldsim.model.kv_cache import KVCache
 from worldsim.model.window_loss import masked_terms, targets
 
 
-def rollout_loss(wm: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def rollout_loss(wm: nn.Module, batch: dict[str, torch.Tensor], prefix: str = "unrolled"
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The K-step open-loop loss of the world model `wm` on a batch of windows of K + 1 steps (codes
     [B, K+1, N], states, actions, rewards, terminated, act_mask, as `WindowSampler` gives them): the
     mean over the K unrolled steps of each step's code cross-entropy, state, reward and termination
-    losses."""
+    losses. A batch without codes unrolls steps without frames (action and state tokens alone) and
+    has no code term. The logs' names start with `prefix`."""
     t = targets(wm, batch)
-    K = t["codes"].shape[1] - 1
+    framed = "codes" in t  # without codes the windows have no frames: steps of action and state tokens
+    K = t["states"].shape[1] - 1
     if K < 1:
         raise ValueError(f"a rollout loss needs windows of at least 2 steps, got {K + 1}")
     caches = [KVCache(differentiable=True) for _ in wm.dynamics.blocks]
-    codes, state = t["codes"][:, :1], t["states"][:, :1]
+    codes, state = t["codes"][:, :1] if framed else None, t["states"][:, :1]
     total, sums = 0.0, {}
     for k in range(K):
         out = wm.predict(codes, state, t["actions"][:, k : k + 1], caches, k)
@@ -40,10 +43,11 @@ def rollout_loss(wm: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         total = total + loss_k
         for name, v in terms.items():
             sums[name] = sums.get(name, 0.0) + v.detach()
-        with torch.no_grad():
-            codes = wm.dynamics.predict_codes(out["code_logits"])
+        if framed:
+            with torch.no_grad():
+                codes = wm.dynamics.predict_codes(out["code_logits"])
         state = state_next
-    logs = {f"unrolled_{name}": float(v) / K for name, v in sums.items()}
+    logs = {f"{prefix}_{name}": float(v) / K for name, v in sums.items()}
     loss = total / K
-    logs["unrolled_loss"] = float(loss.detach())
+    logs[f"{prefix}_loss"] = float(loss.detach())
     return loss, logs

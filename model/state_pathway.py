@@ -1,7 +1,7 @@
 """The state pathway: an MLP of (normalised state, action) that predicts the state's change.
 
 Its output is added to the transformer's state prediction (or is the whole of it, when the
-transformer has no state head: `DynamicsConfig.state_head=False`, the v4-lite preset). It reads no
+transformer has no state head: `DynamicsConfig.state_head=False`, the `mlp` baseline preset). It reads no
 frame, so it can learn from datasets made without frames (`worldsim train pathway`).
 """
 

@@ -37,7 +37,7 @@ from worldsim.model.window_loss import state_only_loss, window_loss
 
 # Named presets' side models, beside the transformer's `worldsim.model.dynamics.PRESETS`.
 PART_PRESETS: dict[str, dict] = {
-    "v4-lite": dict(pathway=StatePathwayConfig(width=256)),
+    "mlp": dict(pathway=StatePathwayConfig(width=256)),
 }
 
 
@@ -92,7 +92,7 @@ class RolloutHandle:
     """The state of a batch of rollouts: caches, the pending (latest) step and the step counter."""
 
     caches: list[KVCache]
-    codes: torch.Tensor  # [B, 1, N] the latest frame's codes
+    codes: torch.Tensor | None  # [B, 1, N] the latest frame's codes; None for a rollout without frames
     state: torch.Tensor  # [B, 1, S] its normalised state
     step_index: int
     generator: torch.Generator | None = None
@@ -133,7 +133,10 @@ class WorldModel(PretrainedMixin, nn.Module):
 
     def keep_fp32(self) -> tuple[str, ...]:
         """Names and name prefixes of the tensors that stay float32 when the model is saved at reduced precision."""
-        return self.stats_fp32 + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32)
+        # The state's way in and out of the transformer: a few thousand weights that carry the state
+        # to a fraction of fp16's resolution each step.
+        state_io = ("dynamics.state_in.", "dynamics.state_head.")
+        return self.stats_fp32 + state_io + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32)
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
              tokenizer_ref: str | None = None, force: bool = False):
@@ -227,10 +230,11 @@ class WorldModel(PretrainedMixin, nn.Module):
         """The transformer's teacher-forced loss on windows without frames (`window_loss.state_only_loss`)."""
         return state_only_loss(self, batch)
 
-    def rollout_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The transformer's K-step open-loop loss on windows of K + 1 steps, through the cached step
-        (see `worldsim.model.rollout_loss`)."""
-        return rollout_loss(self, batch)
+    def rollout_loss(self, batch: dict[str, torch.Tensor], prefix: str = "unrolled"
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The transformer's K-step open-loop loss on windows of K + 1 steps (with or without frames),
+        through the cached step (see `worldsim.model.rollout_loss`)."""
+        return rollout_loss(self, batch, prefix)
 
     def pathway_loss(self, batch: dict[str, torch.Tensor], clamp: bool = True
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -249,23 +253,27 @@ class WorldModel(PretrainedMixin, nn.Module):
         return self.tokenizer.decode(tokens)
 
     @torch.no_grad()
-    def start(self, tokens: torch.Tensor, states: torch.Tensor, actions: torch.Tensor | None = None,
+    def start(self, tokens: torch.Tensor | None, states: torch.Tensor, actions: torch.Tensor | None = None,
               seed: int | None = None, first_step: int = 0) -> RolloutHandle:
         """Begin B rollouts from C context steps.
 
         Args:
-            tokens: [B, C, h, w] codes of the context frames.
+            tokens: [B, C, h, w] codes of the context frames; None for rollouts without frames, whose
+                steps carry their action and state tokens alone (state observations at a fraction of
+                a framed step's cost; `step` then gives no tokens).
             states: [B, C, S] their (raw) states.
             actions: [B, C-1, A] the actions between them (None or empty when C == 1).
             seed: seeds sampling when `step` is called with temperature > 0.
             first_step: the time index of the first context step. Attention only sees differences
                 of time indices, so this changes nothing but the bookkeeping `restart_rows` needs.
         """
-        b, c = tokens.shape[:2]
+        b, c = states.shape[:2]
         cfg = self.cfg.dynamics
-        if tokens.ndim != 4 or tuple(tokens.shape[2:]) != (cfg.grid, cfg.grid):
-            raise ValueError(f"tokens must be [B, C, {cfg.grid}, {cfg.grid}], got {tuple(tokens.shape)}")
-        if states.shape != (b, c, cfg.state_dim):
+        if tokens is not None and (tokens.ndim != 4 or tuple(tokens.shape[:2]) != (b, c)
+                                   or tuple(tokens.shape[2:]) != (cfg.grid, cfg.grid)):
+            raise ValueError(f"tokens must be [{b}, {c}, {cfg.grid}, {cfg.grid}] (B and C of the states), got "
+                             f"{tuple(tokens.shape)}")
+        if states.ndim != 3 or states.shape[2] != cfg.state_dim:
             raise ValueError(f"states must be [{b}, {c}, {cfg.state_dim}], got {tuple(states.shape)}")
         if c < 1 or c > cfg.context:
             raise ValueError(f"context must hold 1 to {cfg.context} steps, got {c}")
@@ -273,16 +281,16 @@ class WorldModel(PretrainedMixin, nn.Module):
             got = None if actions is None else tuple(actions.shape)
             raise ValueError(f"actions must be [{b}, {c - 1}, {cfg.action_dim}], got {got}")
         dev = self.device
-        codes = tokens.to(dev).reshape(b, c, -1).long()
+        codes = None if tokens is None else tokens.to(dev).reshape(b, c, -1).long()
         st = self.normalize_state(states.to(dev).float())
         caches = [KVCache() for _ in self.dynamics.blocks]
         for t in range(c - 1):  # only the keys matter here, so the side models do not run
-            self.dynamics.step_with_cache(caches, codes[:, t : t + 1], st[:, t : t + 1],
+            self.dynamics.step_with_cache(caches, None if codes is None else codes[:, t : t + 1], st[:, t : t + 1],
                                           actions[:, t : t + 1].to(dev).float(), first_step + t)
         gen = None
         if seed is not None:
             gen = torch.Generator(device=dev).manual_seed(seed)
-        return RolloutHandle(caches, codes[:, -1:], st[:, -1:], first_step + c - 1, gen)
+        return RolloutHandle(caches, None if codes is None else codes[:, -1:], st[:, -1:], first_step + c - 1, gen)
 
     @torch.no_grad()
     def restart_rows(self, handle: RolloutHandle, rows: torch.Tensor, tokens: torch.Tensor, states: torch.Tensor,
@@ -290,14 +298,17 @@ class WorldModel(PretrainedMixin, nn.Module):
         """Restart rollouts `rows` [R] of `handle` from new context steps (as in `start`), leaving the
         other rows untouched: the restarted rows no longer see any of their old keys."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        if rows.ndim != 1 or tokens.shape[0] != rows.numel():
+        if rows.ndim != 1 or states.shape[0] != rows.numel():
             raise ValueError(f"rows must be a 1-D index with one entry per context row, got {tuple(rows.shape)} "
-                             f"for {tokens.shape[0]} rows")
-        c = tokens.shape[1]
+                             f"for {states.shape[0]} rows")
+        if (tokens is None) != (handle.codes is None):
+            raise ValueError("a rollout with frames restarts from context tokens, one without frames from None")
+        c = states.shape[1]
         sub = self.start(tokens, states, actions, first_step=handle.step_index - (c - 1))
         for cache, new in zip(handle.caches, sub.caches):
             cache.replace_rows(rows, new)
-        handle.codes[rows] = sub.codes
+        if handle.codes is not None:
+            handle.codes[rows] = sub.codes
         handle.state[rows] = sub.state
 
     def predict_next(self, out: dict[str, torch.Tensor], state: torch.Tensor, actions: torch.Tensor,
@@ -310,13 +321,17 @@ class WorldModel(PretrainedMixin, nn.Module):
         action token's heads.
 
         Returns:
-            codes [B, N], normalised state [B, S], normalised reward [B], termination logit [B].
+            codes [B, N] (None for a step without frames), normalised state [B, S], normalised reward
+            [B], termination logit [B].
         """
         state_n = self.advance(state[:, 0], out["state_delta"][:, 0])
-        logits = out["code_logits"][:, 0]  # [B, N, V']
-        if self.renderer is not None:  # the frame of the state just predicted
-            logits = self.renderer.mix(logits, self.renderer(state_n), self.cfg.dynamics.frame_head == "factorized")
-        codes = self.dynamics.predict_codes(logits, temperature, generator)  # [B, N]
+        codes = None
+        if "code_logits" in out:
+            logits = out["code_logits"][:, 0]  # [B, N, V']
+            if self.renderer is not None:  # the frame of the state just predicted
+                logits = self.renderer.mix(logits, self.renderer(state_n),
+                                           self.cfg.dynamics.frame_head == "factorized")
+            codes = self.dynamics.predict_codes(logits, temperature, generator)  # [B, N]
         reward, term_logit = out["reward"][:, 0], out["term_logit"][:, 0]
         if self.outcome is not None:  # the outcome of the state just predicted
             reward, term_logit = self.outcome(state_n, actions)
@@ -328,10 +343,11 @@ class WorldModel(PretrainedMixin, nn.Module):
         """Advance all B rollouts by one step under actions [B, A].
 
         Returns:
-            tokens [B, h, w] long, state [B, S] (raw units), reward [B], terminated [B] bool.
+            tokens [B, h, w] long (None for rollouts started without frames), state [B, S] (raw
+            units), reward [B], terminated [B] bool.
         """
         cfg = self.cfg.dynamics
-        b = handle.codes.shape[0]
+        b = handle.state.shape[0]
         if actions.shape != (b, cfg.action_dim):
             raise ValueError(f"actions must be [{b}, {cfg.action_dim}], got {tuple(actions.shape)}")
         acts = actions.to(self.device).float()
@@ -347,7 +363,8 @@ class WorldModel(PretrainedMixin, nn.Module):
             raise FloatingPointError(f"the world model's step {handle.step_index} gave a non-finite state or reward "
                                      f"in rows {rows[:10]}; its weights or inputs are bad, and the rollout cannot "
                                      f"go on")
-        handle.codes, handle.state = codes[:, None], state_n[:, None]
+        handle.codes, handle.state = None if codes is None else codes[:, None], state_n[:, None]
         handle.step_index += 1
         term = term_logit > 0
-        return codes.view(b, cfg.grid, cfg.grid), self.denormalize_state(state_n), reward, term
+        tokens = None if codes is None else codes.view(b, cfg.grid, cfg.grid)
+        return tokens, self.denormalize_state(state_n), reward, term

@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("preset", ["dense", "v4", "v4-lite"])
+@pytest.mark.parametrize("preset", ["dense", "v4", "v4-lite", "mlp"])
 def test_train_resume_and_step(setup, tmp_path, preset):
     cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1, state_batch=8,
                               state_pretrain=2)
@@ -46,8 +46,10 @@ def test_train_resume_and_step(setup, tmp_path, preset):
     st = EpisodeDataset(setup / "data").arrays["states"]
     lo, hi = torch.tensor(wm.cfg.state_low), torch.tensor(wm.cfg.state_high)
     assert (lo <= torch.from_numpy(st.min(0)).float() + 1e-6).all() and (hi >= torch.from_numpy(st.max(0)).float() - 1e-6).all()
-    if preset == "v4-lite":  # the head factorized over the tokenizer's own FSQ levels
-        assert wm.cfg.dynamics.code_levels == (5, 4, 3) and wm.cfg.pathway.width > 0
+    if preset in ("v4-lite", "mlp"):  # the head factorized over the tokenizer's own FSQ levels
+        assert wm.cfg.dynamics.code_levels == (5, 4, 3)
+    # The mlp baseline's state comes from its pathway; every other preset's from the transformer.
+    assert (wm.pathway is not None) == (preset == "mlp") and (wm.dynamics.state_head is None) == (preset == "mlp")
     tokens = torch.zeros(1, 1, 8, 8, dtype=torch.long)
     h = wm.start(tokens, torch.zeros(1, 1, wm.cfg.dynamics.state_dim))
     codes, state, _, _ = wm.step(h, torch.zeros(1, wm.cfg.dynamics.action_dim))
@@ -111,15 +113,15 @@ def test_cli_train_dynamics(setup, tmp_path):
                  "--quiet", "--device", "cpu"]) == 0
     assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
                  "v9", "--out", str(tmp_path / "e"), "--steps", "1", "--quiet", "--device", "cpu"]) == 2
-    # v4-lite with its own options: pruning capacity and the state pathway's fitting.
+    # The mlp baseline with its own options: pruning capacity and the state pathway's fitting.
     assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
-                 "v4-lite", "--out", str(tmp_path / "f"), "--steps", "1", "--batch-size", "2", "--context", "2",
+                 "mlp", "--out", str(tmp_path / "f"), "--steps", "1", "--batch-size", "2", "--context", "2",
                  "--capacity", "0.25", "--state-batch", "4", "--state-pretrain", "1", "--quiet", "--device", "cpu"]) == 0
     wm = WorldModel.from_pretrained(tmp_path / "f")
     assert wm.cfg.dynamics.capacity == 0.25 and wm.cfg.dynamics.frame_head == "factorized"
     assert not wm.cfg.dynamics.state_head and wm.dynamics.state_head is None and wm.pathway is not None
     assert main(["train", "dynamics", "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset",
-                 "v4-lite", "--out", str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--context", "2",
+                 "mlp", "--out", str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--context", "2",
                  "--state-residual", "--quiet", "--device", "cpu"]) == 0
     assert WorldModel.from_pretrained(tmp_path / "g").dynamics.state_head is not None
     r = subprocess.run([sys.executable, "benchmarks/pathway_alone.py", str(tmp_path / "g"), str(tmp_path / "h")],
@@ -135,7 +137,7 @@ def test_state_data_adds_transitions_of_the_same_scene_only(setup, tmp_path):
     cfg = DynamicsTrainConfig(steps=1, batch_size=2, warmup=1, val_batches=1, state_batch=4)
     kw = dict(cfg=cfg, device="cpu", context=2, progress=False)
     data, tok = str(setup / "data"), str(setup / "tok")
-    train_dynamics(data, tok, tmp_path / "a", preset="v4-lite", state_data=[data], **kw)
+    train_dynamics(data, tok, tmp_path / "a", preset="mlp", state_data=[data], **kw)
     assert load_checkpoint(tmp_path / "a").extra["state_data"] == [data]
     other = tmp_path / "other"
     shutil.copytree(setup / "data", other)
@@ -143,7 +145,7 @@ def test_state_data_adds_transitions_of_the_same_scene_only(setup, tmp_path):
     manifest["scene_config_hash"] = "0" * 16
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="scene_config_hash"):
-        train_dynamics(data, tok, tmp_path / "b", preset="v4-lite", state_data=[str(other)], **kw)
+        train_dynamics(data, tok, tmp_path / "b", preset="mlp", state_data=[str(other)], **kw)
     with pytest.raises(ValueError, match="state pathway"):
         train_dynamics(data, tok, tmp_path / "c", preset="v4", state_data=[data], **kw)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
@@ -164,7 +166,7 @@ def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
     assert load_checkpoint(tmp_path / "ddp").extra["steps"] == 3
 
 
-@pytest.mark.parametrize("preset", ["v4", "v4-lite"])
+@pytest.mark.parametrize("preset", ["v4", "mlp"])
 def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, preset):
     """Sampler, corruption and transition streams are checkpointed or step-seeded, so resuming
     changes nothing."""
@@ -262,3 +264,43 @@ def test_state_only_windows_train_the_transformer_from_frameless_data(setup, tmp
     train_dynamics(data, tok, tmp_path / "off", cfg=cfg.replace(state_only_batch=0), **{**kw, "state_data": ()})
     c = load_checkpoint(tmp_path / "off").tensors
     assert any(not torch.equal(a[k], c[k]) for k in a if ".attn." in k)
+
+
+def test_frameless_windows_unroll_through_the_cache_and_resume_exactly(setup, tmp_path):
+    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1, state_only_batch=3,
+                              state_rollout_steps=3, rollout_steps=2, rollout_batch=1)
+    kw = dict(preset="v4-lite", device="cpu", context=2, progress=False)
+    data, tok = str(setup / "data"), str(setup / "tok")
+    metrics = train_dynamics(data, tok, tmp_path / "straight", cfg=cfg, **kw)
+    train_dynamics(data, tok, tmp_path / "resumed", cfg=cfg.replace(steps=1), **kw)
+    train_dynamics(data, tok, tmp_path / "resumed", cfg=cfg, **kw)
+    a, b = load_checkpoint(tmp_path / "straight").tensors, load_checkpoint(tmp_path / "resumed").tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "straight").extra["train_config"]["state_rollout_steps"] == 3
+    assert "val_state_mse" in metrics
+    # Teacher-forced frameless windows instead give other weights.
+    train_dynamics(data, tok, tmp_path / "forced", cfg=cfg.replace(state_rollout_steps=0), **kw)
+    c = load_checkpoint(tmp_path / "forced").tensors
+    assert any(not torch.equal(a[k], c[k]) for k in a if ".attn." in k)
+
+
+def test_init_starts_the_transformer_from_another_world(setup, tmp_path):
+    cfg = DynamicsTrainConfig(steps=1, batch_size=2, save_every=1, warmup=1, val_batches=1, lr=1e-9,
+                              balance=False)  # nothing but the optimiser moves the weights, and barely
+    data, tok = str(setup / "data"), str(setup / "tok")
+    kw = dict(device="cpu", context=2, progress=False)
+    train_dynamics(data, tok, tmp_path / "mlp", preset="mlp", cfg=cfg.replace(lr=1e-3, balance=True), **kw)
+    train_dynamics(data, tok, tmp_path / "grown", preset="v4-lite", cfg=cfg, init=str(tmp_path / "mlp"), **kw)
+    src, dst = WorldModel.from_pretrained(tmp_path / "mlp"), WorldModel.from_pretrained(tmp_path / "grown")
+    assert dst.pathway is None and dst.dynamics.state_head is not None
+    ours = dst.dynamics.state_dict()
+    for name, t in src.dynamics.state_dict().items():
+        torch.testing.assert_close(ours[name], t, rtol=1e-4, atol=1e-5, msg=name)
+    assert load_checkpoint(tmp_path / "grown").extra["init"] == str(tmp_path / "mlp")
+    # A world over another tokenizer is refused before any work.
+    torch.manual_seed(1)
+    Tokenizer(TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))).save(tmp_path / "tok2")
+    with pytest.raises(ValueError, match="tokenizer"):
+        train_dynamics(data, str(tmp_path / "tok2"), tmp_path / "bad", preset="v4-lite", cfg=cfg,
+                       init=str(tmp_path / "mlp"), **kw)
+    assert not (tmp_path / "bad").exists()

@@ -15,7 +15,7 @@ from worldsim.train.samplers import Frames, Outcomes, Sequences
 
 
 def _world(path, pathway=16, scene="Reacher-v5", data=None, dims=(10, 2)):
-    """A tiny v4-lite-like world with a state pathway, normalised by the data's statistics; `dims` are
+    """A tiny mlp-baseline-like world (a state pathway), normalised by the data's statistics; `dims` are
     the scene's state and action sizes (Reacher's by default)."""
     dyn = DynamicsConfig(state_dim=dims[0], action_dim=dims[1], grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
                          prune=True, capacity=0.5, prune_from=0, moe=True, experts=4, expert_groups=2, top_groups=1,
@@ -23,7 +23,7 @@ def _world(path, pathway=16, scene="Reacher-v5", data=None, dims=(10, 2)):
                          state_head=not pathway)
     torch.manual_seed(0)
     tok = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
-    wm = WorldModel(WorldModelConfig(scene=scene, preset="v4-lite", tokenizer=tok, dynamics=dyn,
+    wm = WorldModel(WorldModelConfig(scene=scene, preset="mlp", tokenizer=tok, dynamics=dyn,
                                      static_state_dims=(4, 5) if dims[0] == 10 else (),
                                      state_low=(-50.0,) * dims[0], state_high=(50.0,) * dims[0],
                                      pathway=StatePathwayConfig(width=pathway) if pathway else None))

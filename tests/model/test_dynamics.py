@@ -199,8 +199,8 @@ def test_presets_and_config_checks():
     assert dense.ffn_hidden == v4.shared_hidden + v4.top_k * v4.expert_hidden  # same active FFN size
     with pytest.raises(ValueError, match="unknown preset 'v5'"):
         preset_config("v5")
-    with pytest.raises(ValueError, match=r"capacity must be in \(0, 1\], got 0"):
-        DynamicsConfig(capacity=0.0)
+    with pytest.raises(ValueError, match=r"capacity must be in \[0, 1\], got -0.1"):
+        DynamicsConfig(capacity=-0.1)
     with pytest.raises(ValueError, match="exceeds the context"):
         Dynamics(DENSE)(*inputs(T=5))
 
@@ -232,7 +232,7 @@ def test_factorized_head_scores_and_picks_each_fsq_channel():
 
 
 def test_without_a_state_head_the_transformer_predicts_no_state():
-    alone = Dynamics(LITE.replace(state_head=False)).eval()  # v4-lite's choice: a pathway predicts the state
+    alone = Dynamics(LITE.replace(state_head=False)).eval()  # the mlp baseline's choice: a pathway predicts the state
     assert alone.state_head is None
     with torch.no_grad():
         assert set(alone(*inputs(cfg=LITE))) == {"code_logits", "reward", "term_logit"}

@@ -90,3 +90,49 @@ def test_steps_past_an_episode_end_add_nothing(wm):
 def test_a_window_of_one_step_is_refused(wm):
     with pytest.raises(ValueError, match="at least 2 steps"):
         wm.rollout_loss(windows(T=1))
+
+
+def frameless(batch):
+    return {k: v for k, v in batch.items() if k != "codes"}
+
+
+def test_one_unrolled_step_without_frames_is_the_one_step_loss_without_frames(wm):
+    wm.eval()
+    b = frameless(windows(T=2))
+    loss, logs = wm.rollout_loss(b, prefix="state_only")
+    t = targets(wm, b)
+    out = wm.predict(None, t["states"][:, :1], t["actions"][:, :1])  # teacher-forced, no frames, no cache
+    state_err = wm.advance(t["states"][:, :1], out["state_delta"]) - t["states"][:, 1:2]
+    want, terms = masked_terms(wm, out, state_err, t, slice(0, 1))
+    assert "ce" not in terms and "state_only_ce" not in logs
+    torch.testing.assert_close(loss, want, rtol=1e-6, atol=1e-6)
+    assert logs["state_only_loss"] == pytest.approx(float(want.detach()), rel=1e-6)
+
+
+def test_a_cached_step_without_frames_is_the_frameless_teacher_forced_pass(wm):
+    """Step by step through either cache, steps without frames give what the teacher-forced pass over
+    the same frameless window gives (3 steps: the context)."""
+    wm.eval()
+    t = targets(wm, windows(T=3))
+    with torch.no_grad():
+        whole = wm.predict(None, t["states"], t["actions"])
+        for differentiable in (False, True):
+            caches = [KVCache(differentiable=differentiable) for _ in wm.dynamics.blocks]
+            for k in range(3):
+                one = wm.predict(None, t["states"][:, k : k + 1], t["actions"][:, k : k + 1], caches, k)
+                assert "code_logits" not in one
+                for key in one:
+                    torch.testing.assert_close(one[key][:, 0], whole[key][:, k], rtol=1e-5, atol=1e-5,
+                                               msg=f"{key} at step {k}")
+
+
+def test_a_frameless_rollout_gives_states_and_no_tokens(wm):
+    wm.eval()
+    t = windows(T=3)
+    h = wm.start(None, t["states"][:, :2], t["actions"][:, :1])
+    tokens, state, reward, term = wm.step(h, t["actions"][:, 1])
+    assert tokens is None and h.codes is None
+    assert state.shape == (3, 3) and reward.shape == (3,) and term.shape == (3,)
+    with pytest.raises(ValueError, match="restarts from context tokens"):
+        wm.restart_rows(h, torch.tensor([0]), t["codes"][:1, :2].view(1, 2, 8, 8), t["states"][:1, :2],
+                        t["actions"][:1, :1])

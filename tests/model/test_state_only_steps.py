@@ -6,6 +6,7 @@ import torch
 
 import worldsim.model.dynamics as dynamics_module
 from worldsim.model.dynamics import DynamicsConfig
+from worldsim.model.kv_cache import KVCache
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
 
@@ -60,3 +61,26 @@ def test_state_only_loss_trains_the_transformer():
     attn = [p.grad for n, p in wm.dynamics.named_parameters() if ".attn." in n]
     assert all(g is not None and g.abs().sum() > 0 for g in attn) and logs["state_only_loss"] > 0
     assert wm.dynamics.frame_head.weight.grad is None  # no frame, no frame loss
+
+
+def test_pruning_at_capacity_zero_is_the_step_without_frame():
+    """Every layer pruned at capacity 0 keeps no frame token: the frame's tokens give no keys, so the
+    state, reward and termination are exactly those of the frameless step, teacher-forced and cached."""
+    wm = _model(prune=True, capacity=0.0, prune_from=0, moe=True, experts=4, expert_groups=2, top_groups=1,
+                top_k=2, expert_hidden=16, shared_hidden=32)
+    assert wm.cfg.dynamics.kept_frame_tokens == 0
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 60, (2, 3, 64), generator=g)
+    states, actions = torch.randn(2, 3, 3, generator=g), torch.randn(2, 3, 2, generator=g)
+    with torch.no_grad():
+        framed, frameless = wm.dynamics(codes, states, actions), wm.dynamics(None, states, actions)
+        other = wm.dynamics((codes + 11) % 60, states, actions)
+        caches = [KVCache() for _ in wm.dynamics.blocks]
+        cached = [wm.dynamics.step_with_cache(caches, codes[:, t : t + 1], states[:, t : t + 1],
+                                              actions[:, t : t + 1], t) for t in range(3)]
+    assert framed["code_logits"].shape[:3] == (2, 3, 64)
+    for key in ("reward", "term_logit", "state_delta"):
+        torch.testing.assert_close(framed[key], frameless[key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(other[key], frameless[key], rtol=0, atol=0, msg=key)
+        for t in range(3):
+            torch.testing.assert_close(cached[t][key][:, 0], frameless[key][:, t], rtol=1e-5, atol=1e-5, msg=key)

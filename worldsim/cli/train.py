@@ -50,7 +50,8 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
                              context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma,
                              capacity=args.capacity, state_data=args.state_data,
-                             state_residual=True if args.state_residual else None, force=args.force)
+                             state_residual=True if args.state_residual else None, init=args.init,
+                             force=args.force)
     if metrics:
         print(f"wrote {args.out}: held-out token accuracy {metrics['val_token_acc']:.4f}, "
               f"state MSE (normalised) {metrics['val_state_mse']:.4g}")
@@ -118,10 +119,13 @@ def _add_dynamics_parser(tsub: argparse._SubParsersAction) -> None:
     s.add_argument("--capacity", type=float, default=None,
                    help="share of frame tokens each pruned layer keeps (default: the preset's)")
     s.add_argument("--state-residual", action="store_true",
-                   help="with a state pathway, also train the state token's head and add it (v4-lite: off)")
+                   help="with a state pathway, also train the state token's head and add it (mlp: off)")
     s.add_argument("--state-data", nargs="+", default=_DYNAMICS_ARGS["state_data"], metavar="DIR",
                    help="more datasets of the scene whose transitions also fit the state pathway (frames unused) "
                         "(default: none)")
+    s.add_argument("--init", default=None, metavar="CKPT",
+                   help="start the transformer from this world's weights (a directory, or worldsim:NAME for shipped "
+                        "weights); tensors it lacks, or holds in another shape, start fresh (default: none)")
     add_config_flags(s, DynamicsTrainConfig)
     s.set_defaults(func=_cmd_train_dynamics)
 

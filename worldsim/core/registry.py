@@ -17,12 +17,19 @@ SHIPPED: dict[str, dict[str, str]] = {
     },
     # World models: dynamics weights only; each names worldsim:tokenizer as its tokenizer (see `export_world_model`).
     "world_model": {
-        "Reacher-v5": "world-reacher",
-        "InvertedPendulum-v5": "world-pendulum",
-        "bounce": "world-bounce",
+        "Reacher-v5": "mlp-reacher",
+        "InvertedPendulum-v5": "mlp-pendulum",
+        "bounce": "mlp-bounce",
     },
 }
 
+
+# The `mlp` baseline worlds, scored beside the shipped ones: a v4-lite transformer whose state comes
+# from a state pathway and whose reward and termination come from an outcome head (MLPs of state and
+# action), plus a state renderer for Reacher and bounce. Loaded as "worldsim:NAME".
+BASELINES: dict[str, dict[str, str]] = {
+    "mlp": {"Reacher-v5": "mlp-reacher", "InvertedPendulum-v5": "mlp-pendulum", "bounce": "mlp-bounce"},
+}
 
 # A reference to shipped weights from inside a checkpoint (`extra.tokenizer_ref`): "worldsim:NAME" is
 # the directory NAME of WEIGHTS_DIR, so a world copied anywhere still finds the tokenizer it shares.
@@ -37,7 +44,8 @@ def resolve_checkpoint(name_or_path: str | Path, kind: str) -> Path:
     """A checkpoint directory from a scene name that has shipped weights of `kind`, or from a path.
 
     A string that is a scene name always means the scene, even when a folder of that name sits in the
-    working directory: write `./NAME` (or pass a `Path`) for the folder. A path is used as it is.
+    working directory: write `./NAME` (or pass a `Path`) for the folder. "worldsim:NAME" is the shipped
+    weights' folder NAME (the `mlp` baselines: `BASELINES`). A path is used as it is.
 
     Raises:
         ValueError: when it is neither a scene with shipped weights of `kind` nor an existing path; the
@@ -45,6 +53,11 @@ def resolve_checkpoint(name_or_path: str | Path, kind: str) -> Path:
     """
     shipped = SHIPPED.get(kind, {})
     listing = ", ".join(shipped) or "none"
+    if isinstance(name_or_path, str) and name_or_path.startswith(PACKAGE_REF):  # shipped weights by folder name
+        path = resolve_ref(name_or_path, WEIGHTS_DIR, field="checkpoint")
+        if not (path / "model.safetensors").is_file():
+            raise ValueError(f"{name_or_path!r} names shipped weights that are missing from this install ({path})")
+        return path
     if isinstance(name_or_path, str) and name_or_path in _scene_names():
         if name_or_path not in shipped:
             raise ValueError(f"no {kind} is shipped for scene {name_or_path!r} (shipped for: {listing}); to load "

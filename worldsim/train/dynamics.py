@@ -58,6 +58,11 @@ class DynamicsTrainConfig(ConfigBase):
     state_only_batch: int = 0
     """windows per step without frames (the training data's and --state-data's states) whose steps
     carry their action and state tokens alone: state-only data trains the transformer (0: off)"""
+    state_rollout_steps: int = 0
+    """K of the open-loop loss on the windows without frames, through the cached step (0: their
+    teacher-forced loss on windows of context + 1 steps)"""
+    rollout_batch: int = 0
+    """windows per step of the K-step open-loop loss with frames (0: --batch-size)"""
     val_fraction: float = 0.1
     """held-out share of the dataset's episodes"""
     save_every: int = 250
@@ -83,7 +88,8 @@ class DynamicsTrainConfig(ConfigBase):
         for name in ("corrupt_prob", "rollout_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("state_batch", "state_pretrain", "rollout_steps", "state_only_batch"):
+        for name in ("state_batch", "state_pretrain", "rollout_steps", "state_only_batch", "state_rollout_steps",
+                     "rollout_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_noise >= 0:
@@ -133,7 +139,10 @@ class Objective(torch.nn.Module):
                 unrolled: dict[str, torch.Tensor] | None = None, state_only: dict[str, torch.Tensor] | None = None):
         loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
         if state_only is not None:  # windows without frames: action and state tokens alone
-            aux, aux_logs = self.wm.state_only_loss(state_only)
+            if cfg.state_rollout_steps:
+                aux, aux_logs = self.wm.rollout_loss(state_only, prefix="state_only")
+            else:
+                aux, aux_logs = self.wm.state_only_loss(state_only)
             logs.update(aux_logs)
             loss = loss + aux
         if unrolled is not None:  # the K-step open-loop loss on windows of K + 1 steps
@@ -224,6 +233,24 @@ def _world_model(m: dict, preset: str, tok: Tokenizer, dyn_cfg: DynamicsConfig, 
     return wm
 
 
+def start_from(wm: WorldModel, init: str | Path) -> dict[str, int]:
+    """Start `wm`'s transformer, and its state and reward scale, from the world checkpoint `init`: each
+    tensor of the same name and shape is copied, the others keep their fresh initialisation. Its
+    tokenizer must be `wm`'s, or its frame codes would mean other images."""
+    src = WorldModel.from_pretrained(init)
+    ours, theirs = wm.tokenizer.state_dict(), src.tokenizer.state_dict()
+    if src.cfg.tokenizer != wm.cfg.tokenizer or any(not torch.equal(ours[k].float().cpu(), theirs[k].float())
+                                                    for k in ours):
+        raise ValueError(f"init {str(init)!r}: its tokenizer is not this run's --tokenizer, so its frame codes mean "
+                         f"other images")
+    mine, given = wm.dynamics.state_dict(), src.dynamics.state_dict()
+    copied = {k: given[k].to(mine[k]) for k in mine if k in given and given[k].shape == mine[k].shape}
+    wm.dynamics.load_state_dict({**mine, **copied})
+    for name in WorldModel.stats_fp32:
+        getattr(wm, name).copy_(getattr(src, name))
+    return {"copied": len(copied), "fresh": len(mine) - len(copied)}
+
+
 def _pathway_draws(wm: WorldModel, cfg: DynamicsTrainConfig, train_data, state_sets, rank: int):
     """`draw(i, stage=1)`: `cfg.state_batch` random transitions of the training data and `state_sets`
     for the state pathway alone, from their own stream seeded by (stage, i) so that a resumed run
@@ -254,7 +281,8 @@ def _state_only_draws(cfg: DynamicsTrainConfig, train_data, state_sets, context:
     `state_sets` (picked in proportion to their windows), seeded by the step; None when off."""
     if not cfg.state_only_batch:
         return None
-    samplers = [WindowSampler(d, T=context + 1, keys=()) for d in (train_data, *state_sets)]
+    T = (cfg.state_rollout_steps or context) + 1
+    samplers = [WindowSampler(d, T=T, keys=()) for d in (train_data, *state_sets)]
     share = np.array([s.num_windows for s in samplers], dtype=np.float64)
 
     def draw(step: int) -> dict[str, torch.Tensor]:
@@ -284,8 +312,8 @@ def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.r
         gen.manual_seed(int(np.random.SeedSequence([cfg.seed, ranks.rank, step]).generate_state(1)[0]))
         windows = None
         if unrolled is not None:
-            pick = np.random.default_rng([cfg.seed, ranks.rank, 3, step]).integers(unrolled.num_windows,
-                                                                                    size=cfg.batch_size)
+            pick = np.random.default_rng([cfg.seed, ranks.rank, 3, step]).integers(
+                unrolled.num_windows, size=cfg.rollout_batch or cfg.batch_size)
             windows = unrolled.windows(pick)
         return objective(batch, cfg, rollout, gen, None if draw is None else draw(step), windows,
                          None if state_only is None else state_only(step))
@@ -297,11 +325,13 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
                    capacity: float | None = None, state_data: list[str] | tuple[str, ...] = (),
-                   state_residual: bool | None = None, force: bool = False) -> dict[str, float]:
+                   state_residual: bool | None = None, init: str | Path | None = None, force: bool = False
+                   ) -> dict[str, float]:
     """Train (or resume) a world model's dynamics on `data_dir` with the frozen `tokenizer`.
 
     `state_data`: more datasets of the same scene whose transitions (states and actions only) also
-    fit the state pathway of presets that have one; their frames are not used. `out` must be absent,
+    fit the state pathway of presets that have one; their frames are not used. `init`: a world checkpoint
+    whose transformer weights start the run (`start_from`). `out` must be absent,
     empty or a world-model checkpoint (`force`: any checkpoint); a resume continues only the same run
     (same data, tokenizer, model and training configs; `cfg.steps` may change).
     """
@@ -319,13 +349,21 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))  # before any work
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
-    wm = _world_model(m, preset, tok, dyn_cfg, train_data, val_data).to(ranks.device)
+    wm = _world_model(m, preset, tok, dyn_cfg, train_data, val_data)
+    if init is not None:
+        start = start_from(wm, init)
+        if ranks.rank == 0:
+            print(f"init {init}: {start['copied']} tensors copied, {start['fresh']} fresh", flush=True)
+    wm = wm.to(ranks.device)
     for layer in wm.dynamics.moe_layers():
         layer.balance = cfg.balance
     params = [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
     run = {"model_config": wm.cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity([data_dir]),
-           "state_data": data_identity(state_data), "tokenizer": checkpoint_identity(tokenizer, "tokenizer")}
+           "state_data": data_identity(state_data), "tokenizer": checkpoint_identity(tokenizer, "tokenizer"),
+           **({} if init is None else {"init": checkpoint_identity(init, "world_model")})}
     provenance = {"state_data": [str(d) for d in state_data]} if state_data else {}
+    if init is not None:
+        provenance["init"] = str(init)
     record = {"train_config": cfg.to_dict(), "data": str(data_dir), **provenance}
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay,
                                             betas=(0.9, 0.95), clip=1.0),

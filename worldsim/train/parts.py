@@ -2,7 +2,7 @@
 `worldsim train renderer` and `worldsim train outcome`.
 
 The state pathway (`worldsim.model.state_pathway`) maps (normalised state, action) to the state's
-change. In models without the state token's head (`DynamicsConfig.state_head=False`, the v4-lite preset) it
+change. In models without the state token's head (`DynamicsConfig.state_head=False`, the `mlp` baseline preset) it
 alone carries the rollout's state; the transformer reads that state but none of its weights change
 here. So the pathway can learn from datasets made without frames (`worldsim data generate
 --no-frames`): no rendering, a few thousand transitions a second per core, and far more of them than
@@ -213,11 +213,11 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
         wm = with_pathway(wm, cfg.width, cfg.seed)
     elif wm.pathway is None:
         raise ValueError(f"{checkpoint}: this world model has no state pathway; give it one with --width, or "
-                         f"train with a preset that has one, e.g. --preset v4-lite")
+                         f"train with a preset that has one, e.g. --preset mlp")
     elif wm.cfg.dynamics.state_head:
         raise ValueError(f"{checkpoint}: the state token's head adds its own correction to this model's pathway "
                          f"(DynamicsConfig.state_head=True), so the pathway cannot be fitted alone; train with a "
-                         f"preset whose pathway carries the state alone (v4-lite)")
+                         f"preset whose pathway carries the state alone (mlp)")
     _check_data(wm, checkpoint, state_data)
     train_sets, val_sets = _split(state_data, cfg.val_fraction, frames=False)
     train = Sequences(train_sets, wm, cfg.unroll)
