@@ -40,7 +40,7 @@ for phase in $PHASES; do
         --preset v4-lite --init worldsim:mlp-pendulum --out "$RUN/pendulum" --steps "${PENDULUM_STEPS:-2000}" "${LOSSES[@]}" ;;
   bounce)
     $W train dynamics --data "$DATA/bounce" --state-data "$DATA/bounce-states" --tokenizer bounce \
-        --preset v4 --init worldsim:mlp-bounce --out "$RUN/bounce" --steps "${BOUNCE_STEPS:-800}" "${LOSSES[@]}" ;;
+        --preset v4 --init worldsim:mlp-bounce --out "$RUN/bounce" --steps "${BOUNCE_STEPS:-500}" "${LOSSES[@]}" ;;
   dense)  # V4 against dense at equal training: v4-lite and dense-lite (v4-lite without pruning and MoE), 400
           # steps each, the same data, losses and start (dense-lite's FFN starts fresh)
     for p in v4-lite dense-lite; do

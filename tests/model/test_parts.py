@@ -63,7 +63,8 @@ def test_state_pathway_adds_to_the_state_head():
 
 def test_reduced_precision_keeps_the_stats_pathway_and_outcome_in_float32(tmp_path):
     wm = WorldModel(ALL)
-    assert wm.keep_fp32() == ("state_mean", "state_std", "reward_mean", "reward_std", "pathway.", "outcome.")
+    assert wm.keep_fp32() == ("state_mean", "state_std", "reward_mean", "reward_std", "dynamics.state_in.",
+                              "dynamics.state_head.", "pathway.", "outcome.")
     wm.save(tmp_path / "wm", dtype=torch.float16)
     tensors = load_checkpoint(tmp_path / "wm", kind="world_model").tensors
     fp32 = {k for k, v in tensors.items() if v.dtype == torch.float32}

@@ -60,7 +60,7 @@ def test_same_seed_same_rollout(wm):
 
 def test_bad_inputs(wm):
     tokens, states, actions = context()
-    with pytest.raises(ValueError, match=r"tokens must be \[B, C, 8, 8\]"):
+    with pytest.raises(ValueError, match=r"tokens must be \[2, 2, 8, 8\]"):
         wm.start(tokens[..., :4], states, actions)
     with pytest.raises(ValueError, match=r"actions must be \[2, 1, 2\]"):
         wm.start(tokens, states, None)

@@ -17,14 +17,14 @@ SHIPPED: dict[str, dict[str, str]] = {
     },
     # World models: dynamics weights only; each names worldsim:tokenizer as its tokenizer (see `export_world_model`).
     "world_model": {
-        "Reacher-v5": "mlp-reacher",
-        "InvertedPendulum-v5": "mlp-pendulum",
-        "bounce": "mlp-bounce",
+        "Reacher-v5": "world-reacher",
+        "InvertedPendulum-v5": "world-pendulum",
+        "bounce": "world-bounce",
     },
 }
 
 
-# The `mlp` baseline worlds, scored beside the shipped ones: a v4-lite transformer whose state comes
+# The `mlp` baseline worlds, scored beside the shipped ones: a v4-lite (bounce: v4) transformer whose state comes
 # from a state pathway and whose reward and termination come from an outcome head (MLPs of state and
 # action), plus a state renderer for Reacher and bounce. Loaded as "worldsim:NAME".
 BASELINES: dict[str, dict[str, str]] = {

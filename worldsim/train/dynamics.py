@@ -4,12 +4,8 @@
 
 All frames are encoded once with the (frozen) tokenizer. Each step draws windows of context + 1
 steps; the model sees the first `context` and predicts each next frame's codes, state, reward and
-termination. Against drift: (1) a share of input codes is replaced by random codes; (2) Gaussian
-noise of `state_noise` (in dataset standard deviations) is added to the input states, while the
-targets stay the true next states, so the model learns to pull a perturbed state back rather than
-carry the error on (the noise-injection trick of learned simulators, Sanchez-Gonzalez et al. 2020,
-https://arxiv.org/abs/2002.09405); (3) with probability `rollout_prob` a second pass feeds the model
-its own predictions of frames and states (open-loop inputs) and adds that loss.
+termination (the losses and their defences against drift: `worldsim.model.window_loss`, and the
+K-step open-loop losses, with and without frames: `worldsim.model.rollout_loss`).
 """
 
 from __future__ import annotations
@@ -321,6 +317,28 @@ def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.r
     return loss
 
 
+def _check_state_data(state_data, preset: str, cfg: DynamicsTrainConfig, m: dict, data_dir) -> None:
+    """Refuse `state_data` that nothing would read, or that holds another scene than the manifest `m`."""
+    if state_data and not (PART_PRESETS.get(preset, {}).get("pathway") and cfg.state_batch) \
+            and not cfg.state_only_batch:
+        raise ValueError(f"state_data feeds the state pathway (which preset {preset!r}, or state_batch=0, lacks) "
+                         f"or the transformer's state-only windows (state_only_batch=0 here)")
+    keys = ("scene", "state_dim", "action_dim", "scene_config_hash")
+    check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))
+
+
+def _run_records(wm: WorldModel, cfg: DynamicsTrainConfig, data_dir, state_data, tokenizer, init
+                 ) -> tuple[dict, dict]:
+    """The run's identity (a resume must match it) and the record saved with its checkpoints."""
+    run = {"model_config": wm.cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity([data_dir]),
+           "state_data": data_identity(state_data), "tokenizer": checkpoint_identity(tokenizer, "tokenizer"),
+           **({} if init is None else {"init": checkpoint_identity(init, "world_model")})}
+    provenance = {"state_data": [str(d) for d in state_data]} if state_data else {}
+    if init is not None:
+        provenance["init"] = str(init)
+    return run, {"train_config": cfg.to_dict(), "data": str(data_dir), **provenance}
+
+
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
@@ -341,12 +359,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     m = read_manifest(data_dir)
     tok = Tokenizer.from_pretrained(tokenizer, device=ranks.device)
     dyn_cfg = _dynamics_config(preset, m, tok, context, bias_gamma, capacity, state_residual)
-    if state_data and not (PART_PRESETS.get(preset, {}).get("pathway") and cfg.state_batch) \
-            and not cfg.state_only_batch:
-        raise ValueError(f"state_data feeds the state pathway (which preset {preset!r}, or state_batch=0, lacks) "
-                         f"or the transformer's state-only windows (state_only_batch=0 here)")
-    keys = ("scene", "state_dim", "action_dim", "scene_config_hash")
-    check_datasets(state_data, {k: m.get(k) for k in keys}, str(data_dir))  # before any work
+    _check_state_data(state_data, preset, cfg, m, data_dir)  # before any work
     train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
     train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
     wm = _world_model(m, preset, tok, dyn_cfg, train_data, val_data)
@@ -358,13 +371,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     for layer in wm.dynamics.moe_layers():
         layer.balance = cfg.balance
     params = [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
-    run = {"model_config": wm.cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity([data_dir]),
-           "state_data": data_identity(state_data), "tokenizer": checkpoint_identity(tokenizer, "tokenizer"),
-           **({} if init is None else {"init": checkpoint_identity(init, "world_model")})}
-    provenance = {"state_data": [str(d) for d in state_data]} if state_data else {}
-    if init is not None:
-        provenance["init"] = str(init)
-    record = {"train_config": cfg.to_dict(), "data": str(data_dir), **provenance}
+    run, record = _run_records(wm, cfg, data_dir, state_data, tokenizer, init)
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay,
                                             betas=(0.9, 0.95), clip=1.0),
                      state_dir=state_dir, kind="world_model", run=run, extra=record, seed=[cfg.seed, ranks.rank],
