@@ -5,7 +5,8 @@
 # grows a state head, and trains on three losses every step: the teacher-forced window loss, the
 # 8-step open-loop loss through the KV-cached step with frames (--rollout-steps 8), and the 16-step
 # open-loop loss on windows without frames (--state-only-batch, --state-rollout-steps 16), drawn from
-# the frame data and a state-only dataset ten times its size.
+# the frame data and a state-only dataset (15, 19 and 2 times the frame data's transitions for Reacher,
+# the pendulum and bounce).
 # One CPU thread a run, two runs side by side on a 2-core machine; every command resumes after a kill.
 # Usage: bash benchmarks/train_transformer_worlds.sh [DATA_DIR] [RUN_DIR] [PHASE...]
 #   phases: data reacher pendulum bounce dense export (default: all, in that order)
