@@ -63,7 +63,8 @@ def main() -> None:
     if len(checkpoints) != len(args.scenes):
         raise SystemExit(f"--checkpoints needs one entry per scene ({len(args.scenes)}), got {len(checkpoints)}")
     torch.set_num_threads(1)
-    print(f"{'scene':<22}{'world':<24}{'steps':>6}{'max |obs diff|':>16}{'max |reward diff|':>19}  transformer on the step path")
+    print(f"{'scene':<22}{'world':<24}{'steps':>6}{'max |obs diff|':>16}{'max |reward diff|':>19}"
+          "  transformer on the step path")
     for scene, ckpt in zip(args.scenes, checkpoints):
         with tempfile.TemporaryDirectory() as tmp:
             obs_a, rew_a = rollout(scene, ckpt, args.steps)

@@ -85,11 +85,13 @@ def main() -> None:
     everything = {}
     for policy in args.policies:
         cfg = EvalConfig(scene=args.scene, episodes=args.episodes, horizon=args.horizon, seed=args.seed, policy=policy)
-        rows, ref = {}, None
+        rows, ref, truth = {}, None, None
         for name, ckpt in models.items():
             wm = WorldModel.from_pretrained(ckpt).eval()
-            framed = evaluate(wm, cfg).report
-            free = evaluate(wm, cfg.replace(frames=False, perturbation=0.0)).report
+            # MuJoCo's episodes and the perturbed reference are recorded once, with the first model.
+            result = evaluate(wm, cfg if truth is None else cfg.replace(perturbation=0.0), truth=truth)
+            framed, truth = result.report, result.truth
+            free = evaluate(wm, cfg.replace(frames=False, perturbation=0.0), truth=truth).report
             h = min(cfg.horizon, framed["horizon"])
             rows[f"{name} (`{ckpt}`)"] = row(framed["metrics"], free["metrics"], framed["pcs"], h)
             if ref is None and "mujoco_perturbed" in framed["baselines"]:

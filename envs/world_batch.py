@@ -112,12 +112,16 @@ class WorldBatch:
         self.action_space = self.real.action_space
         self._null_action = np.clip(np.zeros(self.action_space.shape), self.action_space.low, self.action_space.high)
         self.handle = None
-        self.with_frames = bool(frames)
         g = self.wm.cfg.dynamics.grid
         self.codes = torch.zeros(self.num_envs, g, g, dtype=torch.long, device=self.device) if frames else None
         self.state = np.zeros((self.num_envs, self.real.state_dim), dtype=np.float64)
         self._frames: np.ndarray | None = None  # decoded current frames, or None until asked for
         self._started = np.zeros(self.num_envs, dtype=bool)
+
+    @property
+    def with_frames(self) -> bool:
+        """Whether the rollouts carry frames (`frames=True`); without them there are no codes."""
+        return self.codes is not None
 
     @property
     def dt(self) -> float:

@@ -320,14 +320,22 @@ def scene_for_model(wm, cfg: EvalConfig):
     return scene
 
 
-def evaluate(wm, cfg: EvalConfig, progress: bool = False) -> Result:
-    """Paired rollouts of `cfg.episodes` episodes against MuJoCo, scored for the model and baselines."""
+def evaluate(wm, cfg: EvalConfig, progress: bool = False, truth: Truth | None = None) -> Result:
+    """Paired rollouts of `cfg.episodes` episodes against MuJoCo, scored for the model and baselines.
+    `truth`: MuJoCo's episodes recorded by an earlier evaluation with the same config (its
+    `Result.truth`), so that models are scored on the same episodes without recording them again."""
     t0 = time.perf_counter()
     scene = scene_for_model(wm, cfg)
     if cfg.horizon > scene.max_episode_steps:  # "H steps or the episode's end": Reacher's ends at 50
         cfg = cfg.replace(horizon=scene.max_episode_steps)
     try:
-        truth = record_truth(scene, cfg.episodes, cfg.horizon, cfg.seed, cfg.policy, cfg.context, progress)
+        if truth is None:
+            truth = record_truth(scene, cfg.episodes, cfg.horizon, cfg.seed, cfg.policy, cfg.context, progress)
+        elif (truth.scene, truth.actions.shape[:2], truth.context_states.shape[1]) != \
+                (scene.name, (cfg.episodes, cfg.horizon), cfg.context):
+            raise ValueError(f"truth holds {truth.actions.shape[0]} episodes of {truth.actions.shape[1]} steps of "
+                             f"{truth.scene} from {truth.context_states.shape[1]} context steps; this evaluation "
+                             f"is of {cfg.episodes} of {cfg.horizon} of {scene.name} from {cfg.context}")
         model = with_rule_termination(scene, truth, model_rollout(wm, truth, decode=cfg.frames, progress=progress))
         preds = {"model": model,
                  "copy_last": copy_last(scene, truth), "constant_velocity": constant_velocity(scene, truth)}

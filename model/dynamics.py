@@ -282,22 +282,21 @@ class Dynamics(nn.Module):
 # Named presets: keyword overrides of DynamicsConfig. `dense` has no pruning and a dense FFN sized to
 # the MoE's *active* parameters (shared 256 + top-2 x 128 = 512 hidden), so the two differ only in
 # the V4 switches. The CPU sizes train in about an hour on two cores; the GPU sizes are wider and deeper.
+_DENSE = dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False)
+_V4 = dict(width=192, layers=4, heads=4, prune=True, capacity=0.4, prune_from=1, moe=True, experts=8,
+           expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256)
+# v4 made cheaper to run: every layer pruned (from layer 0) at capacity 0.3, and frame codes predicted
+# per FSQ channel (23 logits instead of 1000). The shipped Reacher and pendulum worlds' transformer.
+_V4_LITE = {**_V4, "capacity": 0.3, "prune_from": 0, "frame_head": "factorized"}
 PRESETS: dict[str, dict] = {
-    "dense": dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False),
-    "v4": dict(width=192, layers=4, heads=4, prune=True, capacity=0.4, prune_from=1, moe=True, experts=8,
-               expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256),
-    # v4 made cheaper to run: every layer pruned (from layer 0) and frame codes predicted per FSQ
-    # channel (23 logits instead of 1000). The shipped worlds' transformer.
-    "v4-lite": dict(width=192, layers=4, heads=4, prune=True, capacity=0.3, prune_from=0, moe=True, experts=8,
-                    expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256,
-                    frame_head="factorized"),
+    "dense": _DENSE,
+    "v4": _V4,
+    "v4-lite": _V4_LITE,
     # v4-lite without its V4 switches (no pruning, a dense FFN of the MoE's active size): its dense baseline.
-    "dense-lite": dict(width=192, layers=4, heads=4, ffn_hidden=512, prune=False, moe=False, frame_head="factorized"),
+    "dense-lite": {**_DENSE, "frame_head": "factorized"},
     # The `mlp` baseline: v4-lite without the state token's head; a state pathway (an MLP of state and
     # action, `worldsim.model.world_model.PART_PRESETS`) predicts the state instead.
-    "mlp": dict(width=192, layers=4, heads=4, prune=True, capacity=0.3, prune_from=0, moe=True, experts=8,
-                expert_groups=4, top_groups=2, top_k=2, expert_hidden=128, shared_hidden=256,
-                frame_head="factorized", state_head=False),
+    "mlp": {**_V4_LITE, "state_head": False},
     "dense-gpu": dict(width=512, layers=8, heads=8, ffn_hidden=1536, prune=False, moe=False),
     "v4-gpu": dict(width=512, layers=8, heads=8, prune=True, capacity=0.5, prune_from=2, moe=True, experts=16,
                    expert_groups=4, top_groups=2, top_k=2, expert_hidden=384, shared_hidden=768),

@@ -1,17 +1,23 @@
+import json
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+import worldsim.train.dynamics as td
 from worldsim.cli import main
 from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
+from worldsim.envs.loader import EpisodeDataset
+from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.model.world_model import WorldModel
-from worldsim.train.dynamics import DynamicsTrainConfig, train_dynamics
+from worldsim.model.world_model import WorldModel, WorldModelConfig
+from worldsim.train.dynamics import DynamicsTrainConfig, batch_loss, train_dynamics
+from worldsim.train.samplers import Sequences
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,6 @@ def test_train_resume_and_step(setup, tmp_path, preset):
     assert wm.cfg.preset == preset and wm.cfg.dynamics.prune == (preset != "dense")
     assert float(wm.state_std.min()) > 0
     # Rollout states are bounded by the training data's range, widened by half of it on each side.
-    from worldsim.envs.loader import EpisodeDataset
 
     st = EpisodeDataset(setup / "data").arrays["states"]
     lo, hi = torch.tensor(wm.cfg.state_low), torch.tensor(wm.cfg.state_high)
@@ -77,12 +82,7 @@ def test_resume_continues_only_the_same_run(setup, tmp_path):
 
 
 def test_transitions_never_cross_an_episode_end(setup):
-    import numpy as np
 
-    from worldsim.envs.loader import EpisodeDataset
-    from worldsim.model.dynamics import DynamicsConfig
-    from worldsim.model.world_model import WorldModelConfig
-    from worldsim.train.samplers import Sequences
 
     data = EpisodeDataset(setup / "data")
     st, act = data.arrays["states"], data.arrays["actions"]
@@ -132,7 +132,6 @@ def test_cli_train_dynamics(setup, tmp_path):
 
 
 def test_state_data_adds_transitions_of_the_same_scene_only(setup, tmp_path):
-    import json
 
     cfg = DynamicsTrainConfig(steps=1, batch_size=2, warmup=1, val_batches=1, state_batch=4)
     kw = dict(cfg=cfg, device="cpu", context=2, progress=False)
@@ -170,7 +169,6 @@ def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, preset):
     """Sampler, corruption and transition streams are checkpointed or step-seeded, so resuming
     changes nothing."""
-    import worldsim.train.dynamics as td
 
     cfg = DynamicsTrainConfig(steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1, state_batch=8,
                               state_pretrain=2)
@@ -204,9 +202,6 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, pr
 def test_state_noise_perturbs_inputs_only_in_training():
     """Noise on the input states changes the training loss (the targets stay the true next states),
     leaves evaluation alone, and never touches static dimensions."""
-    from worldsim.model.dynamics import DynamicsConfig
-    from worldsim.model.world_model import WorldModelConfig
-    from worldsim.train.dynamics import batch_loss
 
     dyn = DynamicsConfig(state_dim=3, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2,
                          context=2, ffn_hidden=64)

@@ -2,15 +2,27 @@ import numpy as np
 import pytest
 import torch
 
+import worldsim.train.loop as tl
+import worldsim.train.parts as tp
 from worldsim.cli import main
 from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import EpisodeDataset
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.state_pathway import StatePathwayConfig
+from worldsim.model.stats import world_model_info
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
-from worldsim.train.parts import PathwayTrainConfig, train_pathway
+from worldsim.train.parts import (
+    OutcomeTrainConfig,
+    PathwayTrainConfig,
+    RendererTrainConfig,
+    train_outcome,
+    train_pathway,
+    train_renderer,
+    with_outcome,
+    with_renderer,
+)
 from worldsim.train.samplers import Frames, Outcomes, Sequences
 
 
@@ -36,7 +48,6 @@ def _world(path, pathway=16, scene="Reacher-v5", data=None, dims=(10, 2)):
 
 def kill_after_first_checkpoint(monkeypatch, run) -> None:
     """Run `run()` and kill it (KeyboardInterrupt) as it comes to save its second checkpoint."""
-    import worldsim.train.loop as tl
 
     calls = {"n": 0}
     real_save = tl.save_train_state
@@ -226,7 +237,6 @@ def test_width_gives_a_model_without_pathway_one_that_carries_the_state(setup, t
 
 @pytest.mark.parametrize("mix", ["sum", "replace"])
 def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
-    from worldsim.train.parts import with_renderer
 
     wm = with_renderer(WorldModel.from_pretrained(framed / "world"), 16, mix)
     with torch.no_grad():  # a loud renderer, so that it visibly decides the codes
@@ -245,14 +255,11 @@ def test_rollout_frames_follow_the_rendered_predicted_state(framed, mix):
     assert torch.equal(codes.view(2, -1), wm.dynamics.predict_codes(logits))
     plain = wm.dynamics.predict_codes(out["code_logits"][:, 0])
     assert not torch.equal(codes.view(2, -1), plain)  # the renderer changed the frame
-    from worldsim.model.stats import world_model_info
 
     assert world_model_info(wm)["renderer"] == 16
 
 
 def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypatch):
-    import worldsim.train.parts as tp
-    from worldsim.train.parts import RendererTrainConfig, train_renderer
 
     cfg = RendererTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=3, width=32, val_fraction=0.2, save_every=15)
     m = train_renderer(framed / "world", [str(framed / "data")], tmp_path / "r", cfg, device="cpu", progress=False)
@@ -271,7 +278,6 @@ def test_train_renderer_fits_frames_alone_and_resumes(framed, tmp_path, monkeypa
 
 
 def test_train_renderer_refuses_state_only_data(setup, tmp_path):
-    from worldsim.train.parts import train_renderer
 
     with pytest.raises(ValueError, match="has no frames .*the renderer learns frames"):
         train_renderer(setup / "world", [str(setup / "data")], tmp_path / "r", device="cpu")
@@ -279,8 +285,6 @@ def test_train_renderer_refuses_state_only_data(setup, tmp_path):
 
 
 def test_outcome_head_scores_the_predicted_state(setup):
-    from worldsim.model.stats import world_model_info
-    from worldsim.train.parts import with_outcome
 
     wm = with_outcome(WorldModel.from_pretrained(setup / "world"), 16)
     with pytest.raises(ValueError, match="has an outcome head of width 16, asked for 8"):
@@ -321,7 +325,6 @@ def test_outcome_head_scores_the_predicted_state(setup):
 
 
 def test_train_outcome_learns_termination_and_resumes(tmp_path, monkeypatch):
-    from worldsim.train.parts import OutcomeTrainConfig, train_outcome
 
     # Random pushes drop the pendulum within a few dozen steps: every episode ends in a termination.
     generate(GenerateSpec(scene="InvertedPendulum-v5", out=str(tmp_path / "data"), episodes=60, seed=1, shard_size=30,

@@ -74,6 +74,16 @@ def test_same_seed_same_report(reacher, reacher_result):
     assert np.array_equal(again.predictions["model"].frames, reacher_result.predictions["model"].frames)
 
 
+def test_a_recorded_truth_scores_another_evaluation_as_recording_it_again(reacher, reacher_result):
+    cfg = EvalConfig(scene="Reacher-v5", episodes=2, horizon=6, seed=5)
+    reused = evaluate(reacher, cfg, truth=reacher_result.truth)
+    assert reused.truth is reacher_result.truth
+    assert reused.report["metrics"] == reacher_result.report["metrics"]
+    assert reused.report["baselines"] == reacher_result.report["baselines"]
+    with pytest.raises(ValueError, match="truth holds 2 episodes of 6 steps"):
+        evaluate(reacher, cfg.replace(episodes=3), truth=reacher_result.truth)
+
+
 def test_write_report_files_and_json(reacher_result, tmp_path):
     out = write_report(reacher_result, tmp_path / "rep")
     names = {p.name for p in out.iterdir()}

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from worldsim.envs import make_scene
+from worldsim.eval.metrics import psnr
 from worldsim.model.fsq import FSQ
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 
@@ -144,9 +146,6 @@ def test_config_validation():
 def test_every_scene_has_a_shipped_tokenizer_that_reconstructs_its_frames(scene):
     """The shipped weights load offline by scene name, in fp32, and a real reset frame of the scene
     comes back above 30 dB (the held-out figure, over whole episodes, is >= 32 dB: README)."""
-    from worldsim.envs import make_scene
-    from worldsim.eval.metrics import psnr
-
     tok = Tokenizer.from_pretrained(scene)
     assert all(p.dtype == torch.float32 for p in tok.parameters())
     sc = make_scene(scene)
