@@ -197,10 +197,13 @@ class FramePool:
             raise ValueError("FramePool needs at least one dataset")
         self.arrays = frame_arrays
 
-    def sample(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+    def positions(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+        """`n` (dataset, frame) positions, drawn as `sample` draws them."""
         which = rng.integers(len(self.arrays), size=n)
-        out = [self.arrays[w][rng.integers(len(self.arrays[w]))] for w in which]
-        return torch.from_numpy(np.stack(out))
+        return [(int(w), int(rng.integers(len(self.arrays[w])))) for w in which]
+
+    def sample(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.arrays[w][i] for w, i in self.positions(rng, n)]))
 
 
 def load_frames(data_dirs: list[str], val_fraction: float, image_size: int) -> tuple[FramePool, FramePool]:

@@ -10,6 +10,7 @@ observations at a fraction of a framed step's cost), and there are no codes or f
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from worldsim.core.registry import SHIPPED
 from worldsim.core.runtime import resolve_device
 from worldsim.envs.registry import list_scenes, make_scene
+from worldsim.envs.threads import ThreadScope, pick_threads
 from worldsim.model.world_model import WorldModel
 
 REWARD_MODES = ("model", "task")
@@ -78,8 +80,21 @@ def load_world_model(scene: str, checkpoint: str | None = None, device: str | to
     return wm
 
 
+def _on_own_threads(method):
+    """Run a `WorldBatch` method on the batch's own thread count (`envs.threads`)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.threads:
+            return method(self, *args, **kwargs)
+    return run
+
+
 class WorldBatch:
     """N world-model rollouts stepped together; the engine behind `DSV4World` and `DSV4WorldVector`.
+
+    Its torch work runs on `num_threads` threads (None: one for up to `envs.threads.SMALL_BATCH`
+    rows on a CPU, else the caller's setting; always one in a forked process), restoring the
+    caller's setting after each call.
 
     Attributes:
         codes: [N, h, w] long, the current frame's tokens (on the model's device); None without frames.
@@ -87,7 +102,8 @@ class WorldBatch:
     """
 
     def __init__(self, scene: str, num_envs: int, checkpoint: str | None = None, device: str = "auto",
-                 context_frames: int = 1, temperature: float = 0.0, reward: str = "model", frames: bool = True):
+                 context_frames: int = 1, temperature: float = 0.0, reward: str = "model", frames: bool = True,
+                 num_threads: int | None = None):
         if scene not in list_scenes():
             raise ValueError(f"unknown scene {scene!r}; known scenes: {', '.join(list_scenes())}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -97,7 +113,9 @@ class WorldBatch:
         if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         self.device = resolve_device(device)
-        self.wm = load_world_model(scene, checkpoint, self.device)
+        self.threads = ThreadScope(pick_threads(num_threads, int(num_envs), self.device))
+        with self.threads:
+            self.wm = load_world_model(scene, checkpoint, self.device)
         ctx = self.wm.cfg.dynamics.context
         if isinstance(context_frames, bool) or not isinstance(context_frames, (int, np.integer)) \
                 or not 1 <= context_frames <= ctx:
@@ -189,6 +207,7 @@ class WorldBatch:
                              f"model's state bounds (its training data's range widened by half on each side; "
                              f"it has never seen such a state): {dims}{more}")
 
+    @_on_own_threads
     def reset_rows(self, rows: np.ndarray, seeds: list[int | None], options: list[dict | None],
                    sample_seed: int | None = None) -> None:
         """Restart rows `rows` from MuJoCo's initial states (seeded, or given as qpos/qvel).
@@ -237,6 +256,7 @@ class WorldBatch:
         self._started[rows] = True
         self._frames = None
 
+    @_on_own_threads
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
         """One model step for all rows under actions [N, A] (already checked and clipped)."""
         codes, state, reward, term = self.wm.step(self.handle, torch.from_numpy(actions).float(),
@@ -252,6 +272,7 @@ class WorldBatch:
         }
         return out
 
+    @_on_own_threads
     def frames(self) -> np.ndarray:
         """The current frames, decoded: uint8 [N, H, W, 3] (decoded once per step, on demand)."""
         if not self.with_frames:

@@ -53,14 +53,15 @@ class WorldEnvBase:
 
     def _setup(self, scene: str, checkpoint: str | None, obs_type: str, render_mode: str | None, device: str,
                context_frames: int, temperature: float, reward: str, max_episode_steps: int | None,
-               num_envs: int) -> None:
+               num_envs: int, num_threads: int | None) -> None:
         _check_obs_type(obs_type)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         # State observations without rendering need no frames: the rollout carries action and state
         # tokens alone, at a fraction of a framed step's cost.
         frames = obs_type != "state" or render_mode is not None
-        self.batch = WorldBatch(scene, num_envs, checkpoint, device, context_frames, temperature, reward, frames)
+        self.batch = WorldBatch(scene, num_envs, checkpoint, device, context_frames, temperature, reward, frames,
+                                num_threads)
         if max_episode_steps is None:
             max_episode_steps = self.batch.real.max_episode_steps
         if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)) \

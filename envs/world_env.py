@@ -91,7 +91,9 @@ class DSV4World(WorldEnvBase, gym.Env):
     directory), `obs_type="state"`, `render_mode=None | "rgb_array"`, `device="auto"`,
     `context_frames=1`, `temperature=0.0` (0 = argmax, deterministic; > 0 samples tokens, seeded at
     every reset from the env's `np_random`, so `reset(seed=...)` fixes all episodes after it),
-    `reward="model" | "task"`, `max_episode_steps=None`.
+    `reward="model" | "task"`, `max_episode_steps=None`, `num_threads=None` (the torch threads of the
+    env's own work: None is one thread, the fastest for a single env and free of stalls on a loaded
+    machine; the caller's setting is restored after each call; always one in a forked worker).
 
     ## Version History
     - v0: first release.
@@ -101,11 +103,12 @@ class DSV4World(WorldEnvBase, gym.Env):
 
     def __init__(self, scene: str = "Reacher-v5", checkpoint: str | None = None, obs_type: str = "state",
                  render_mode: str | None = None, device: str = "auto", context_frames: int = 1,
-                 temperature: float = 0.0, reward: str = "model", max_episode_steps: int | None = None):
+                 temperature: float = 0.0, reward: str = "model", max_episode_steps: int | None = None,
+                 num_threads: int | None = None):
         self._spec = None
         self._own_max_episode_steps = max_episode_steps is not None
         self._setup(scene, checkpoint, obs_type, render_mode, device, context_frames, temperature, reward,
-                    max_episode_steps, num_envs=1)
+                    max_episode_steps, num_envs=1, num_threads=num_threads)
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.batch.dt)}
         self.action_space = self.batch.action_space
         self.observation_space = self._obs_space

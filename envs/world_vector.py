@@ -22,7 +22,8 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
     default, or "same_step": the final observation is in `info["final_obs"]`). `reset(seed=s)` seeds
     env i with s + i, and `np_random` seeds token sampling at every reset and autoreset. Reset options
     are [N, nq] / [N, nv] arrays, checked as the single env's before any row restarts. Each env
-    truncates itself after `max_episode_steps`.
+    truncates itself after `max_episode_steps`. `num_threads=None` runs up to 16 envs on one torch
+    thread and more on the caller's setting (restored after each call).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 24, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -30,7 +31,8 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
     def __init__(self, num_envs: int = 1, scene: str = "Reacher-v5", checkpoint: str | None = None,
                  obs_type: str = "state", render_mode: str | None = None, device: str = "auto",
                  context_frames: int = 1, temperature: float = 0.0, reward: str = "model",
-                 max_episode_steps: int | None = None, autoreset_mode: str | AutoresetMode = "next_step"):
+                 max_episode_steps: int | None = None, autoreset_mode: str | AutoresetMode = "next_step",
+                 num_threads: int | None = None):
         try:
             mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, AutoresetMode) else \
                 {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[autoreset_mode]
@@ -39,7 +41,7 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode must be 'next_step' or 'same_step'")
         self._setup(scene, checkpoint, obs_type, render_mode, device, context_frames, temperature, reward,
-                    max_episode_steps, num_envs=num_envs)
+                    max_episode_steps, num_envs=num_envs, num_threads=num_threads)
         self.num_envs = self.batch.num_envs
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.batch.dt), "autoreset_mode": mode}
         self.single_action_space = self.batch.action_space

@@ -2,14 +2,14 @@
 
 A convolutional encoder (a stride-2 stem, residual blocks with group norm, two more stride-2 stages)
 maps a frame to an 8x8 grid of `len(levels)` channels; FSQ rounds each to a code in
-[0, prod(levels)); a mirrored decoder maps codes back to pixels. Full-resolution convolutions are
-kept to the last layer: on two CPU cores they cost about 10x more per step than the rest.
+[0, prod(levels)); a decoder (`worldsim.model.decoders`) maps codes back to pixels.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,19 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldsim.core.config import ConfigBase
+from worldsim.model.decoders import ConvDecoder, ResBlock, ShuffleDecoder
 from worldsim.model.fsq import FSQ
 from worldsim.model.saving import PretrainedMixin
 
 
 @dataclass(frozen=True)
 class TokenizerConfig(ConfigBase):
-    """Tokenizer shape. `channels` are the widths at 32x32, 16x16 and 8x8 (for 64x64 frames)."""
+    """Tokenizer shape. `channels` are the encoder's widths at 32x32, 16x16 and 8x8 (for 64x64 frames),
+    and the conv decoder's in mirror; `decoder_channels` are the shuffle decoder's at 8x8, 16x16,
+    32x32 and 64x64."""
 
     image_size: int = 64
     channels: tuple[int, ...] = (32, 64, 128)
     levels: tuple[int, ...] = (8, 5, 5, 5)
     res_blocks: int = 1
     groups: int = 8
+    decoder: Literal["shuffle", "conv"] = "shuffle"
+    """"shuffle": pixel-shuffle upsampling with narrow high-resolution stages (a quarter of the conv
+    decoder's FLOPs); "conv": the encoder mirrored"""
+    decoder_channels: tuple[int, ...] = (128, 48, 16, 8)
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 16:
@@ -42,6 +49,21 @@ class TokenizerConfig(ConfigBase):
             raise ValueError(f"TokenizerConfig.levels must all be >= 2, got {self.levels}")
         if self.res_blocks < 0:
             raise ValueError(f"TokenizerConfig.res_blocks must be >= 0, got {self.res_blocks}")
+        if len(self.decoder_channels) != 4 or any(c <= 0 for c in self.decoder_channels) \
+                or self.decoder_channels[0] % self.groups:
+            raise ValueError(f"TokenizerConfig.decoder_channels must be 4 positive widths, the first a multiple of "
+                             f"groups={self.groups}, got {self.decoder_channels}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
+        """A saved config without a `decoder` key names the conv decoder, the only one it could have."""
+        if isinstance(data, dict) and "decoder" not in data:
+            data = {**data, "decoder": "conv"}
+        return super().from_dict(data)
+
+    def encoder_matches(self, other: TokenizerConfig) -> bool:
+        """Whether `other` makes the same codes: every field but the decoder's equal."""
+        return self.replace(decoder=other.decoder, decoder_channels=other.decoder_channels) == other
 
     @property
     def grid(self) -> int:
@@ -55,18 +77,6 @@ class TokenizerConfig(ConfigBase):
     @property
     def codebook_size(self) -> int:
         return math.prod(self.levels)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, c: int, groups: int):
-        super().__init__()
-        self.block = nn.Sequential(
-            nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-            nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
 
 
 class Encoder(nn.Module):
@@ -86,27 +96,6 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-class Decoder(nn.Module):
-    def __init__(self, cfg: TokenizerConfig):
-        super().__init__()
-        c0, c1, c2 = cfg.channels
-        g, n = cfg.groups, cfg.res_blocks
-        self.net = nn.Sequential(
-            nn.Conv2d(len(cfg.levels), c2, 3, padding=1),
-            *[ResBlock(c2, g) for _ in range(n + 1)],
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1),  # 8 -> 16
-            *[ResBlock(c1, g) for _ in range(n)],
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1),  # 16 -> 32
-            *[ResBlock(c0, g) for _ in range(n)],
-            nn.GroupNorm(g, c0), nn.SiLU(),
-            nn.ConvTranspose2d(c0, c0 // 2, 4, stride=2, padding=1),  # 32 -> 64
-            nn.SiLU(), nn.Conv2d(c0 // 2, 3, 3, padding=1),
-        )
-
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        return self.net(q)
 
 
 def image_gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -132,7 +121,9 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.levels)
-        self.decoder = Decoder(cfg)
+        d = len(cfg.levels)
+        self.decoder = (ShuffleDecoder(d, cfg.decoder_channels, cfg.groups) if cfg.decoder == "shuffle"
+                        else ConvDecoder(d, cfg.channels, cfg.res_blocks, cfg.groups))
 
     @property
     def device(self) -> torch.device:
@@ -150,11 +141,19 @@ class Tokenizer(PretrainedMixin, nn.Module):
         q, codes = self.fsq(z)
         return q.permute(0, 3, 1, 2), codes
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training step on uint8 frames [N, H, W, 3]: L1 + L2 + gradient-domain reconstruction loss."""
+    def forward(self, frames: torch.Tensor, codes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training step on uint8 frames [N, H, W, 3]: L1 + L2 + gradient-domain reconstruction loss.
+        With `codes` [N, h, w] (the frames' codes under this encoder) only the decoder is run and trained."""
         x = self._to_input(self._check_frames(frames))
-        q, codes = self.quantize(x)
-        rec = self.decoder(q)
+        if codes is None:
+            q, codes = self.quantize(x)
+        else:
+            q = self.fsq.codes_to_latents(codes.to(self.device)).permute(0, 3, 1, 2)
+        return self.reconstruction_loss(self.decoder(q), x, codes)
+
+    def reconstruction_loss(self, rec: torch.Tensor, x: torch.Tensor,
+                            codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """L1 + L2 + gradient-domain loss of a reconstruction `rec` of `x` (both [N, 3, H, W] in [-1, 1])."""
         l1 = (rec - x).abs().mean()
         l2 = F.mse_loss(rec, x)
         grad = image_gradient_loss(rec, x)

@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,8 +11,8 @@ import worldsim.train.tokenizer as tt
 from worldsim.cli import main
 from worldsim.core.checkpoint import load_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
-from worldsim.envs.loader import split_episodes
-from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.envs.loader import load_frames, split_episodes
+from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 TINY = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
@@ -130,3 +131,35 @@ def test_init_fine_tunes_from_another_tokenizer(dataset, tmp_path):
     other = TokenizerConfig(channels=(8, 16, 24), levels=(5, 4, 3))
     with pytest.raises(ValueError, match="differs from the one asked for"):
         train_tokenizer([str(dataset)], tmp_path / "c", other, cfg, device="cpu", progress=False, init=tmp_path / "a")
+
+
+def test_decoder_only_trains_a_new_decoder_for_the_same_codes(dataset, tmp_path):
+    """--decoder-only keeps --init's encoder (so its codes) and trains another decoder; it needs --init
+    and an init with the same encoder."""
+    cfg = TokenizerTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1)
+    conv = TINY.replace(decoder="conv")
+    train_tokenizer([str(dataset)], tmp_path / "conv", conv, cfg, device="cpu", progress=False)
+    small = TINY.replace(decoder_channels=(16, 8, 8, 8))
+    train_tokenizer([str(dataset)], tmp_path / "shuffle", small, cfg.replace(steps=3), device="cpu", progress=False,
+                    init=tmp_path / "conv", decoder_only=True)
+    a, b = load_checkpoint(tmp_path / "conv"), load_checkpoint(tmp_path / "shuffle")
+    assert b.config["decoder"] == "shuffle" and b.extra["steps"] == 3
+    for k, t in a.tensors.items():
+        if k.startswith("encoder."):
+            assert torch.equal(t, b.tensors[k]), k
+    assert not any(k.startswith("decoder.") and k in b.tensors and b.tensors[k].shape == t.shape
+                   and torch.equal(b.tensors[k], t) for k, t in a.tensors.items())
+    with pytest.raises(ValueError, match="pass init"):
+        train_tokenizer([str(dataset)], tmp_path / "x", small, cfg, device="cpu", progress=False, decoder_only=True)
+    with pytest.raises(ValueError, match="its encoder's config"):
+        train_tokenizer([str(dataset)], tmp_path / "y", small.replace(levels=(5, 4, 4)), cfg, device="cpu",
+                        progress=False, init=tmp_path / "conv", decoder_only=True)
+
+
+def test_coded_frames_pair_each_frame_with_its_codes(dataset):
+    torch.manual_seed(0)
+    tok = Tokenizer(TINY)
+    pool, _ = load_frames([str(dataset)], 0.2, 64)
+    coded = tt.CodedFrames(pool, tok, progress=False, chunk=7)
+    frames, codes = coded.sample(np.random.default_rng(0), 5)
+    assert torch.equal(codes, tok.encode(frames))

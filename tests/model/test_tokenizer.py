@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.envs import make_scene
 from worldsim.eval.metrics import psnr
@@ -140,6 +141,34 @@ def test_config_validation():
     with pytest.raises(ValueError, match="channels must be 3 positive multiples of groups=8"):
         TokenizerConfig(channels=(8, 12, 16))
     assert TokenizerConfig.from_json(TokenizerConfig().to_json()) == TokenizerConfig()
+
+
+def test_decoders_and_their_budget():
+    """The default (shuffle) decoder costs at most a quarter of the conv decoder's 247 MFLOP a frame;
+    both map latents [N, d, 8, 8] to [N, 3, 64, 64]."""
+    q = torch.zeros(2, 4, 8, 8)
+    flops = {}
+    for kind in ("shuffle", "conv"):
+        tok = Tokenizer(TokenizerConfig(decoder=kind))
+        with FlopCounterMode(display=False) as counter:
+            out = tok.decoder(q[:1])
+        flops[kind] = counter.get_total_flops() / 1e6
+        assert tuple(tok.decoder(q).shape) == (2, 3, 64, 64)
+    assert flops["shuffle"] <= 62 and flops["conv"] > 240
+    assert out.dtype == torch.float32
+
+
+def test_config_without_a_decoder_key_is_the_conv_decoder():
+    """Configs saved before the decoder was a choice load with the decoder they were trained with."""
+    old = {k: v for k, v in TokenizerConfig().to_dict().items() if k not in ("decoder", "decoder_channels")}
+    assert TokenizerConfig.from_dict(old).decoder == "conv"
+    assert TokenizerConfig.from_dict(TokenizerConfig().to_dict()).decoder == "shuffle"
+    conv = TokenizerConfig(decoder="conv")
+    assert conv.encoder_matches(TokenizerConfig()) and not conv.encoder_matches(TokenizerConfig(levels=(5, 5)))
+    with pytest.raises(ValueError, match="decoder_channels must be 4 positive widths"):
+        TokenizerConfig(decoder_channels=(12, 8, 8, 8))
+    with pytest.raises(ValueError, match="expected one of"):
+        TokenizerConfig.from_dict({**TokenizerConfig().to_dict(), "decoder": "vit"})
 
 
 @pytest.mark.parametrize("scene", ["InvertedPendulum-v5", "Reacher-v5", "Pusher-v5", "bounce"])

@@ -35,9 +35,11 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     cfg = config_or_print(TokenizerTrainConfig, args)
     if cfg is None:
         return 0
-    model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels))
+    model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels), decoder=args.decoder,
+                                decoder_channels=tuple(args.decoder_channels))
     metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
-                              progress=not args.quiet, init=args.init, force=args.force)
+                              progress=not args.quiet, init=args.init, decoder_only=args.decoder_only,
+                              force=args.force)
     if metrics:
         print(f"wrote {args.out}: held-out PSNR {metrics['val_psnr']:.2f} dB")
     return 0
@@ -97,8 +99,14 @@ def _add_tokenizer_parser(tsub: argparse._SubParsersAction) -> None:
     add_required(s, "--out", help=_OUT_HELP)
     _add_run_args(s)
     s.add_argument("--channels", type=int, nargs=len(_TOKENIZER.channels), default=_TOKENIZER.channels,
-                   help="widths at 32, 16 and 8 px")
+                   help="encoder widths at 32, 16 and 8 px")
     s.add_argument("--levels", type=int, nargs="+", default=_TOKENIZER.levels, help="FSQ levels per latent channel")
+    s.add_argument("--decoder", choices=("shuffle", "conv"), default=_TOKENIZER.decoder,
+                   help="decoder: pixel-shuffle (cheap) or the mirrored encoder")
+    s.add_argument("--decoder-channels", type=int, nargs=len(_TOKENIZER.decoder_channels),
+                   default=_TOKENIZER.decoder_channels, help="shuffle decoder widths at 8, 16, 32 and 64 px")
+    s.add_argument("--decoder-only", action="store_true",
+                   help="train only a new decoder for --init's frozen encoder and codes")
     s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
     s.add_argument("--init", default=None, help="start from this tokenizer's weights (fine-tuning) (default: none)")
     add_config_flags(s, TokenizerTrainConfig)

@@ -13,6 +13,7 @@ from worldsim.core.registry import resolve_checkpoint
 from worldsim.envs import make_scene
 from worldsim.envs.loader import EpisodeDataset, split_episodes
 from worldsim.envs.manifest import read_manifest
+from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel
 from worldsim.train.dynamics import state_bounds, static_state_dims
 
@@ -29,6 +30,28 @@ def with_static_from(wm: WorldModel, static_from: str | Path) -> WorldModel:
     wm = WorldModel(cfg).to(wm.device)
     wm.load_state_dict(weights)
     return wm
+
+
+def with_tokenizer(wm: WorldModel, tokenizer: str | Path) -> WorldModel:
+    """`wm` (same dynamics) with the tokenizer `tokenizer`, whose encoder must be `wm`'s own (same config
+    and weights), so every code and every prediction stays the same; its decoder may differ.
+
+    Raises:
+        ValueError: when the encoders differ.
+    """
+    tok = Tokenizer.from_pretrained(resolve_checkpoint(tokenizer, "tokenizer"))
+    if not tok.cfg.encoder_matches(wm.cfg.tokenizer):
+        raise ValueError(f"--tokenizer {tokenizer}: its encoder's config differs from the world's ({tok.cfg} against "
+                         f"{wm.cfg.tokenizer}); only a tokenizer with the same encoder keeps the world's codes")
+    for name, t in tok.encoder.state_dict().items():
+        if not torch.equal(t.float().cpu(), wm.tokenizer.encoder.state_dict()[name].float().cpu()):
+            raise ValueError(f"--tokenizer {tokenizer}: its encoder's weights differ from the world's at {name!r}; "
+                             f"only a tokenizer with the same encoder keeps the world's codes")
+    weights = {k: v for k, v in wm.state_dict().items() if not k.startswith("tokenizer.")}
+    weights.update({f"tokenizer.{k}": v for k, v in tok.state_dict().items()})
+    out = WorldModel(wm.cfg.replace(tokenizer=tok.cfg)).to(wm.device)
+    out.load_state_dict(weights)
+    return out
 
 
 def compare_rollouts(wm: WorldModel, again: WorldModel, steps: int, episodes: int, seed: int) -> dict[str, float]:
@@ -56,8 +79,9 @@ def compare_rollouts(wm: WorldModel, again: WorldModel, steps: int, episodes: in
 
 
 def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, tokenizer_ref: str | None = None,
-                       static_from: str | Path | None = None, check_steps: int = 50, check_episodes: int = 4,
-                       seed: int = 12_345, force: bool = False) -> dict[str, float]:
+                       static_from: str | Path | None = None, tokenizer: str | Path | None = None,
+                       check_steps: int = 50, check_episodes: int = 4, seed: int = 12_345,
+                       force: bool = False) -> dict[str, float]:
     """Write the world model at `src` to `dst` for shipping, and measure what fp16 weights change.
 
     The check (`compare_rollouts`) rolls the fp32 and the fp16-weight models open loop from the same
@@ -65,16 +89,21 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
     tokens and the largest state difference relative to the dataset std. The export is written either
     way; the caller decides from the figures (the shipping recipe prints them). `static_from` (a
     dataset directory) sets `static_state_dims` and the state bounds from its training split, for
-    checkpoints trained before the trainer recorded them.
+    checkpoints trained before the trainer recorded them. `tokenizer` swaps in another tokenizer with
+    the same encoder (`with_tokenizer`), such as a new decoder trained on the world's codes.
     """
     recover_checkpoint(dst)
     check_checkpoint_target(dst, "world_model", force=force)  # before any work
     wm = WorldModel.from_pretrained(src)
     if static_from is not None:
         wm = with_static_from(wm, static_from)
+    if tokenizer is not None:
+        wm = with_tokenizer(wm, tokenizer)
     source_extra = load_checkpoint(resolve_checkpoint(src, "world_model"), kind="world_model").extra
     for key in ("tokenizer_ref", "tokenizer_sha256"):
         source_extra.pop(key, None)
+    if tokenizer is not None:
+        source_extra["tokenizer_from"] = str(tokenizer)
     out = wm.save(dst, extra={**source_extra, "exported_from": str(src)}, dtype=torch.float16 if fp16 else None,
                   tokenizer_ref=tokenizer_ref, force=force)
     again = WorldModel.from_pretrained(out)

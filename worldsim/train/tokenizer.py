@@ -5,7 +5,9 @@
 Frames are drawn uniformly over the datasets (so each scene gets the same share), then uniformly
 within one. The last `val_fraction` of each dataset's episodes (by index) are held out for validation.
 Every `--save-every` steps the full training state goes to `OUT.train/`; rerunning the same command
-resumes from it. At the end the model alone is written to `OUT` (fp16 with `--fp16`). The optimiser,
+resumes from it. At the end the model alone is written to `OUT` (fp16 with `--fp16`). With
+`--decoder-only` a new decoder learns to draw the codes of `--init`'s frozen encoder (encoded once at
+the start), so the codes, and every world model trained on them, stay valid. The optimiser,
 schedule, DDP and saves are `worldsim.train.loop.TrainLoop`'s; this file is the frames and the loss.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
@@ -53,6 +56,41 @@ class TokenizerTrainConfig(ConfigBase):
             raise ValueError(f"TokenizerTrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
+class CodedFrames:
+    """A frame pool with each frame's codes under a frozen tokenizer's encoder, encoded once."""
+
+    def __init__(self, pool: FramePool, tok: Tokenizer, progress: bool, chunk: int = 512):
+        self.pool = pool
+        total = sum(len(a) for a in pool.arrays)
+        with tqdm(total=total, desc="encoding the training frames", unit="frame", disable=not progress) as bar:
+            self.codes = []
+            for frames in pool.arrays:
+                parts = []
+                for i in range(0, len(frames), chunk):
+                    parts.append(tok.encode(frames[i : i + chunk]).to(torch.int16).cpu())
+                    bar.update(len(parts[-1]))
+                self.codes.append(torch.cat(parts))
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` frames [n, H, W, 3] uint8 and their codes [n, h, w] long."""
+        where = self.pool.positions(rng, n)
+        frames = torch.from_numpy(np.stack([self.pool.arrays[w][i] for w, i in where]))
+        return frames, torch.stack([self.codes[w][i] for w, i in where]).long()
+
+
+def start_model(model: Tokenizer, init: str | Path, decoder_only: bool) -> None:
+    """Load `init`'s weights into `model`: all of them, or (`decoder_only`) its encoder's, frozen."""
+    start = Tokenizer.from_pretrained(init)
+    if not decoder_only:
+        if start.cfg != model.cfg:
+            raise ValueError(f"--init {init}: its config {start.cfg} differs from the one asked for {model.cfg}")
+        model.load_state_dict(start.state_dict())
+        return
+    if not start.cfg.encoder_matches(model.cfg):
+        raise ValueError(f"--init {init}: its encoder's config {start.cfg} differs from the one asked for {model.cfg}")
+    model.encoder.load_state_dict(start.encoder.state_dict())
+
+
 @torch.no_grad()
 def validate(model: Tokenizer, pool: FramePool, n: int = 256, seed: int = 1234) -> dict[str, float]:
     frames = pool.sample(np.random.default_rng(seed), n)
@@ -64,34 +102,40 @@ def validate(model: Tokenizer, pool: FramePool, n: int = 256, seed: int = 1234) 
 def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerConfig = TokenizerConfig(),
                     cfg: TokenizerTrainConfig = TokenizerTrainConfig(), device: str = "auto",
                     fp16: bool = False, progress: bool = True, init: str | Path | None = None,
-                    force: bool = False) -> dict[str, float]:
+                    decoder_only: bool = False, force: bool = False) -> dict[str, float]:
     """Train (or resume) a tokenizer; returns the final validation metrics.
 
     `init` starts a new run from another tokenizer's weights (fine-tuning); its config must match.
+    With `decoder_only`, `init`'s encoder is kept frozen and only a new decoder (any `model_cfg.decoder`
+    of the same encoder config) is trained.
     `out` must be absent, empty or a tokenizer checkpoint (`force`: any checkpoint); a resume continues
     only the same run (same data, configs and init; `cfg.steps` may change).
     """
+    if decoder_only and init is None:
+        raise ValueError("decoder_only trains a decoder for another tokenizer's codes: pass init (--init TOKENIZER)")
     ranks = setup_distributed(device)
     out = Path(out)
     state_dir = prepare_run(out, "tokenizer", ranks, force=force)
     run = {"model_config": model_cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity(data_dirs),
-           "init": None if init is None else checkpoint_identity(init, "tokenizer")}
+           "init": None if init is None else checkpoint_identity(init, "tokenizer"),
+           **({"decoder_only": True} if decoder_only else {})}
     record = {"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs]}
     seed_everything(cfg.seed)
     model = Tokenizer(model_cfg).to(ranks.device)
     if init is not None and not has_train_state(state_dir):
-        start = Tokenizer.from_pretrained(init)
-        if start.cfg != model_cfg:
-            raise ValueError(f"--init {init}: its config {start.cfg} differs from the one asked for {model_cfg}")
-        model.load_state_dict(start.state_dict())
-    loop = TrainLoop(model, list(model.parameters()),
+        start_model(model, init, decoder_only)
+    model.encoder.requires_grad_(not decoder_only)
+    loop = TrainLoop(model, [p for p in model.parameters() if p.requires_grad],
                      LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay, clip=1.0),
                      state_dir=state_dir, kind="tokenizer", run=run, extra=record, seed=[cfg.seed, ranks.rank],
                      ranks=ranks, desc="tokenizer", progress=progress)
     net = loop.ddp(model)
     train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
+    coded = CodedFrames(train_pool, model, progress and ranks.rank == 0) if decoder_only else None
 
     def loss(step: int) -> tuple[torch.Tensor, dict]:
+        if coded is not None:
+            return net(*coded.sample(loop.rng, cfg.batch_size))
         return net(train_pool.sample(loop.rng, cfg.batch_size))
 
     def held_out(final: bool) -> dict[str, float]:
