@@ -1,6 +1,6 @@
 """Environment steps per second: DSV4World-v0 (state and pixel observations) against the real
 Gymnasium env of the same scene rendering 64x64 frames, stepped the same way, in one run; and the
-tokenizer's decoder against the conv decoder it replaced.
+tokenizer's decoder against one at the encoder's widths (the decoder it replaced).
 
     python benchmarks/env_throughput.py --scene Reacher-v5 --batches 1 16 64 256 [--threads N]
 
@@ -134,12 +134,12 @@ def profile_pixel_step(scene: str, checkpoint: str | None, n: int, threads: int 
 
 def decoder_table(scene: str, checkpoint: str | None, repeats: int) -> None:
     shipped = WorldModel.from_pretrained(checkpoint or scene, device="cpu").cfg.tokenizer
-    conv = shipped.replace(decoder="conv")
-    print(f"\n{'decoder':<30} {'MFLOP/frame':>12} {'frames/s b1':>12} {'frames/s b64':>13}")
-    for name, cfg in ((f"shipped ({shipped.decoder})", shipped), ("conv (mirrors the encoder)", conv)):
+    wide = shipped.replace(decoder_channels=None)
+    print(f"\n{'decoder (widths at 32, 16, 8 px)':<34} {'MFLOP/frame':>12} {'frames/s b1':>12} {'frames/s b64':>13}")
+    for name, cfg in ((f"shipped {shipped.decoder_widths}", shipped), (f"encoder's {wide.decoder_widths}", wide)):
         flops, one = decoder_rate(cfg, 1, repeats)
         _, many = decoder_rate(cfg, 64, repeats)
-        print(f"{name:<30} {flops:>12.1f} {one:>12.0f} {many:>13.0f}", flush=True)
+        print(f"{name:<34} {flops:>12.1f} {one:>12.0f} {many:>13.0f}", flush=True)
 
 
 def main() -> None:

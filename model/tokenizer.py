@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,26 +17,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldsim.core.config import ConfigBase
-from worldsim.model.decoders import ConvDecoder, ResBlock, ShuffleDecoder
+from worldsim.model.decoders import ConvDecoder, ResBlock
 from worldsim.model.fsq import FSQ
 from worldsim.model.saving import PretrainedMixin
 
 
 @dataclass(frozen=True)
 class TokenizerConfig(ConfigBase):
-    """Tokenizer shape. `channels` are the encoder's widths at 32x32, 16x16 and 8x8 (for 64x64 frames),
-    and the conv decoder's in mirror; `decoder_channels` are the shuffle decoder's at 8x8, 16x16,
-    32x32 and 64x64."""
+    """Tokenizer shape. `channels` are the encoder's widths at 32x32, 16x16 and 8x8 (for 64x64 frames);
+    `decoder_channels` the decoder's, None for the encoder's own."""
 
     image_size: int = 64
     channels: tuple[int, ...] = (32, 64, 128)
     levels: tuple[int, ...] = (8, 5, 5, 5)
     res_blocks: int = 1
     groups: int = 8
-    decoder: Literal["shuffle", "conv"] = "shuffle"
-    """"shuffle": pixel-shuffle upsampling with narrow high-resolution stages (a quarter of the conv
-    decoder's FLOPs); "conv": the encoder mirrored"""
-    decoder_channels: tuple[int, ...] = (128, 48, 16, 8)
+    decoder_channels: tuple[int, ...] | None = (16, 32, 56)
+    """57 MFLOP a frame; the encoder's widths (None) cost 247"""
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 16:
@@ -49,21 +46,25 @@ class TokenizerConfig(ConfigBase):
             raise ValueError(f"TokenizerConfig.levels must all be >= 2, got {self.levels}")
         if self.res_blocks < 0:
             raise ValueError(f"TokenizerConfig.res_blocks must be >= 0, got {self.res_blocks}")
-        if len(self.decoder_channels) != 4 or any(c <= 0 for c in self.decoder_channels) \
-                or self.decoder_channels[0] % self.groups:
-            raise ValueError(f"TokenizerConfig.decoder_channels must be 4 positive widths, the first a multiple of "
-                             f"groups={self.groups}, got {self.decoder_channels}")
+        dec = self.decoder_channels
+        if dec is not None and (len(dec) != 3 or any(c <= 0 or c % self.groups for c in dec) or dec[0] % 2):
+            raise ValueError(f"TokenizerConfig.decoder_channels must be None or 3 positive multiples of "
+                             f"groups={self.groups}, the first even, got {dec}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
-        """A saved config without a `decoder` key names the conv decoder, the only one it could have."""
-        if isinstance(data, dict) and "decoder" not in data:
-            data = {**data, "decoder": "conv"}
+        """A saved config without `decoder_channels` has a decoder of the encoder's widths (None)."""
+        if isinstance(data, dict) and "decoder_channels" not in data:
+            data = {**data, "decoder_channels": None}
         return super().from_dict(data)
 
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        return self.channels if self.decoder_channels is None else self.decoder_channels
+
     def encoder_matches(self, other: TokenizerConfig) -> bool:
-        """Whether `other` makes the same codes: every field but the decoder's equal."""
-        return self.replace(decoder=other.decoder, decoder_channels=other.decoder_channels) == other
+        """Whether `other` makes the same codes: every field but the decoder's widths equal."""
+        return self.replace(decoder_channels=other.decoder_channels) == other
 
     @property
     def grid(self) -> int:
@@ -121,9 +122,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.levels)
-        d = len(cfg.levels)
-        self.decoder = (ShuffleDecoder(d, cfg.decoder_channels, cfg.groups) if cfg.decoder == "shuffle"
-                        else ConvDecoder(d, cfg.channels, cfg.res_blocks, cfg.groups))
+        self.decoder = ConvDecoder(len(cfg.levels), cfg.decoder_widths, cfg.res_blocks, cfg.groups)
 
     @property
     def device(self) -> torch.device:

@@ -133,27 +133,30 @@ def test_init_fine_tunes_from_another_tokenizer(dataset, tmp_path):
         train_tokenizer([str(dataset)], tmp_path / "c", other, cfg, device="cpu", progress=False, init=tmp_path / "a")
 
 
-def test_decoder_only_trains_a_new_decoder_for_the_same_codes(dataset, tmp_path):
-    """--decoder-only keeps --init's encoder (so its codes) and trains another decoder; it needs --init
-    and an init with the same encoder."""
+def test_decoder_only_trains_a_narrower_decoder_for_the_same_codes(dataset, tmp_path):
+    """--decoder-only keeps --init's encoder (so its codes) and trains a narrower decoder, started from
+    --init's; it needs --init, the same encoder, and widths at most --init's."""
     cfg = TokenizerTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1)
-    conv = TINY.replace(decoder="conv")
-    train_tokenizer([str(dataset)], tmp_path / "conv", conv, cfg, device="cpu", progress=False)
-    small = TINY.replace(decoder_channels=(16, 8, 8, 8))
-    train_tokenizer([str(dataset)], tmp_path / "shuffle", small, cfg.replace(steps=3), device="cpu", progress=False,
-                    init=tmp_path / "conv", decoder_only=True)
-    a, b = load_checkpoint(tmp_path / "conv"), load_checkpoint(tmp_path / "shuffle")
-    assert b.config["decoder"] == "shuffle" and b.extra["steps"] == 3
+    wide = TINY.replace(decoder_channels=(16, 16, 24))
+    train_tokenizer([str(dataset)], tmp_path / "wide", wide, cfg, device="cpu", progress=False)
+    small = TINY.replace(decoder_channels=(8, 16, 16))
+    train_tokenizer([str(dataset)], tmp_path / "small", small, cfg.replace(steps=3), device="cpu", progress=False,
+                    init=tmp_path / "wide", decoder_only=True)
+    a, b = load_checkpoint(tmp_path / "wide"), load_checkpoint(tmp_path / "small")
+    assert b.config["decoder_channels"] == [8, 16, 16] and b.extra["steps"] == 3
     for k, t in a.tensors.items():
         if k.startswith("encoder."):
             assert torch.equal(t, b.tensors[k]), k
-    assert not any(k.startswith("decoder.") and k in b.tensors and b.tensors[k].shape == t.shape
-                   and torch.equal(b.tensors[k], t) for k, t in a.tensors.items())
+        else:
+            assert b.tensors[k].shape != t.shape or not torch.equal(b.tensors[k], t), k
     with pytest.raises(ValueError, match="pass init"):
         train_tokenizer([str(dataset)], tmp_path / "x", small, cfg, device="cpu", progress=False, decoder_only=True)
     with pytest.raises(ValueError, match="its encoder's config"):
         train_tokenizer([str(dataset)], tmp_path / "y", small.replace(levels=(5, 4, 4)), cfg, device="cpu",
-                        progress=False, init=tmp_path / "conv", decoder_only=True)
+                        progress=False, init=tmp_path / "wide", decoder_only=True)
+    with pytest.raises(ValueError, match="narrower than the ones asked for"):
+        train_tokenizer([str(dataset)], tmp_path / "z", TINY.replace(decoder_channels=(16, 16, 32)), cfg,
+                        device="cpu", progress=False, init=tmp_path / "wide", decoder_only=True)
 
 
 def test_coded_frames_pair_each_frame_with_its_codes(dataset):

@@ -5,6 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.envs import make_scene
 from worldsim.eval.metrics import psnr
+from worldsim.model.decoders import ConvDecoder, narrowed
 from worldsim.model.fsq import FSQ
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 
@@ -143,32 +144,48 @@ def test_config_validation():
     assert TokenizerConfig.from_json(TokenizerConfig().to_json()) == TokenizerConfig()
 
 
-def test_decoders_and_their_budget():
-    """The default (shuffle) decoder costs at most a quarter of the conv decoder's 247 MFLOP a frame;
+def test_decoder_budget():
+    """The default decoder costs at most a quarter of one at the encoder's widths (247 MFLOP a frame);
     both map latents [N, d, 8, 8] to [N, 3, 64, 64]."""
     q = torch.zeros(2, 4, 8, 8)
     flops = {}
-    for kind in ("shuffle", "conv"):
-        tok = Tokenizer(TokenizerConfig(decoder=kind))
+    for widths in ((16, 32, 56), None):
+        tok = Tokenizer(TokenizerConfig(decoder_channels=widths))
         with FlopCounterMode(display=False) as counter:
-            out = tok.decoder(q[:1])
-        flops[kind] = counter.get_total_flops() / 1e6
+            tok.decoder(q[:1])
+        flops[widths] = counter.get_total_flops() / 1e6
         assert tuple(tok.decoder(q).shape) == (2, 3, 64, 64)
-    assert flops["shuffle"] <= 62 and flops["conv"] > 240
-    assert out.dtype == torch.float32
+    assert TokenizerConfig().decoder_channels == (16, 32, 56)
+    assert flops[(16, 32, 56)] <= 62 and flops[None] > 240
 
 
-def test_config_without_a_decoder_key_is_the_conv_decoder():
-    """Configs saved before the decoder was a choice load with the decoder they were trained with."""
-    old = {k: v for k, v in TokenizerConfig().to_dict().items() if k not in ("decoder", "decoder_channels")}
-    assert TokenizerConfig.from_dict(old).decoder == "conv"
-    assert TokenizerConfig.from_dict(TokenizerConfig().to_dict()).decoder == "shuffle"
-    conv = TokenizerConfig(decoder="conv")
-    assert conv.encoder_matches(TokenizerConfig()) and not conv.encoder_matches(TokenizerConfig(levels=(5, 5)))
-    with pytest.raises(ValueError, match="decoder_channels must be 4 positive widths"):
-        TokenizerConfig(decoder_channels=(12, 8, 8, 8))
-    with pytest.raises(ValueError, match="expected one of"):
-        TokenizerConfig.from_dict({**TokenizerConfig().to_dict(), "decoder": "vit"})
+def test_config_without_decoder_channels_has_the_encoders_widths():
+    """Configs saved before the decoder had widths of its own load with the decoder they were trained with."""
+    old = {k: v for k, v in TokenizerConfig().to_dict().items() if k != "decoder_channels"}
+    assert TokenizerConfig.from_dict(old).decoder_channels is None
+    assert TokenizerConfig.from_dict(old).decoder_widths == (32, 64, 128)
+    assert TokenizerConfig.from_dict(TokenizerConfig().to_dict()) == TokenizerConfig()
+    wide = TokenizerConfig(decoder_channels=None)
+    assert wide.encoder_matches(TokenizerConfig()) and not wide.encoder_matches(TokenizerConfig(levels=(5, 5)))
+    with pytest.raises(ValueError, match="decoder_channels must be None or 3 positive multiples of groups=8"):
+        TokenizerConfig(decoder_channels=(12, 8, 8))
+
+
+def test_narrowed_keeps_the_most_active_channels():
+    """A decoder narrowed to the wide one's own widths is the wide one; a narrower one keeps, in each layer,
+    the channels the wide one uses most, with the weights between them."""
+    torch.manual_seed(0)
+    wide = ConvDecoder(4, (16, 32, 48), 1, 8)
+    q = torch.rand(6, 4, 8, 8) * 2 - 1
+    same = narrowed(wide, (16, 32, 48), 1, 8, q)
+    torch.testing.assert_close(same(q), wide(q))
+    small = narrowed(wide, (8, 16, 24), 1, 8, q)
+    assert tuple(small(q).shape) == (6, 3, 64, 64)
+    stem = wide.net[0](q).abs().mean((0, 2, 3))
+    kept = torch.sort(torch.topk(stem, 24).indices).values
+    torch.testing.assert_close(small.net[0].weight, wide.net[0].weight[kept])
+    with pytest.raises(ValueError, match="exceeds the wide decoder's"):
+        narrowed(wide, (16, 32, 64), 1, 8, q)
 
 
 @pytest.mark.parametrize("scene", ["InvertedPendulum-v5", "Reacher-v5", "Pusher-v5", "bounce"])

@@ -5,8 +5,9 @@ import torch
 
 from worldsim.cli import main
 from worldsim.model.dynamics import DynamicsConfig
-from worldsim.model.tokenizer import TokenizerConfig
+from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
+from worldsim.train.export import with_tokenizer
 
 TOK = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
 DYN = DynamicsConfig(state_dim=3, action_dim=2, grid=8, codebook_size=60, width=32, layers=2, heads=2, context=3,
@@ -136,3 +137,30 @@ def test_state_bounds_hold_a_runaway_rollout_and_bad_bounds_are_refused():
         CFG.replace(state_low=(0.0,), state_high=(1.0,))
     with pytest.raises(ValueError, match="state_low must be <= state_high"):
         CFG.replace(state_low=(0.0, 0.0, 2.0), state_high=(1.0, 1.0, 1.0))
+
+
+def test_export_swaps_in_a_tokenizer_with_the_same_encoder(tmp_path, tiny_world):
+    """`export --tokenizer` gives a world another decoder for the same codes: every prediction is the
+    same, frames come from the new decoder; a tokenizer with another encoder is refused."""
+    src = tiny_world(tmp_path / "w")
+    wm = WorldModel.from_pretrained(src)
+    narrow = Tokenizer(wm.cfg.tokenizer.replace(decoder_channels=(8, 8, 8)))
+    narrow.encoder.load_state_dict(wm.tokenizer.encoder.state_dict())
+    narrow.save(tmp_path / "tok")
+    assert main(["export", str(src), "--out", str(tmp_path / "out"), "--fp32", "--tokenizer",
+                 str(tmp_path / "tok")]) == 0
+    again = WorldModel.from_pretrained(tmp_path / "out")
+    assert again.cfg.tokenizer.decoder_channels == (8, 8, 8)
+    frames = torch.randint(0, 256, (1, 1, 64, 64, 3), dtype=torch.uint8)
+    codes = wm.encode(frames)
+    assert torch.equal(again.encode(frames), codes)
+    state = torch.zeros(1, 1, wm.cfg.dynamics.state_dim)
+    a, b = wm.start(codes, state), again.start(codes, state)
+    act = torch.zeros(1, wm.cfg.dynamics.action_dim)
+    for x, y in zip(wm.step(a, act), again.step(b, act)):
+        assert torch.equal(x, y)
+    assert torch.equal(again.decode(codes), narrow.decode(codes))
+    other = Tokenizer(wm.cfg.tokenizer)  # same config, fresh encoder weights
+    other.save(tmp_path / "other")
+    with pytest.raises(ValueError, match="its encoder's weights differ"):
+        with_tokenizer(wm, tmp_path / "other")

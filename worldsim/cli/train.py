@@ -35,8 +35,8 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     cfg = config_or_print(TokenizerTrainConfig, args)
     if cfg is None:
         return 0
-    model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels), decoder=args.decoder,
-                                decoder_channels=tuple(args.decoder_channels))
+    widths = None if args.decoder_channels is None else tuple(args.decoder_channels)
+    model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels), decoder_channels=widths)
     metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
                               progress=not args.quiet, init=args.init, decoder_only=args.decoder_only,
                               force=args.force)
@@ -101,12 +101,13 @@ def _add_tokenizer_parser(tsub: argparse._SubParsersAction) -> None:
     s.add_argument("--channels", type=int, nargs=len(_TOKENIZER.channels), default=_TOKENIZER.channels,
                    help="encoder widths at 32, 16 and 8 px")
     s.add_argument("--levels", type=int, nargs="+", default=_TOKENIZER.levels, help="FSQ levels per latent channel")
-    s.add_argument("--decoder", choices=("shuffle", "conv"), default=_TOKENIZER.decoder,
-                   help="decoder: pixel-shuffle (cheap) or the mirrored encoder")
-    s.add_argument("--decoder-channels", type=int, nargs=len(_TOKENIZER.decoder_channels),
-                   default=_TOKENIZER.decoder_channels, help="shuffle decoder widths at 8, 16, 32 and 64 px")
+    s.add_argument("--decoder-channels", type=int, nargs=3, default=_TOKENIZER.decoder_channels,
+                   help="decoder widths at 32, 16 and 8 px")
+    s.add_argument("--decoder-as-encoder", dest="decoder_channels", action="store_const", const=None,
+                   help="give the decoder the encoder's widths (--channels; 4x the FLOPs)")
     s.add_argument("--decoder-only", action="store_true",
-                   help="train only a new decoder for --init's frozen encoder and codes")
+                   help="train only a narrower decoder for --init's frozen encoder and codes, from --init's "
+                        "decoder's most active channels")
     s.add_argument("--fp16", action="store_true", help="store the final weights in fp16")
     s.add_argument("--init", default=None, help="start from this tokenizer's weights (fine-tuning) (default: none)")
     add_config_flags(s, TokenizerTrainConfig)

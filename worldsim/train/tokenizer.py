@@ -6,8 +6,9 @@ Frames are drawn uniformly over the datasets (so each scene gets the same share)
 within one. The last `val_fraction` of each dataset's episodes (by index) are held out for validation.
 Every `--save-every` steps the full training state goes to `OUT.train/`; rerunning the same command
 resumes from it. At the end the model alone is written to `OUT` (fp16 with `--fp16`). With
-`--decoder-only` a new decoder learns to draw the codes of `--init`'s frozen encoder (encoded once at
-the start), so the codes, and every world model trained on them, stay valid. The optimiser,
+`--decoder-only` a narrower decoder learns to draw the codes of `--init`'s frozen encoder (encoded once
+at the start), starting from `--init`'s decoder's most active channels, so the codes, and every world
+model trained on them, stay valid. The optimiser,
 schedule, DDP and saves are `worldsim.train.loop.TrainLoop`'s; this file is the frames and the loss.
 """
 
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
 from worldsim.envs.loader import FramePool, load_frames
+from worldsim.model.decoders import narrowed
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.train.distributed import setup_distributed
 from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
@@ -78,8 +80,10 @@ class CodedFrames:
         return frames, torch.stack([self.codes[w][i] for w, i in where]).long()
 
 
-def start_model(model: Tokenizer, init: str | Path, decoder_only: bool) -> None:
-    """Load `init`'s weights into `model`: all of them, or (`decoder_only`) its encoder's, frozen."""
+def start_model(model: Tokenizer, init: str | Path, decoder_only: bool, pool: FramePool, seed: int,
+                n: int = 256) -> None:
+    """Load `init`'s weights into `model`: all of them, or (`decoder_only`) its encoder's, and its decoder
+    narrowed to `model`'s widths (the channels most active on `n` frames of `pool`)."""
     start = Tokenizer.from_pretrained(init)
     if not decoder_only:
         if start.cfg != model.cfg:
@@ -88,7 +92,14 @@ def start_model(model: Tokenizer, init: str | Path, decoder_only: bool) -> None:
         return
     if not start.cfg.encoder_matches(model.cfg):
         raise ValueError(f"--init {init}: its encoder's config {start.cfg} differs from the one asked for {model.cfg}")
+    if any(a > b for a, b in zip(model.cfg.decoder_widths, start.cfg.decoder_widths)):
+        raise ValueError(f"--init {init}: its decoder's widths {start.cfg.decoder_widths} are narrower than the ones "
+                         f"asked for {model.cfg.decoder_widths}; a decoder-only run narrows a wider decoder")
     model.encoder.load_state_dict(start.encoder.state_dict())
+    latents, _ = start.quantize(start._to_input(pool.sample(np.random.default_rng(seed), n)))
+    cfg = model.cfg
+    model.decoder.load_state_dict(narrowed(start.decoder, cfg.decoder_widths, cfg.res_blocks, cfg.groups,
+                                           latents.detach()).state_dict())
 
 
 @torch.no_grad()
@@ -106,8 +117,8 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     """Train (or resume) a tokenizer; returns the final validation metrics.
 
     `init` starts a new run from another tokenizer's weights (fine-tuning); its config must match.
-    With `decoder_only`, `init`'s encoder is kept frozen and only a new decoder (any `model_cfg.decoder`
-    of the same encoder config) is trained.
+    With `decoder_only`, `init`'s encoder is kept frozen and only a decoder of `model_cfg`'s widths (at
+    most `init`'s, the encoder config the same) is trained, from `init`'s decoder narrowed (`narrowed`).
     `out` must be absent, empty or a tokenizer checkpoint (`force`: any checkpoint); a resume continues
     only the same run (same data, configs and init; `cfg.steps` may change).
     """
@@ -122,15 +133,15 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     record = {"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs]}
     seed_everything(cfg.seed)
     model = Tokenizer(model_cfg).to(ranks.device)
+    train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
     if init is not None and not has_train_state(state_dir):
-        start_model(model, init, decoder_only)
+        start_model(model, init, decoder_only, train_pool, cfg.seed)
     model.encoder.requires_grad_(not decoder_only)
     loop = TrainLoop(model, [p for p in model.parameters() if p.requires_grad],
                      LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay, clip=1.0),
                      state_dir=state_dir, kind="tokenizer", run=run, extra=record, seed=[cfg.seed, ranks.rank],
                      ranks=ranks, desc="tokenizer", progress=progress)
     net = loop.ddp(model)
-    train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
     coded = CodedFrames(train_pool, model, progress and ranks.rank == 0) if decoder_only else None
 
     def loss(step: int) -> tuple[torch.Tensor, dict]:
