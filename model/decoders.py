@@ -3,10 +3,9 @@ and the residual block it shares with the encoder.
 
 The decoder mirrors the encoder: residual blocks at 8x8, nearest upsampling with a 3x3 convolution
 to 16x16 and 32x32, a transposed convolution to full resolution. Its cost grows with the square of
-its widths, so the shipped decoder runs at about half the encoder's (16, 32, 56 at 32, 16 and 8 px:
-57 MFLOP a frame against 247 at the encoder's own widths). `narrowed` starts such a decoder from a
-wider trained one: it keeps the wider decoder's most active channels, which converges faster than a
-fresh start.
+its widths: 247 MFLOP a frame at the encoder's (32, 64, 128 at 32, 16 and 8 px), 57 at (16, 32, 56).
+`narrowed` starts a narrower decoder from a wider trained one: it keeps the wider decoder's most
+active channels, which converges faster than a fresh start.
 """
 
 from __future__ import annotations

@@ -145,8 +145,8 @@ def test_config_validation():
 
 
 def test_decoder_budget():
-    """The default decoder costs at most a quarter of one at the encoder's widths (247 MFLOP a frame);
-    both map latents [N, d, 8, 8] to [N, 3, 64, 64]."""
+    """A decoder at (16, 32, 56) costs at most a quarter of one at the encoder's widths (247 MFLOP a
+    frame, the default); both map latents [N, d, 8, 8] to [N, 3, 64, 64]."""
     q = torch.zeros(2, 4, 8, 8)
     flops = {}
     for widths in ((16, 32, 56), None):
@@ -155,18 +155,18 @@ def test_decoder_budget():
             tok.decoder(q[:1])
         flops[widths] = counter.get_total_flops() / 1e6
         assert tuple(tok.decoder(q).shape) == (2, 3, 64, 64)
-    assert TokenizerConfig().decoder_channels == (16, 32, 56)
+    assert TokenizerConfig().decoder_channels is None
     assert flops[(16, 32, 56)] <= 62 and flops[None] > 240
 
 
-def test_config_without_decoder_channels_has_the_encoders_widths():
-    """Configs saved before the decoder had widths of its own load with the decoder they were trained with."""
+def test_decoder_widths_config():
+    """Configs without `decoder_channels` (all saved before it existed) have the encoder's widths."""
     old = {k: v for k, v in TokenizerConfig().to_dict().items() if k != "decoder_channels"}
-    assert TokenizerConfig.from_dict(old).decoder_channels is None
-    assert TokenizerConfig.from_dict(old).decoder_widths == (32, 64, 128)
-    assert TokenizerConfig.from_dict(TokenizerConfig().to_dict()) == TokenizerConfig()
-    wide = TokenizerConfig(decoder_channels=None)
-    assert wide.encoder_matches(TokenizerConfig()) and not wide.encoder_matches(TokenizerConfig(levels=(5, 5)))
+    assert TokenizerConfig.from_dict(old) == TokenizerConfig()
+    assert TokenizerConfig().decoder_widths == (32, 64, 128)
+    narrow = TokenizerConfig(decoder_channels=(16, 32, 56))
+    assert narrow.decoder_widths == (16, 32, 56) and TokenizerConfig.from_json(narrow.to_json()) == narrow
+    assert narrow.encoder_matches(TokenizerConfig()) and not narrow.encoder_matches(TokenizerConfig(levels=(5, 5)))
     with pytest.raises(ValueError, match="decoder_channels must be None or 3 positive multiples of groups=8"):
         TokenizerConfig(decoder_channels=(12, 8, 8))
 

@@ -102,9 +102,7 @@ def _add_tokenizer_parser(tsub: argparse._SubParsersAction) -> None:
                    help="encoder widths at 32, 16 and 8 px")
     s.add_argument("--levels", type=int, nargs="+", default=_TOKENIZER.levels, help="FSQ levels per latent channel")
     s.add_argument("--decoder-channels", type=int, nargs=3, default=_TOKENIZER.decoder_channels,
-                   help="decoder widths at 32, 16 and 8 px")
-    s.add_argument("--decoder-as-encoder", dest="decoder_channels", action="store_const", const=None,
-                   help="give the decoder the encoder's widths (--channels; 4x the FLOPs)")
+                   help="decoder widths at 32, 16 and 8 px (default: the encoder's, --channels)")
     s.add_argument("--decoder-only", action="store_true",
                    help="train only a narrower decoder for --init's frozen encoder and codes, from --init's "
                         "decoder's most active channels")
