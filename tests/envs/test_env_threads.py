@@ -52,21 +52,17 @@ def test_thread_scope_restores_the_callers_setting():
 
 
 def _record_threads(monkeypatch) -> list[int]:
+    """Record the thread count each `WorldBatch.step` runs on, inside the batch's own scope."""
     seen: list[int] = []
-    step = WorldBatch.step.__wrapped__
+    inner = WorldBatch.step.__wrapped__
 
-    def recording(self, actions):
-        seen.append(torch.get_num_threads())
-        return step(self, actions)
+    def step(self, actions):
+        with self.threads:
+            seen.append(torch.get_num_threads())
+            return inner(self, actions)
 
-    # Re-wrap the undecorated step so the recording runs inside the batch's own thread scope.
-    monkeypatch.setattr(WorldBatch, "step", lambda self, a: _scoped(self, recording, a))
+    monkeypatch.setattr(WorldBatch, "step", step)
     return seen
-
-
-def _scoped(batch, fn, *args):
-    with batch.threads:
-        return fn(batch, *args)
 
 
 def test_single_env_steps_on_one_thread_and_restores(ckpt, monkeypatch):
@@ -117,17 +113,21 @@ def _run_script(body: str, timeout: float) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_async_vector_env_with_the_default_start_method(ckpt):
+    """Forked workers step on one thread: by default (a single env each) and when asked for two, which
+    without the fork rule hangs in the first multi-threaded operation."""
     out = _run_script(f"""
-        envs = gym.make_vec("DSV4World-v0", num_envs=2, vectorization_mode="async", checkpoint={ckpt!r},
-                            device="cpu")
-        obs, _ = envs.reset(seed=0)
-        for _ in range(2):
-            obs, *_ = envs.step(np.zeros((2, 2)))
-        envs.close()
-        print("ok", obs.shape)
+        for threads in (None, 2):
+            envs = gym.make_vec("DSV4World-v0", num_envs=2, vectorization_mode="async", checkpoint={ckpt!r},
+                                device="cpu", num_threads=threads)
+            obs, _ = envs.reset(seed=0)
+            for _ in range(2):
+                obs, *_ = envs.step(np.zeros((2, 2)))
+            envs.close()
+            print("ok", threads, obs.shape)
     """, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "ok (2, 10)" in out.stdout
+    assert "ok None (2, 10)" in out.stdout and "ok 2 (2, 10)" in out.stdout
+    assert "forked process: running on one thread" in out.stderr
 
 
 def test_cli_threads_flag(capsys):
