@@ -60,7 +60,8 @@ def pick_threads(num_threads: int | None, batch_size: int, device: torch.device)
 
 
 class ThreadScope:
-    """`with scope:` runs its body on `n` torch threads and then restores the caller's count (None: as is)."""
+    """`with scope:` runs its body on `n` torch threads and then restores the caller's count (None: as is);
+    on one thread in a process forked after the scope was made."""
 
     def __init__(self, n: int | None):
         self.n = n
@@ -69,8 +70,9 @@ class ThreadScope:
     def __enter__(self) -> ThreadScope:
         prev = torch.get_num_threads()
         self._saved.append(prev)
-        if self.n is not None and self.n != prev:
-            torch.set_num_threads(self.n)
+        n = 1 if in_forked_process() else self.n
+        if n is not None and n != prev:
+            torch.set_num_threads(n)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -51,6 +51,15 @@ def test_thread_scope_restores_the_callers_setting():
     assert torch.get_num_threads() == 2
 
 
+def test_thread_scope_runs_on_one_thread_after_a_fork(monkeypatch):
+    torch.set_num_threads(2)
+    scope = ThreadScope(None)  # made before the fork: a large batch on the caller's threads
+    monkeypatch.setattr(threads, "_forked", True)
+    with scope:
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+
+
 def _record_threads(monkeypatch) -> list[int]:
     """Record the thread count each `WorldBatch.step` runs on, inside the batch's own scope."""
     seen: list[int] = []

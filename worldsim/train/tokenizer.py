@@ -96,10 +96,11 @@ def start_model(model: Tokenizer, init: str | Path, decoder_only: bool, pool: Fr
         raise ValueError(f"--init {init}: its decoder's widths {start.cfg.decoder_widths} are narrower than the ones "
                          f"asked for {model.cfg.decoder_widths}; a decoder-only run narrows a wider decoder")
     model.encoder.load_state_dict(start.encoder.state_dict())
-    latents, _ = start.quantize(start._to_input(pool.sample(np.random.default_rng(seed), n)))
+    with torch.no_grad():
+        latents, _ = start.quantize(start._to_input(pool.sample(np.random.default_rng(seed), n)))
     cfg = model.cfg
     model.decoder.load_state_dict(narrowed(start.decoder, cfg.decoder_widths, cfg.res_blocks, cfg.groups,
-                                           latents.detach()).state_dict())
+                                           latents).state_dict())
 
 
 @torch.no_grad()
