@@ -1,0 +1,156 @@
+"""Closed-loop policy evaluation: each policy runs in MuJoCo and in the world from the same seeds, and
+the world is scored on how it ranks and scores the policies as MuJoCo does (`worldsim.eval.ranking`).
+
+    from worldsim.eval.policy_eval import BehaviourPolicy, evaluate_policies
+    report = evaluate_policies("Reacher-v5", {"zero": lambda obs: np.zeros((len(obs), 2)),
+                                              "random": BehaviourPolicy("random", seed=0)},
+                               episodes=8, seed=1000)
+
+A policy is any callable from a batch of state observations [E, obs_dim] to actions [E, act_dim]:
+it acts on what it sees (the real scene's state in MuJoCo, the predicted state in the world), so
+episodes that start from the same physics state diverge as the world's predictions do. Episode i
+starts from seed `seed + i` in both (the world's `reset(seed=s)` is MuJoCo's `reset(seed=s)`) and
+runs to its termination or `max_steps` (the scene's episode length by default). Returns are the
+task's own reward summed in MuJoCo and the world's own (model) reward in the world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from worldsim.envs import make_scene
+from worldsim.envs.world_env import DSV4WorldVector
+from worldsim.eval.ranking import ranking_report
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class BehaviourPolicy:
+    """An observation-blind behaviour policy over the action box [low, high]: `"random"` (uniform) or
+    `"smooth"` (Ornstein-Uhlenbeck noise in units of the range). `reset(action_dim)` reseeds it, so
+    MuJoCo and the world see the same actions while their episodes last.
+
+    Raises:
+        ValueError: for another name.
+    """
+
+    def __init__(self, name: str, seed: int = 0, low: float = -1.0, high: float = 1.0, theta: float = 0.15,
+                 sigma: float = 0.35):
+        if name not in ("random", "smooth"):
+            raise ValueError(f"a behaviour policy is 'random' or 'smooth', got {name!r}")
+        self.name, self.seed, self.low, self.high, self.theta, self.sigma = name, seed, low, high, theta, sigma
+        self.reset(1)
+
+    def reset(self, action_dim: int) -> None:
+        self.dim, self.rng, self.x = action_dim, np.random.default_rng(self.seed), None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        shape = (len(obs), self.dim)
+        if self.name == "random":
+            return self.rng.uniform(self.low, self.high, shape)
+        if self.x is None:
+            self.x = self.rng.uniform(-0.5, 0.5, shape)
+        self.x = self.x - self.theta * self.x + self.sigma * self.rng.standard_normal(shape)
+        mid, half = (self.high + self.low) / 2, (self.high - self.low) / 2
+        return np.clip(mid + half * self.x, self.low, self.high)
+
+
+def _prepare(policy: Policy, action_dim: int) -> None:
+    """Reseed a policy that can be (a `BehaviourPolicy`, or anything with `reset(action_dim)`)."""
+    reset = getattr(policy, "reset", None)
+    if callable(reset):
+        reset(action_dim)
+
+
+def _checked_actions(policy: Policy, obs: np.ndarray, space) -> np.ndarray:
+    a = np.asarray(policy(obs), dtype=np.float64)
+    want = (len(obs),) + space.shape
+    if a.shape != want or not np.all(np.isfinite(a)):
+        raise ValueError(f"a policy must map observations [{len(obs)}, obs_dim] to finite actions {list(want)}, "
+                         f"got shape {a.shape}")
+    return np.clip(a, space.low, space.high)
+
+
+def run_real(scene_name: str, policy: Policy, seeds: list[int], max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns [E] and episode lengths [E] of `policy` in MuJoCo, the episodes in lockstep."""
+    scenes = [make_scene(scene_name) for _ in seeds]
+    try:
+        obs = np.stack([s.reset(seed=int(seed))[0] for s, seed in zip(scenes, seeds)])
+        _prepare(policy, scenes[0].action_space.shape[0])
+        returns, lengths = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=np.int64)
+        alive = np.ones(len(seeds), dtype=bool)
+        for _ in range(max_steps):
+            actions = _checked_actions(policy, obs, scenes[0].action_space)
+            for i in np.flatnonzero(alive):
+                res = scenes[i].step(actions[i])
+                obs[i] = res.state
+                returns[i] += res.reward
+                lengths[i] += 1
+                alive[i] = not res.terminated
+            if not alive.any():
+                break
+        return returns, lengths
+    finally:
+        for s in scenes:
+            s.close()
+
+
+def run_world(scene_name: str, policy: Policy, seeds: list[int], max_steps: int, checkpoint: str | None = None,
+              device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Returns [E] and episode lengths [E] of `policy` in the world (state observations, model reward)."""
+    env = DSV4WorldVector(num_envs=len(seeds), scene=scene_name, checkpoint=checkpoint, obs_type="state",
+                          device=device, max_episode_steps=max_steps)
+    try:
+        obs, _ = env.reset(seed=[int(s) for s in seeds])
+        _prepare(policy, env.single_action_space.shape[0])
+        returns, lengths = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=np.int64)
+        alive = np.ones(len(seeds), dtype=bool)
+        for _ in range(max_steps):
+            actions = _checked_actions(policy, np.asarray(obs, dtype=np.float64), env.single_action_space)
+            obs, reward, terminated, truncated, _ = env.step(actions)
+            returns[alive] += reward[alive]
+            lengths[alive] += 1
+            alive &= ~(terminated | truncated)
+            if not alive.any():
+                break
+        return returns, lengths
+    finally:
+        env.close()
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    return {"mean": float(x.mean()), "std": float(x.std())}
+
+
+def evaluate_policies(scene: str, policies: dict[str, Policy], episodes: int = 16, seed: int = 1000,
+                      max_steps: int | None = None, checkpoint: str | None = None,
+                      device: str = "auto") -> dict[str, Any]:
+    """Run every policy closed loop in MuJoCo and in the world; per-policy returns and lengths, and the
+    world's ranking figures over the policies (with at least two).
+
+    Raises:
+        ValueError: for fewer than one episode, no policies, or a policy giving actions of the wrong shape.
+    """
+    if episodes < 1 or not policies:
+        raise ValueError(f"need episodes >= 1 and at least one policy, got {episodes} and {len(policies)}")
+    if max_steps is None:
+        probe = make_scene(scene)
+        max_steps = probe.max_episode_steps
+        probe.close()
+    steps = max_steps
+    seeds = [seed + i for i in range(episodes)]
+    rows = {}
+    for name, policy in policies.items():
+        real, real_len = run_real(scene, policy, seeds, steps)
+        world, world_len = run_world(scene, policy, seeds, steps, checkpoint, device)
+        rows[name] = {"real_return": _stats(real), "world_return": _stats(world),
+                      "real_length": _stats(real_len.astype(float)), "world_length": _stats(world_len.astype(float))}
+    report: dict[str, Any] = {"scene": scene, "episodes": episodes, "seed": seed, "max_steps": steps,
+                              "checkpoint": checkpoint, "policies": rows}
+    if len(rows) >= 2:
+        report["ranking"] = ranking_report([r["real_return"]["mean"] for r in rows.values()],
+                                           [r["world_return"]["mean"] for r in rows.values()])
+    return report

@@ -1,0 +1,76 @@
+"""Closed-loop policy evaluation: the ranking figures on cases with known answers, and a tiny run
+against MuJoCo."""
+
+import numpy as np
+import pytest
+
+from worldsim.envs import make_scene
+from worldsim.eval.policy_eval import BehaviourPolicy, evaluate_policies, run_real
+from worldsim.eval.ranking import mmrv, normalised_error, pearson, ranking_report, ranks, spearman
+
+
+def test_a_perfect_ranking():
+    real, world = [1, 2, 3, 4], [10, 20, 30, 40]
+    assert pearson(real, world) == pytest.approx(1) and spearman(real, world) == pytest.approx(1)
+    assert mmrv(real, world) == 0
+    assert normalised_error(real, world) == pytest.approx(np.mean([9, 18, 27, 36]) / 3)
+
+
+def test_one_swap():
+    """The top two swapped: each of them is violated by a third of the real range."""
+    real, world = [0, 1, 2, 3], [0, 1, 3, 2]
+    assert mmrv(real, world) == pytest.approx((1 / 3 + 1 / 3) / 4)
+    assert spearman(real, world) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    assert mmrv(real, [3, 2, 1, 0]) == pytest.approx((1 + 2 / 3 + 2 / 3 + 1) / 4)
+
+
+def test_ties():
+    """A real tie costs nothing; a pair the world ties but the real system orders is a violation."""
+    real, world = [0, 0, 1], [0, 1, 1]
+    np.testing.assert_array_equal(ranks(real), [1.5, 1.5, 3])
+    assert mmrv(real, world) == pytest.approx(1 / 3)
+    assert spearman(real, world) == pytest.approx(0.5)
+    assert np.isnan(pearson(real, [2, 2, 2])) and np.isnan(normalised_error([1, 1], [0, 2]))
+    assert mmrv([1, 1], [0, 2]) == 0
+    with pytest.raises(ValueError, match="same length >= 2"):
+        ranking_report([1], [1])
+
+
+def test_behaviour_policies_repeat_after_reset():
+    p = BehaviourPolicy("smooth", seed=3)
+    p.reset(2)
+    a = [p(np.zeros((4, 5))) for _ in range(3)]
+    p.reset(2)
+    b = [p(np.zeros((4, 5))) for _ in range(3)]
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert np.stack(a).shape == (3, 4, 2) and np.all(np.abs(np.stack(a)) <= 1)
+    with pytest.raises(ValueError, match="'random' or 'smooth'"):
+        BehaviourPolicy("scripted")
+
+
+def test_real_returns_are_the_scenes_own():
+    """A zero policy's real return is the sum of the task reward MuJoCo gives under zero actions."""
+    ret, length = run_real("Reacher-v5", lambda obs: np.zeros((len(obs), 2)), [5, 6], max_steps=7)
+    assert length.tolist() == [7, 7]
+    sc = make_scene("Reacher-v5")
+    sc.reset(seed=5)
+    assert ret[0] == pytest.approx(sum(sc.step(np.zeros(2)).reward for _ in range(7)))
+    sc.close()
+
+
+def test_tiny_closed_loop_evaluation(tiny_world, tmp_path):
+    ckpt = str(tiny_world(tmp_path / "wm"))
+    policies = {"zero": lambda obs: np.zeros((len(obs), 2)), "random": BehaviourPolicy("random", seed=0),
+                "push": lambda obs: np.ones((len(obs), 2))}
+    rep = evaluate_policies("Reacher-v5", policies, episodes=2, seed=1000, max_steps=5, checkpoint=ckpt,
+                            device="cpu")
+    assert set(rep["policies"]) == {"zero", "random", "push"}
+    for row in rep["policies"].values():
+        assert row["real_length"]["mean"] == 5 and row["world_length"]["mean"] == 5
+    # Under the squared-action cost the real returns order zero > random > push.
+    real = [rep["policies"][k]["real_return"]["mean"] for k in ("zero", "random", "push")]
+    assert real[0] > real[1] > real[2]
+    assert set(rep["ranking"]) == {"pearson", "spearman", "mmrv", "normalised_return_error"}
+    with pytest.raises(ValueError, match="finite actions"):
+        evaluate_policies("Reacher-v5", {"bad": lambda obs: np.zeros(3)}, episodes=1, max_steps=2,
+                          checkpoint=ckpt, device="cpu")
