@@ -58,6 +58,41 @@ class BehaviourPolicy:
         return np.clip(mid + half * self.x, self.low, self.high)
 
 
+class ConstantPolicy:
+    """The same action every step: `value` in each action component (0: no actuation)."""
+
+    def __init__(self, value: float = 0.0):
+        self.value, self.dim = float(value), 1
+
+    def reset(self, action_dim: int) -> None:
+        self.dim = action_dim
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.full((len(obs), self.dim), self.value)
+
+
+BUILT_IN = "zero, const:V (every component V), random[:SEED], smooth[:SEED]"
+
+
+def policy_from_spec(spec: str) -> Policy:
+    """A built-in policy from its command-line name (`BUILT_IN`).
+
+    Raises:
+        ValueError: for an unknown name or a bad parameter.
+    """
+    name, _, param = spec.partition(":")
+    try:
+        if name == "zero" and not param:
+            return ConstantPolicy(0.0)
+        if name == "const" and param:
+            return ConstantPolicy(float(param))
+        if name in ("random", "smooth"):
+            return BehaviourPolicy(name, seed=int(param) if param else 0)
+    except ValueError:
+        pass
+    raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}")
+
+
 def _prepare(policy: Policy, action_dim: int) -> None:
     """Reseed a policy that can be (a `BehaviourPolicy`, or anything with `reset(action_dim)`)."""
     reset = getattr(policy, "reset", None)

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,13 +175,11 @@ def pick_episodes(mean_nrmse: np.ndarray) -> dict[str, int]:
 
 def write_report(result: Result, out: str | Path, plots: bool = True, videos: bool = True, scale: int = 4) -> Path:
     """Write report.json, report.md, the plots and the videos into `out`, atomically."""
-    out = check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = dict(result.report)
     picks = pick_episodes(np.asarray(report["episode_detail"]["model_mean_nrmse"], dtype=float))
     report["figure_episodes"] = picks
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def files(tmp: Path) -> None:
         (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(report))
         if plots:
@@ -192,6 +191,18 @@ def write_report(result: Result, out: str | Path, plots: bool = True, videos: bo
                 n = int(result.truth.lengths[e]) + 1
                 frames = side_by_side(model.frames[e, :n], result.truth.frames[e, :n])
                 write_video(tmp / f"video_{which}.mp4", frames, fps=1 / result.truth.dt, scale=scale)
+
+    return write_report_dir(out, files)
+
+
+def write_report_dir(out: str | Path, files: Callable[[Path], None]) -> Path:
+    """Make a report directory `out` atomically: `files(tmp)` writes it (report.json among its files)
+    in a fresh directory beside `out`, which then replaces `out` (an earlier report, or nothing)."""
+    out = check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files(tmp)
         apply_umask(tmp)
         fsync_tree(tmp)
         _replace_dir(tmp, out)

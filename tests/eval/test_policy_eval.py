@@ -1,11 +1,14 @@
 """Closed-loop policy evaluation: the ranking figures on cases with known answers, and a tiny run
 against MuJoCo."""
 
+import json
+
 import numpy as np
 import pytest
 
+from worldsim.cli import main
 from worldsim.envs import make_scene
-from worldsim.eval.policy_eval import BehaviourPolicy, evaluate_policies, run_real
+from worldsim.eval.policy_eval import BehaviourPolicy, evaluate_policies, policy_from_spec, run_real
 from worldsim.eval.ranking import mmrv, normalised_error, pearson, ranking_report, ranks, spearman
 
 
@@ -74,3 +77,30 @@ def test_tiny_closed_loop_evaluation(tiny_world, tmp_path):
     with pytest.raises(ValueError, match="finite actions"):
         evaluate_policies("Reacher-v5", {"bad": lambda obs: np.zeros(3)}, episodes=1, max_steps=2,
                           checkpoint=ckpt, device="cpu")
+
+
+def test_policy_specs():
+    assert policy_from_spec("zero")(np.zeros((3, 4))).shape == (3, 1)
+    assert isinstance(policy_from_spec("smooth:7"), BehaviourPolicy) and policy_from_spec("smooth:7").seed == 7
+    for bad in ("scripted", "random:x", "const", "zero:1"):
+        with pytest.raises(ValueError, match="built-in policies"):
+            policy_from_spec(bad)
+
+
+def test_cli_eval_policies_writes_a_report(tiny_world, tmp_path, capsys):
+    ckpt = str(tiny_world(tmp_path / "wm"))
+    out = tmp_path / "pol"
+    assert main(["eval", "policies", "--scene", "Reacher-v5", "--policies", "zero,const:1", "--episodes", "2",
+                 "--max-steps", "3", "--checkpoint", ckpt, "--device", "cpu", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["policies"]) == {"zero", "const:1"} and report["ranking"]["mmrv"] is not None
+    assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "returns.png"}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    assert main(["eval", "policies", "--scene", "Reacher-v5", "--policies", "zero", "--episodes", "1",
+                 "--checkpoint", ckpt, "--out", str(tmp_path / "other")]) == 2
+    assert (tmp_path / "other" / "keep.txt").read_text() == "mine"
+    with pytest.raises(SystemExit):
+        main(["eval", "policies", "--scene", "Reacher-v5", "--out", str(out)])  # --policies missing
+    assert main(["eval", "policies", "--scene", "Reacher-v5", "--policies", "zero,zero", "--checkpoint", ckpt,
+                 "--out", str(tmp_path / "dup")]) == 2

@@ -1,6 +1,8 @@
-"""`worldsim eval`: score a world model's physics against MuJoCo and write a report directory.
+"""`worldsim eval`: score a world model's physics against MuJoCo and write a report directory; `worldsim
+eval policies`: rank policies closed loop in the world against MuJoCo.
 
     worldsim eval --scene Reacher-v5 --checkpoint runs/reacher --episodes 32 --horizon 240 --out eval/reacher
+    worldsim eval policies --scene Reacher-v5 --policies zero,random,smooth,const:1 --episodes 16 --out eval/pol
 
 The harness is `worldsim.eval.harness`, the files `worldsim.eval.report`, the score's formula
 `worldsim.eval.score`. This module wires them to the command line: its flags are `EvalConfig`'s fields.
@@ -16,7 +18,9 @@ from worldsim.cli.common import DEVICE_HELP, add_required, config_or_print
 from worldsim.core.cli_config import add_config_file_flags, add_config_flags
 from worldsim.envs.world_batch import load_world_model
 from worldsim.eval.harness import EvalConfig, evaluate
-from worldsim.eval.report import check_out_dir, summary, write_report
+from worldsim.eval.policy_eval import BUILT_IN, evaluate_policies, policy_from_spec
+from worldsim.eval.policy_report import policy_markdown, write_policy_report
+from worldsim.eval.report import check_out_dir, jsonable, summary, write_report
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -69,4 +73,40 @@ def add_parsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(s, EvalConfig, required=("scene",))
     s.set_defaults(func=run_eval_command)
+    add_policies_parser(s)
     return s
+
+
+def run_policies_command(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"--policies must name distinct policies, comma-separated, got {args.policies!r}")
+    policies = {n: policy_from_spec(n) for n in names}
+    check_out_dir(args.out)
+    report = evaluate_policies(args.scene, policies, episodes=args.episodes, seed=args.seed,
+                               max_steps=args.max_steps, checkpoint=args.checkpoint, device=args.device)
+    out = write_policy_report(report, args.out)
+    print(json.dumps(jsonable(report), indent=2) if args.json else policy_markdown(report), end="")
+    if not args.json:
+        print(f"wrote {out}")
+    return 0
+
+
+def add_policies_parser(eval_parser: argparse.ArgumentParser) -> None:
+    """Register `eval policies` under `eval` (which still runs the open-loop evaluation alone)."""
+    sub = eval_parser.add_subparsers(dest="eval_command", metavar="policies", required=False)
+    s = sub.add_parser("policies", help="rank policies closed loop in the world against MuJoCo",
+                       description="Run each policy closed loop in MuJoCo and in the world (state observations) "
+                                   "from the same seeds; report each one's returns and lengths, and how the "
+                                   "world ranks them (Pearson, Spearman, MMRV) in report.json, report.md and "
+                                   "returns.png under --out.")
+    add_required(s, "--scene", help="scene name (see `worldsim scenes`)")
+    add_required(s, "--policies", help=f"comma-separated built-in policies: {BUILT_IN}")
+    add_required(s, "--out", help="report directory (replaced only if it holds an earlier report)")
+    s.add_argument("--episodes", type=int, default=16, help="episodes per policy, seeds SEED, SEED + 1, ...")
+    s.add_argument("--seed", type=int, default=1000, help="first episode's seed")
+    s.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the scene's)")
+    s.add_argument("--checkpoint", default=None, help="world-model checkpoint directory (default: the shipped one)")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=run_policies_command, print_config=False)
