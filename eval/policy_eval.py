@@ -17,6 +17,7 @@ task's own reward summed in MuJoCo and the world's own (model) reward in the wor
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,11 +72,32 @@ class ConstantPolicy:
         return np.full((len(obs), self.dim), self.value)
 
 
-BUILT_IN = "zero, const:V (every component V), random[:SEED], smooth[:SEED]"
+BUILT_IN = ("zero, const:V (every component V), random[:SEED], smooth[:SEED], or ALGO:AGENT.zip for a saved "
+            "Stable-Baselines3 agent (ALGO: ppo, sac, td3, a2c), acting deterministically")
+SB3_ALGOS = ("ppo", "sac", "td3", "a2c")
+
+
+def sb3_policy(algo: str, path: str) -> Policy:
+    """A saved Stable-Baselines3 agent (`PPO.save(...)`'s .zip) as a policy, acting deterministically.
+
+    Raises:
+        ValueError: for an unknown algorithm or a path that is not a file.
+        ImportError: without stable-baselines3 (the `rl` extra).
+    """
+    if algo not in SB3_ALGOS:
+        raise ValueError(f"unknown agent algorithm {algo!r}; known: {', '.join(SB3_ALGOS)}")
+    if not Path(path).is_file():
+        raise ValueError(f"agent {path!r} is not a file (expected an SB3 .zip)")
+    try:
+        import stable_baselines3  # optional dependency: the `rl` extra
+    except ImportError as exc:
+        raise ImportError("SB3 agents need stable-baselines3: pip install 'worldsim[rl]'") from exc
+    model = getattr(stable_baselines3, algo.upper()).load(path, device="cpu")
+    return lambda obs: model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)[0]
 
 
 def policy_from_spec(spec: str) -> Policy:
-    """A built-in policy from its command-line name (`BUILT_IN`).
+    """A policy from its command-line name (`BUILT_IN`).
 
     Raises:
         ValueError: for an unknown name or a bad parameter.
@@ -90,6 +112,8 @@ def policy_from_spec(spec: str) -> Policy:
             return BehaviourPolicy(name, seed=int(param) if param else 0)
     except ValueError:
         pass
+    if name in SB3_ALGOS and param:
+        return sb3_policy(name, param)
     raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}")
 
 

@@ -3,6 +3,7 @@ against MuJoCo."""
 
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -104,3 +105,18 @@ def test_cli_eval_policies_writes_a_report(tiny_world, tmp_path, capsys):
         main(["eval", "policies", "--scene", "Reacher-v5", "--out", str(out)])  # --policies missing
     assert main(["eval", "policies", "--scene", "Reacher-v5", "--policies", "zero,zero", "--checkpoint", ckpt,
                  "--out", str(tmp_path / "dup")]) == 2
+
+
+def test_a_saved_sb3_agent_is_a_policy(tmp_path):
+    sb3 = pytest.importorskip("stable_baselines3")
+    agent = sb3.PPO("MlpPolicy", gym.make("Reacher-v5"), n_steps=8, batch_size=8, seed=0, device="cpu")
+    agent.save(tmp_path / "agent.zip")
+    policy = policy_from_spec(f"ppo:{tmp_path / 'agent.zip'}")
+    obs = np.zeros((3, 10))
+    np.testing.assert_allclose(policy(obs), agent.predict(obs.astype(np.float32), deterministic=True)[0])
+    ret, length = run_real("Reacher-v5", policy, [0], max_steps=3)
+    assert length.tolist() == [3] and np.isfinite(ret).all()
+    with pytest.raises(ValueError, match="not a file"):
+        policy_from_spec(f"ppo:{tmp_path / 'missing.zip'}")
+    with pytest.raises(ValueError, match="built-in policies"):
+        policy_from_spec(f"dqn:{tmp_path / 'agent.zip'}")
