@@ -31,6 +31,7 @@ from worldsim.envs.policies import POLICIES
 from worldsim.eval import metrics as M
 from worldsim.eval import physics as P
 from worldsim.eval import score as S
+from worldsim.eval.ceiling import REFERENCE, relative_to_reference
 from worldsim.eval.paired import (
     Prediction,
     Truth,
@@ -370,6 +371,9 @@ def build_report(cfg: EvalConfig, truth: Truth, scored: dict[str, Scored], std: 
         "metrics": model.by_horizon,
         "baselines": {b: scored[b].by_horizon for b in BASELINES if b in scored},
         "baseline_pcs": {b: scored[b].pcs for b in BASELINES if b in scored},
+        **({"relative_to_reference": relative_to_reference(model.by_horizon, scored[REFERENCE].by_horizon,
+                                                           model.pcs, scored[REFERENCE].pcs)}
+           if REFERENCE in scored else {}),
         "per_step": {k: {m: v.tolist() for m, v in s.per_step.items()} for k, s in scored.items()},
         "episode_detail": {
             "lengths": truth.lengths.tolist(),

@@ -69,9 +69,10 @@ def jsonable(x: Any) -> Any:
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The short form `--json` prints: scene, episodes, horizons, pcs, metrics, baselines (+ their pcs)."""
-    keys = ("scene", "episodes", "horizons", "pcs", "metrics", "baselines", "baseline_pcs")
-    return jsonable({k: report[k] for k in keys})
+    """The short form `--json` prints: scene, episodes, horizons, pcs, metrics, baselines (+ their pcs) and
+    the figures relative to the perturbed reference."""
+    keys = ("scene", "episodes", "horizons", "pcs", "metrics", "baselines", "baseline_pcs", "relative_to_reference")
+    return jsonable({k: report[k] for k in keys if k in report})
 
 
 def _fmt(v: float | None, unit: str) -> str:
@@ -105,6 +106,13 @@ def markdown(report: dict[str, Any]) -> str:
         for who, vals in rows:
             cells = " | ".join(_fmt(vals.get(h), unit) for h in hs)
             lines.append(f"| {name if who == 'model' else ''} | {unit if who == 'model' else ''} | {who} | {cells} |")
+    rel = report.get("relative_to_reference")
+    if rel:
+        lines += ["", "Against the predictability ceiling (MuJoCo from an initial state moved by 1e-6; 1 is as "
+                      f"good as predictable): PCS ratio {_fmt(rel['pcs'], '')}.", "",
+                  "| metric | " + " | ".join(f"h={h}" for h in hs) + " |", "|---|" + "---:|" * len(hs)]
+        lines += [f"| {name} / reference | " + " | ".join(_fmt(vals.get(h), "") for h in hs) + " |"
+                  for name, vals in rel.items() if name != "pcs"]
     lines += ["", "What each value at horizon h is:", ""]
     lines += [f"- `{k}` ({METRICS[k][1]} is better): {METRICS[k][2]}." for k in report["metrics"]]
     lines += ["", "## Physics Consistency Score", "", score.__doc__.split("\n\n", 1)[1].strip(), "",

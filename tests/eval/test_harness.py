@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from worldsim.cli import main
+from worldsim.eval.ceiling import relative_to_reference
 from worldsim.eval.harness import EvalConfig, _truth_features, evaluate, score
 from worldsim.eval.paired import from_truth
 from worldsim.eval.report import summary, write_report
@@ -56,6 +57,18 @@ def test_report_has_every_metric_by_horizon(reacher_result):
     # Copy-last's first step is exact in frames but not in state; its error grows.
     cl = r["baselines"]["copy_last"]["state_nrmse"]
     assert 0 < cl[1] < cl[6]
+    # The same figures as fractions of the perturbed reference's.
+    rel = r["relative_to_reference"]
+    assert rel["pcs"] == pytest.approx(r["pcs"] / r["baseline_pcs"]["mujoco_perturbed"])
+    assert rel["valid_horizon"][6] == pytest.approx(r["metrics"]["valid_horizon"][6] / 6)
+    assert rel["psnr"][6] == pytest.approx(r["metrics"]["psnr"][6] / ref["psnr"][6])
+
+
+def test_relative_to_reference_known_answers():
+    model = {"valid_horizon": {10: 5.0, 50: 20.0}, "psnr": {10: 30.0}, "state_nrmse": {10: 0.1}}
+    ref = {"valid_horizon": {10: 10.0, 50: 0.0}, "psnr": {10: None}}
+    rel = relative_to_reference(model, ref, 40.0, 80.0)
+    assert rel == {"pcs": 0.5, "valid_horizon": {10: 0.5, 50: None}, "psnr": {10: None}}
 
 
 def test_mujoco_against_itself_scores_100_and_copy_last_low(reacher_result):
@@ -92,6 +105,7 @@ def test_write_report_files_and_json(reacher_result, tmp_path):
     r = json.loads((out / "report.json").read_text())
     assert r["metrics"]["state_nrmse"].keys() == {"1", "6"} and r["figure_episodes"].keys() == {"median", "worst"}
     assert "Physics Consistency Score" in (out / "report.md").read_text()
+    assert "valid_horizon / reference" in (out / "report.md").read_text() and "relative_to_reference" in r
     s = summary(reacher_result.report)
     assert set(s) >= {"scene", "episodes", "horizons", "pcs", "metrics", "baselines"}
     assert set(s["baselines"]) == {"copy_last", "constant_velocity", "mujoco_perturbed"}
