@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 # Before any real env renders: worldsim.envs picks the GL backend and loads Triton ahead of the
 # first GL context (Triton segfaults when loaded after Mesa's EGL driver).
+import worldsim  # noqa: E402
 import worldsim.envs  # noqa: E402,F401
 from worldsim.envs.world_env import DSV4WorldVector  # noqa: E402
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig  # noqa: E402
@@ -155,8 +156,6 @@ def main() -> None:
     p.add_argument("--profile", type=int, nargs="*", default=[1, 64], metavar="N",
                    help="batch sizes whose pixel step is split into model step, decode and env")
     args = p.parse_args()
-    import worldsim
-
     print(f"# {args.scene}, worldsim {worldsim.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads in the process, env num_threads={args.threads}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from worldsim.envs import make_scene
+from worldsim.envs.policies import make_policy
 from worldsim.envs.world_env import DSV4WorldVector
 from worldsim.eval.ranking import ranking_report
 
@@ -30,33 +33,34 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 
 class BehaviourPolicy:
-    """An observation-blind behaviour policy over the action box [low, high]: `"random"` (uniform) or
-    `"smooth"` (Ornstein-Uhlenbeck noise in units of the range). `reset(action_dim)` reseeds it, so
-    MuJoCo and the world see the same actions while their episodes last.
+    """The data generators' observation-blind behaviour policies (`worldsim.envs.policies`: "random",
+    uniform over the action box, or "smooth", Ornstein-Uhlenbeck noise in units of its range), one per
+    episode, episode i seeded with `seed + i`. `reset(action_space)` reseeds them, so MuJoCo and the
+    world see the same actions while their episodes last.
 
     Raises:
         ValueError: for another name.
     """
 
-    def __init__(self, name: str, seed: int = 0, low: float = -1.0, high: float = 1.0, theta: float = 0.15,
-                 sigma: float = 0.35):
+    def __init__(self, name: str, seed: int = 0):
         if name not in ("random", "smooth"):
             raise ValueError(f"a behaviour policy is 'random' or 'smooth', got {name!r}")
-        self.name, self.seed, self.low, self.high, self.theta, self.sigma = name, seed, low, high, theta, sigma
-        self.reset(1)
+        self.name, self.seed = name, seed
+        self.space, self.rows = None, []
 
-    def reset(self, action_dim: int) -> None:
-        self.dim, self.rng, self.x = action_dim, np.random.default_rng(self.seed), None
+    def reset(self, action_space: spaces.Box) -> None:
+        self.space, self.rows = action_space, []
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        shape = (len(obs), self.dim)
-        if self.name == "random":
-            return self.rng.uniform(self.low, self.high, shape)
-        if self.x is None:
-            self.x = self.rng.uniform(-0.5, 0.5, shape)
-        self.x = self.x - self.theta * self.x + self.sigma * self.rng.standard_normal(shape)
-        mid, half = (self.high + self.low) / 2, (self.high - self.low) / 2
-        return np.clip(mid + half * self.x, self.low, self.high)
+        if self.space is None:
+            raise ValueError("BehaviourPolicy.reset(action_space) must come before the first action")
+        if len(self.rows) != len(obs):
+            # The base policies read only the action box from the scene they are reset with.
+            box = SimpleNamespace(action_space=self.space)
+            self.rows = [make_policy(self.name) for _ in range(len(obs))]
+            for i, p in enumerate(self.rows):
+                p.reset(box, self.seed + i)
+        return np.stack([p.act(None) for p in self.rows])
 
 
 class ConstantPolicy:
@@ -65,8 +69,8 @@ class ConstantPolicy:
     def __init__(self, value: float = 0.0):
         self.value, self.dim = float(value), 1
 
-    def reset(self, action_dim: int) -> None:
-        self.dim = action_dim
+    def reset(self, action_space: spaces.Box) -> None:
+        self.dim = action_space.shape[0]
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return np.full((len(obs), self.dim), self.value)
@@ -117,11 +121,11 @@ def policy_from_spec(spec: str) -> Policy:
     raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}")
 
 
-def _prepare(policy: Policy, action_dim: int) -> None:
-    """Reseed a policy that can be (a `BehaviourPolicy`, or anything with `reset(action_dim)`)."""
+def _prepare(policy: Policy, action_space: spaces.Box) -> None:
+    """Reseed a policy that can be (the built-in ones, or anything with `reset(action_space)`)."""
     reset = getattr(policy, "reset", None)
     if callable(reset):
-        reset(action_dim)
+        reset(action_space)
 
 
 def _checked_actions(policy: Policy, obs: np.ndarray, space) -> np.ndarray:
@@ -138,7 +142,7 @@ def run_real(scene_name: str, policy: Policy, seeds: list[int], max_steps: int) 
     scenes = [make_scene(scene_name) for _ in seeds]
     try:
         obs = np.stack([s.reset(seed=int(seed))[0] for s, seed in zip(scenes, seeds)])
-        _prepare(policy, scenes[0].action_space.shape[0])
+        _prepare(policy, scenes[0].action_space)
         returns, lengths = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=np.int64)
         alive = np.ones(len(seeds), dtype=bool)
         for _ in range(max_steps):
@@ -164,7 +168,7 @@ def run_world(scene_name: str, policy: Policy, seeds: list[int], max_steps: int,
                           device=device, max_episode_steps=max_steps)
     try:
         obs, _ = env.reset(seed=[int(s) for s in seeds])
-        _prepare(policy, env.single_action_space.shape[0])
+        _prepare(policy, env.single_action_space)
         returns, lengths = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=np.int64)
         alive = np.ones(len(seeds), dtype=bool)
         for _ in range(max_steps):

@@ -140,11 +140,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
             q, codes = self.quantize(x)
         else:
             q = self.fsq.codes_to_latents(codes.to(self.device)).permute(0, 3, 1, 2)
-        return self.reconstruction_loss(self.decoder(q), x, codes)
-
-    def reconstruction_loss(self, rec: torch.Tensor, x: torch.Tensor,
-                            codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """L1 + L2 + gradient-domain loss of a reconstruction `rec` of `x` (both [N, 3, H, W] in [-1, 1])."""
+        rec = self.decoder(q)
         l1 = (rec - x).abs().mean()
         l2 = F.mse_loss(rec, x)
         grad = image_gradient_loss(rec, x)

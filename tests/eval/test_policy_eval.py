@@ -2,6 +2,7 @@
 against MuJoCo."""
 
 import json
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from worldsim.cli import main
 from worldsim.envs import make_scene
+from worldsim.envs.policies import make_policy
 from worldsim.eval.policy_eval import BehaviourPolicy, evaluate_policies, policy_from_spec, run_real
 from worldsim.eval.ranking import mmrv, normalised_error, pearson, ranking_report, ranks, spearman
 
@@ -41,13 +43,20 @@ def test_ties():
 
 
 def test_behaviour_policies_repeat_after_reset():
+    """The data generators' policies, one per row, seeded seed + i, over the env's own action box."""
+    box = gym.spaces.Box(-3.0, 3.0, (2,))
     p = BehaviourPolicy("smooth", seed=3)
-    p.reset(2)
+    with pytest.raises(ValueError, match="reset"):
+        p(np.zeros((4, 5)))
+    p.reset(box)
     a = [p(np.zeros((4, 5))) for _ in range(3)]
-    p.reset(2)
+    p.reset(box)
     b = [p(np.zeros((4, 5))) for _ in range(3)]
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
-    assert np.stack(a).shape == (3, 4, 2) and np.all(np.abs(np.stack(a)) <= 1)
+    assert np.stack(a).shape == (3, 4, 2) and np.all(np.abs(np.stack(a)) <= 3) and np.abs(np.stack(a)).max() > 1
+    row = make_policy("smooth")
+    row.reset(SimpleNamespace(action_space=box), 3 + 1)
+    np.testing.assert_array_equal(np.stack(a)[:, 1], np.stack([row.act(None) for _ in range(3)]))
     with pytest.raises(ValueError, match="'random' or 'smooth'"):
         BehaviourPolicy("scripted")
 
@@ -81,7 +90,9 @@ def test_tiny_closed_loop_evaluation(tiny_world, tmp_path):
 
 
 def test_policy_specs():
-    assert policy_from_spec("zero")(np.zeros((3, 4))).shape == (3, 1)
+    zero = policy_from_spec("zero")
+    zero.reset(gym.spaces.Box(-1.0, 1.0, (2,)))
+    assert zero(np.zeros((3, 4))).shape == (3, 2) and not zero(np.zeros((3, 4))).any()
     assert isinstance(policy_from_spec("smooth:7"), BehaviourPolicy) and policy_from_spec("smooth:7").seed == 7
     for bad in ("scripted", "random:x", "const", "zero:1"):
         with pytest.raises(ValueError, match="built-in policies"):
