@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.envs.loader import load_frames
+from worldsim.eval.metrics import psnr
 from worldsim.model.decoders import ConvDecoder, ResBlock, narrowed
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.train.tokenizer import CodedFrames
@@ -105,12 +106,6 @@ def candidate(name: str, shipped: Tokenizer, latents: torch.Tensor) -> nn.Module
     raise ValueError(f"unknown candidate {name!r}")
 
 
-def psnr(tok: Tokenizer, frames: torch.Tensor, codes: torch.Tensor) -> float:
-    rec = tok.decode(codes).float()
-    mse = ((rec - frames.float()) / 255).pow(2).mean(dim=(1, 2, 3))
-    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", required=True, help="dataset directories")
@@ -152,7 +147,7 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-        scores = [psnr(tok, f, c) for f, c in zip(held, held_codes)]
+        scores = [float(psnr(tok.decode(c), f).mean()) for f, c in zip(held, held_codes)]
         print(f"{name:<10} {counter.get_total_flops() / 1e6:>6.1f} " + " ".join(f"{s:>9.2f}" for s in scores)
               + f" {time.perf_counter() - t0:>8.0f}", flush=True)
 
