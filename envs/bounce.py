@@ -211,4 +211,8 @@ class BounceScene(Scene):
 
     def scripted_action(self, cache: dict) -> np.ndarray:
         """Push ball 0 towards the middle of the box."""
-        return np.array([-1.5 * self.data.qpos[0] - 0.5 * self.data.qvel[0]])
+        return self.observed_action(self.physics_state(), cache)
+
+    def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
+        # The state is (qpos, qvel): ball 0's x at 0 and its x velocity at 2 * n_balls.
+        return np.array([-1.5 * state[0] - 0.5 * state[2 * self.n_balls]])

@@ -68,9 +68,13 @@ class InvertedPendulumScene(GymTaskScene):
 
     def scripted_action(self, cache: dict) -> np.ndarray:
         """LQR to upright about a cart set-point `cache["x_ref"]`."""
+        return self.observed_action(np.concatenate([self.data.qpos, self.data.qvel]), cache)
+
+    def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
+        # The state observation is the whole physics state (qpos, qvel).
         if "K" not in cache:
             cache["K"] = lqr_gain(self.model, self.dt)
-        x = np.concatenate([self.data.qpos, self.data.qvel])
+        x = np.array(state, dtype=np.float64)
         # Drift the cart set-point slowly so balanced episodes still move along the rail.
         x[0] -= cache.setdefault("x_ref", 0.0)
         return -(cache["K"] @ x)

@@ -39,13 +39,34 @@ class PusherScene(GymTaskScene):
     def scripted_action(self, cache: dict) -> np.ndarray:
         """Reach behind the object (as seen from the goal), then push it through towards the goal."""
         d, m = self.data, self.model
-        tip, obj, goal = d.body("tips_arm").xpos, d.body("object").xpos, d.body("goal").xpos
-        u = goal[:2] - obj[:2]
-        u = u / (np.linalg.norm(u) + 1e-9)
-        behind = np.array([*(obj[:2] - 0.09 * u), obj[2]])
-        if cache.get("phase", 0) == 0 and np.linalg.norm(tip - behind) < 0.05:
-            cache["phase"] = 1
-        target = behind if cache.get("phase", 0) == 0 else np.array([*(obj[:2] + 0.1 * u), obj[2]])
         jacp = np.zeros((3, m.nv))
         mujoco.mj_jacBody(m, d, jacp, None, m.body("tips_arm").id)
-        return jacp[:, :7].T @ (8.0 * (target - tip)) - 0.5 * d.qvel[:7]
+        return push_action(d.body("tips_arm").xpos, d.body("object").xpos, d.body("goal").xpos, jacp[:, :7],
+                           d.qvel[:7], cache)
+
+    def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
+        # The arm's Jacobian from its observed joint angles, by the model's kinematics on scratch data.
+        s, m = np.asarray(state, np.float64), self.model
+        if "scratch" not in cache:
+            cache["scratch"] = mujoco.MjData(m)
+        d = cache["scratch"]
+        d.qpos[:7] = s[:7]
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        jacp = np.zeros((3, m.nv))
+        mujoco.mj_jacBody(m, d, jacp, None, m.body("tips_arm").id)
+        return push_action(s[14:17], s[17:20], s[20:23], jacp[:, :7], s[7:14], cache)
+
+
+def push_action(tip: np.ndarray, obj: np.ndarray, goal: np.ndarray, jac: np.ndarray, qvel: np.ndarray,
+                cache: dict) -> np.ndarray:
+    """Joint torques [7] that move the fingertip behind the object (as seen from the goal), then through
+    it towards the goal (`cache["phase"]` 0 then 1), from positions [3], the fingertip's positional
+    Jacobian [3, 7] and the arm's joint velocities [7]."""
+    u = goal[:2] - obj[:2]
+    u = u / (np.linalg.norm(u) + 1e-9)
+    behind = np.array([*(obj[:2] - 0.09 * u), obj[2]])
+    if cache.get("phase", 0) == 0 and np.linalg.norm(tip - behind) < 0.05:
+        cache["phase"] = 1
+    target = behind if cache.get("phase", 0) == 0 else np.array([*(obj[:2] + 0.1 * u), obj[2]])
+    return jac.T @ (8.0 * (target - tip)) - 0.5 * qvel

@@ -42,12 +42,21 @@ class ReacherScene(GymTaskScene):
 
     def scripted_action(self, cache: dict) -> np.ndarray:
         """PD on joint angles to the inverse-kinematics solution that puts the fingertip on the target."""
-        q, qd, target = self.data.qpos[:2], self.data.qvel[:2], self.data.qpos[2:4]
-        l1, l2 = LINK_LENGTHS
-        r2 = float(np.clip(target @ target, (l1 - l2) ** 2 + 1e-6, (l1 + l2) ** 2 - 1e-6))
-        elbow = np.arccos(np.clip((r2 - l1**2 - l2**2) / (2 * l1 * l2), -1, 1))
-        # Of the two elbow solutions, take the one nearer the current elbow angle.
-        elbow = elbow if np.cos(q[1] - elbow) >= np.cos(q[1] + elbow) else -elbow
-        shoulder = np.arctan2(target[1], target[0]) - np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow))
-        err = np.angle(np.exp(1j * (np.array([shoulder, elbow]) - q)))
-        return 1.5 * err - 0.15 * qd
+        return reach_action(self.data.qpos[:2], self.data.qvel[:2], self.data.qpos[2:4])
+
+    def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
+        s = np.asarray(state, np.float64)
+        return reach_action(np.arctan2(s[2:4], s[0:2]), s[6:8], s[4:6])
+
+
+def reach_action(q: np.ndarray, qd: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """PD torques [2] from joint angles `q` and velocities `qd` to the inverse-kinematics solution that
+    puts the fingertip on `target` (xy)."""
+    l1, l2 = LINK_LENGTHS
+    r2 = float(np.clip(target @ target, (l1 - l2) ** 2 + 1e-6, (l1 + l2) ** 2 - 1e-6))
+    elbow = np.arccos(np.clip((r2 - l1**2 - l2**2) / (2 * l1 * l2), -1, 1))
+    # Of the two elbow solutions, take the one nearer the current elbow angle.
+    elbow = elbow if np.cos(q[1] - elbow) >= np.cos(q[1] + elbow) else -elbow
+    shoulder = np.arctan2(target[1], target[0]) - np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow))
+    err = np.angle(np.exp(1j * (np.array([shoulder, elbow]) - q)))
+    return 1.5 * err - 0.15 * qd

@@ -125,6 +125,15 @@ class Scene(abc.ABC):
         """The scripted controller's action for the current true physics (`cache` persists over an
         episode; the `scripted` policy seeds `cache["x_ref"]` in [-0.5, 0.5])."""
 
+    def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
+        """The scripted controller acting on a state observation [state_dim] instead of the true physics:
+        the controller a policy can run in a learned world, where only the (predicted) state is seen.
+
+        Raises:
+            NotImplementedError: for a scene whose controller needs more than its state.
+        """
+        raise NotImplementedError(f"{self.name} has no scripted controller on its state observation")
+
     @classmethod
     def options_for_state_dim(cls, state_dim: int) -> dict[str, Any]:
         """The scene options (`make_scene(name, **options)`) whose state vector has `state_dim` entries."""

@@ -25,18 +25,44 @@ import numpy as np
 from gymnasium import spaces
 
 from worldsim.envs import make_scene
-from worldsim.envs.policies import make_policy
+from worldsim.envs.policies import SmoothRandom, make_policy
 from worldsim.envs.world_env import DSV4WorldVector
 from worldsim.eval.ranking import ranking_report
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-class BehaviourPolicy:
+class _SeededRows:
+    """A policy holding one seeded data-generator policy per episode row, episode i seeded with
+    `seed + i`; `reset(action_space)` reseeds them, so MuJoCo and the world see the same noise while
+    their episodes last."""
+
+    def __init__(self, name: str, seed: int):
+        self.name, self.seed = name, seed
+        self.space, self.rows = None, []
+
+    def reset(self, action_space: spaces.Box) -> None:
+        self.space, self.rows = action_space, []
+
+    def _new_row(self):
+        return make_policy(self.name)
+
+    def _seeded_rows(self, n: int) -> list:
+        if self.space is None:
+            raise ValueError(f"{type(self).__name__}.reset(action_space) must come before the first action")
+        if len(self.rows) != n:
+            # The base policies read only the action box from the scene they are reset with.
+            box = SimpleNamespace(action_space=self.space)
+            self.rows = [self._new_row() for _ in range(n)]
+            for i, p in enumerate(self.rows):
+                p.reset(box, self.seed + i)
+        return self.rows
+
+
+class BehaviourPolicy(_SeededRows):
     """The data generators' observation-blind behaviour policies (`worldsim.envs.policies`: "random",
     uniform over the action box, or "smooth", Ornstein-Uhlenbeck noise in units of its range), one per
-    episode, episode i seeded with `seed + i`. `reset(action_space)` reseeds them, so MuJoCo and the
-    world see the same actions while their episodes last.
+    episode (`_SeededRows`).
 
     Raises:
         ValueError: for another name.
@@ -45,22 +71,39 @@ class BehaviourPolicy:
     def __init__(self, name: str, seed: int = 0):
         if name not in ("random", "smooth"):
             raise ValueError(f"a behaviour policy is 'random' or 'smooth', got {name!r}")
-        self.name, self.seed = name, seed
-        self.space, self.rows = None, []
-
-    def reset(self, action_space: spaces.Box) -> None:
-        self.space, self.rows = action_space, []
+        super().__init__(name, seed)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.space is None:
-            raise ValueError("BehaviourPolicy.reset(action_space) must come before the first action")
-        if len(self.rows) != len(obs):
-            # The base policies read only the action box from the scene they are reset with.
-            box = SimpleNamespace(action_space=self.space)
-            self.rows = [make_policy(self.name) for _ in range(len(obs))]
-            for i, p in enumerate(self.rows):
-                p.reset(box, self.seed + i)
-        return np.stack([p.act(None) for p in self.rows])
+        return np.stack([p.act(None) for p in self._seeded_rows(len(obs))])
+
+
+class ScriptedPolicy(_SeededRows):
+    """The scene's scripted controller acting on the observed state (`Scene.observed_action`: the
+    world's predicted state in the world, MuJoCo's in MuJoCo), plus the data generator's smooth noise
+    at `noise` (in units of the action range; 0: none), one noise process per episode (`_SeededRows`).
+
+    Raises:
+        NotImplementedError: for a scene without a controller on its state.
+        ValueError: for a negative noise.
+    """
+
+    def __init__(self, scene: str, noise: float = 0.0, seed: int = 0):
+        if noise < 0:
+            raise ValueError(f"scripted noise must be >= 0, got {noise}")
+        super().__init__("scripted", seed)
+        self.scene, self.noise = make_scene(scene), float(noise)
+        self.scene.observed_action(np.zeros(self.scene.state_dim), {})  # fails early where there is none
+
+    def _new_row(self):
+        row = SmoothRandom(sigma=self.noise)
+        row.cache = {}  # the controller's state over the episode
+        return row
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        rows = self._seeded_rows(len(obs))
+        half = (self.space.high - self.space.low) / 2
+        return np.stack([self.scene.observed_action(o, row.cache) + (half * row.noise() if self.noise > 0 else 0.0)
+                         for o, row in zip(obs, rows)])
 
 
 class ConstantPolicy:
@@ -76,8 +119,9 @@ class ConstantPolicy:
         return np.full((len(obs), self.dim), self.value)
 
 
-BUILT_IN = ("zero, const:V (every component V), random[:SEED], smooth[:SEED], or ALGO:AGENT.zip for a saved "
-            "Stable-Baselines3 agent (ALGO: ppo, sac, td3, a2c), acting deterministically")
+BUILT_IN = ("zero, const:V (every component V), random[:SEED], smooth[:SEED], scripted[:NOISE] (the scene's "
+            "controller on the observed state plus smooth noise, in units of the action range), or "
+            "ALGO:AGENT.zip for a saved Stable-Baselines3 agent (ALGO: ppo, sac, td3, a2c), acting deterministically")
 SB3_ALGOS = ("ppo", "sac", "td3", "a2c")
 
 
@@ -100,14 +144,18 @@ def sb3_policy(algo: str, path: str) -> Policy:
     return lambda obs: model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)[0]
 
 
-def policy_from_spec(spec: str) -> Policy:
-    """A policy from its command-line name (`BUILT_IN`).
+def policy_from_spec(spec: str, scene: str | None = None) -> Policy:
+    """A policy from its command-line name (`BUILT_IN`); "scripted" needs the `scene`.
 
     Raises:
         ValueError: for an unknown name or a bad parameter.
     """
     name, _, param = spec.partition(":")
+    if name == "scripted" and scene is None:
+        raise ValueError("the scripted policy needs the scene it controls")
     try:
+        if name == "scripted":
+            return ScriptedPolicy(scene, noise=float(param) if param else 0.0)
         if name == "zero" and not param:
             return ConstantPolicy(0.0)
         if name == "const" and param:

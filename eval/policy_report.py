@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _num(v: float | None) -> str:
-    return "-" if v is None or not math.isfinite(v) else f"{v:.3g}"
+    return "-" if v is None or not math.isfinite(v) else f"{v:.4g}"
 
 
 def policy_markdown(report: dict[str, Any]) -> str:

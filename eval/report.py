@@ -124,7 +124,10 @@ def markdown(report: dict[str, Any]) -> str:
 def plot_errors(report: dict[str, Any], path: Path) -> None:
     """Per-step curves of the main metrics, model beside the baselines."""
     names = [m for m in PLOT_METRICS if m in report["per_step"]["model"]]
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    rel = report.get("relative_to_reference")
+    fig, axes = plt.subplots(1, len(names) + bool(rel), figsize=(4 * (len(names) + bool(rel)), 3.2), squeeze=False)
+    if rel:
+        plot_relative(axes[0][-1], rel)
     styles = {"model": ("C0", "-"), "copy_last": ("C1", "--"), "constant_velocity": ("C2", ":"),
               "mujoco_perturbed": ("C7", "-.")}
     for ax, name in zip(axes[0], names):
@@ -144,6 +147,21 @@ def plot_errors(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_relative(ax, rel: dict[str, Any]) -> None:
+    """The model's figures by horizon as fractions of the perturbed-MuJoCo reference's (1: as good as
+    predictable)."""
+    for i, (name, by_h) in enumerate((k, v) for k, v in rel.items() if isinstance(v, dict)):
+        pts = sorted((int(h), r) for h, r in by_h.items() if r is not None)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", color=f"C{i}", label=name)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    pcs = rel.get("pcs")
+    ax.set_title("fraction of the reference" + ("" if pcs is None else f" (PCS {pcs:.2f})"))
+    ax.set_xlabel("horizon")
+    if ax.lines[:-1]:
+        ax.legend(fontsize=8)
 
 
 def plot_trajectories(result: Result, episode: int, path: Path, max_dims: int = 12) -> None:

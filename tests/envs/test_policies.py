@@ -52,3 +52,16 @@ def test_scripted_does_the_task_better_than_random(scenes, scene_name):
     scripted = np.mean([_rollout(s, "scripted", k, steps)[1] for k in range(3)])
     rand = np.mean([_rollout(s, "random", k, steps)[1] for k in range(3)])
     assert scripted > rand, (scripted, rand)
+
+
+@pytest.mark.parametrize("scene_name", list_scenes())
+def test_the_controller_on_the_observed_state_is_the_scripted_one(scenes, scene_name):
+    """`observed_action` reads only the state observation, and gives the true-physics controller's
+    action (Pusher's fingertip observation runs one substep behind MuJoCo's kinematics)."""
+    s = scenes[scene_name]
+    s.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        s.step(rng.uniform(s.action_space.low, s.action_space.high))
+    tol = 1e-2 if scene_name == "Pusher-v5" else 1e-12
+    np.testing.assert_allclose(s.observed_action(s.state(), {}), s.scripted_action({}), atol=tol)

@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ from worldsim.cli import main
 from worldsim.eval.ceiling import relative_to_reference
 from worldsim.eval.harness import EvalConfig, _truth_features, evaluate, score
 from worldsim.eval.paired import from_truth
-from worldsim.eval.report import summary, write_report
+from worldsim.eval.report import plot_relative, summary, write_report
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.tokenizer import TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
@@ -95,6 +96,14 @@ def test_a_recorded_truth_scores_another_evaluation_as_recording_it_again(reache
     assert reused.report["baselines"] == reacher_result.report["baselines"]
     with pytest.raises(ValueError, match="truth holds 2 episodes of 6 steps"):
         evaluate(reacher, cfg.replace(episodes=3), truth=reacher_result.truth)
+
+
+def test_the_plot_of_fractions_of_the_reference():
+    fig, ax = plt.subplots()
+    plot_relative(ax, {"pcs": 0.4, "valid_horizon": {1: 1.0, 10: 0.5}, "psnr": {1: None, 10: None}})
+    assert len(ax.lines) == 2 and "PCS 0.40" in ax.get_title()  # one curve, and the line at 1
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [1.0, 0.5])
+    plt.close(fig)
 
 
 def test_write_report_files_and_json(reacher_result, tmp_path):

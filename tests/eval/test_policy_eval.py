@@ -11,7 +11,7 @@ import pytest
 from worldsim.cli import main
 from worldsim.envs import make_scene
 from worldsim.envs.policies import make_policy
-from worldsim.eval.policy_eval import BehaviourPolicy, evaluate_policies, policy_from_spec, run_real
+from worldsim.eval.policy_eval import BehaviourPolicy, ScriptedPolicy, evaluate_policies, policy_from_spec, run_real
 from worldsim.eval.ranking import mmrv, normalised_error, pearson, ranking_report, ranks, spearman
 
 
@@ -94,9 +94,30 @@ def test_policy_specs():
     zero.reset(gym.spaces.Box(-1.0, 1.0, (2,)))
     assert zero(np.zeros((3, 4))).shape == (3, 2) and not zero(np.zeros((3, 4))).any()
     assert isinstance(policy_from_spec("smooth:7"), BehaviourPolicy) and policy_from_spec("smooth:7").seed == 7
-    for bad in ("scripted", "random:x", "const", "zero:1"):
+    for bad in ("random:x", "const", "zero:1", "scripted:x"):
         with pytest.raises(ValueError, match="built-in policies"):
-            policy_from_spec(bad)
+            policy_from_spec(bad, "Reacher-v5")
+    with pytest.raises(ValueError, match="needs the scene"):
+        policy_from_spec("scripted")
+    assert isinstance(policy_from_spec("scripted:0.2", "Reacher-v5"), ScriptedPolicy)
+    with pytest.raises(ValueError, match=">= 0"):
+        ScriptedPolicy("Reacher-v5", noise=-1)
+
+
+def test_scripted_policy_acts_on_what_it_sees():
+    """The pendulum's LQR on the observed state balances to the horizon; with noise at the data
+    generator's level it still does for a while, and full-range noise drops the pole at once."""
+    lengths = {}
+    for noise in (0.0, 1.0):
+        _, lengths[noise] = run_real("InvertedPendulum-v5", ScriptedPolicy("InvertedPendulum-v5", noise), [5, 6], 60)
+    np.testing.assert_array_equal(lengths[0.0], [60, 60])
+    assert lengths[1.0].max() < 30
+    p = ScriptedPolicy("Reacher-v5", noise=0.3, seed=2)
+    p.reset(gym.spaces.Box(-1.0, 1.0, (2,)))
+    obs = np.stack([make_scene("Reacher-v5").reset(seed=s)[0] for s in (1, 2)])
+    a = p(obs)
+    p.reset(gym.spaces.Box(-1.0, 1.0, (2,)))
+    np.testing.assert_array_equal(a, p(obs))
 
 
 def test_cli_eval_policies_writes_a_report(tiny_world, tmp_path, capsys):

@@ -81,7 +81,7 @@ def run_policies_command(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"--policies must name distinct policies, comma-separated, got {args.policies!r}")
-    policies = {n: policy_from_spec(n) for n in names}
+    policies = {n: policy_from_spec(n, args.scene) for n in names}
     check_out_dir(args.out)
     report = evaluate_policies(args.scene, policies, episodes=args.episodes, seed=args.seed,
                                max_steps=args.max_steps, checkpoint=args.checkpoint, device=args.device)

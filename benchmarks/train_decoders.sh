@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Reproduces the shipped narrow decoders (docs/tokenizer.md, "Decoder width"): each scene's tokenizer
+# keeps the encoder and codebook of the tokenizer its worlds were trained on, and carries its own
+# decoder of widths 16-32-56 (57 MFLOP a frame against 247). Only the decoder trains, on codes encoded
+# once. Reacher, the pendulum and bounce start from one shared narrow decoder; Pusher's starts from
+# its own tokenizer's decoder, narrowed to its most active channels.
+# One CPU thread a run, two runs side by side on a 2-core machine; every command resumes after a kill.
+# Usage: bash benchmarks/train_decoders.sh [DATA_DIR] [RUN_DIR] [PHASE...]
+#   phases: shared reacher pendulum bounce pusher eval (default: all, in that order); the data are
+#   train_tokenizer.sh's and train_transformer_worlds.sh's
+set -euo pipefail
+DATA=${1:-data}
+RUN=${2:-runs}
+shift $(( $# > 2 ? 2 : $# ))
+PHASES=${*:-shared reacher pendulum bounce pusher eval}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MUJOCO_GL=${MUJOCO_GL:-egl}
+W=${WORLDSIM:-worldsim}
+NARROW=(--decoder-only --decoder-channels 16 32 56 --batch-size 64 --warmup 200 --save-every 500 --seed 0 --fp16)
+STEPS=${STEPS:-8000}
+
+for phase in $PHASES; do
+  case $phase in
+  shared)  # about 32 min
+    $W train tokenizer --data "$DATA/reacher" "$DATA/bounce" "$DATA/pendulum" --init worldsim:tokenizer \
+        --out "$RUN/dec-shared" --steps 8000 --lr 2e-3 "${NARROW[@]}" ;;
+  reacher|pendulum|bounce)  # about 25 min each
+    $W train tokenizer --data "$DATA/$phase" --init "$RUN/dec-shared" --out "$RUN/dec-$phase" \
+        --steps "$STEPS" --lr 1e-3 "${NARROW[@]}" ;;
+  pusher)
+    $W train tokenizer --data "$DATA/pusher" "$DATA/pusher2" --init worldsim:tokenizer-pusher \
+        --out "$RUN/dec-pusher-$STEPS" --steps "$STEPS" --lr 2e-3 "${NARROW[@]}" ;;
+  eval)
+    for s in reacher:Reacher-v5 pendulum:InvertedPendulum-v5 bounce:bounce pusher-$STEPS:Pusher-v5; do
+      $W tokenizer eval --scene "${s#*:}" --checkpoint "$RUN/dec-${s%%:*}" --episodes 8 --seed 1000
+    done ;;
+  *) echo "unknown phase $phase" >&2; exit 2 ;;
+  esac
+done
