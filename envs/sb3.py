@@ -6,11 +6,14 @@
     PPO("MlpPolicy", venv).learn(10_000)
 
 Episodes reset themselves: a finished env's last observation is in `infos[i]["terminal_observation"]`,
-and `infos[i]["TimeLimit.truncated"]` says when the episode was cut by the time limit.
+and `infos[i]["TimeLimit.truncated"]` says when the episode was cut by the time limit. Each finished
+episode's return, length and wall time are in `infos[i]["episode"]` as SB3's `Monitor` writes them, so
+SB3 logs `rollout/ep_rew_mean` and `evaluate_policy` reads whole episodes without a `VecMonitor`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 try:
+    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 except ImportError as exc:  # pragma: no cover - exercised only without the `rl` extra
     raise ImportError("worldsim.envs.sb3 needs stable-baselines3: pip install 'worldsim[rl]'") from exc
@@ -35,6 +39,8 @@ class SB3WorldVecEnv(VecEnv):
         self.render_mode = venv.render_mode
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
+        self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+        self._t0 = time.time()
 
     def reset(self):
         seed = None if all(s is None for s in self._seeds) else list(self._seeds)
@@ -42,6 +48,7 @@ class SB3WorldVecEnv(VecEnv):
         obs, _ = self.venv.reset(seed=seed, options=opts)
         self._reset_seeds()
         self._reset_options()
+        self._returns[:], self._lengths[:] = 0.0, 0
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -50,6 +57,8 @@ class SB3WorldVecEnv(VecEnv):
     def step_wait(self):
         obs, reward, terminated, truncated, info = self.venv.step(self._actions)
         dones = terminated | truncated
+        self._returns += reward
+        self._lengths += 1
         infos: list[dict[str, Any]] = []
         for i in range(self.num_envs):
             d = {"state": info["state"][i], "reward_model": float(info["reward_model"][i]),
@@ -57,6 +66,9 @@ class SB3WorldVecEnv(VecEnv):
             if dones[i]:
                 d["terminal_observation"] = info["final_obs"][i]
                 d["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                d["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
+                                "t": round(time.time() - self._t0, 6)}
+                self._returns[i], self._lengths[i] = 0.0, 0
             infos.append(d)
         return obs, reward.astype(np.float32), dones, infos
 
@@ -84,7 +96,8 @@ class SB3WorldVecEnv(VecEnv):
         return [fn(*method_args, **method_kwargs) for _ in self._indices(indices)]
 
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
+        # The episode statistics are `Monitor`'s, so SB3's checks for a Monitor hold.
+        return [wrapper_class is Monitor for _ in self._indices(indices)]
 
 
 def make_sb3_vec_env(num_envs: int = 16, **kwargs: Any) -> SB3WorldVecEnv:

@@ -61,18 +61,30 @@ def real_array(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return a.astype(np.float64)
 
 
+class NoShippedWorld(ValueError):
+    """No world model is shipped for a scene and no checkpoint was given. The message says how to give
+    one in Python (`checkpoint=DIR`); `advice("--checkpoint DIR")` says it for the command line."""
+
+    def __init__(self, scene: str, shipped: list[str]):
+        self.scene, self.shipped = scene, list(shipped)
+        super().__init__(self.advice("checkpoint=DIR"))
+
+    def advice(self, how: str) -> str:
+        return (f"no world model is shipped for scene {self.scene!r} (shipped for: "
+                f"{', '.join(self.shipped) or 'none'}); pass a world-model checkpoint directory ({how})")
+
+
 def load_world_model(scene: str, checkpoint: str | None = None, device: str | torch.device = "auto"):
     """The world model for `scene`: `checkpoint` (a directory) or, when None, the one shipped for it.
 
     Raises:
-        ValueError: when nothing is shipped for the scene, or the checkpoint was trained on another.
+        NoShippedWorld: a `ValueError`, when no checkpoint is given and nothing is shipped for the scene.
+        ValueError: when the checkpoint was trained on another scene.
     """
     if checkpoint is None:
         shipped = SHIPPED.get("world_model", {})
         if scene not in shipped:
-            raise ValueError(f"no world model is shipped for scene {scene!r} (shipped for: "
-                             f"{', '.join(shipped) or 'none'}); pass a world-model checkpoint directory "
-                             "(checkpoint=DIR, or --checkpoint DIR)")
+            raise NoShippedWorld(scene, list(shipped))
         checkpoint = scene
     wm = WorldModel.from_pretrained(checkpoint, device=device)
     if wm.cfg.scene != scene:

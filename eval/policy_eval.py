@@ -17,7 +17,6 @@ task's own reward summed in MuJoCo and the world's own (model) reward in the wor
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +26,7 @@ from gymnasium import spaces
 from worldsim.envs import make_scene
 from worldsim.envs.policies import SmoothRandom, make_policy
 from worldsim.envs.world_env import DSV4WorldVector
+from worldsim.eval.agents import SB3_ALGOS, load_agent, sb3_policy
 from worldsim.eval.ranking import ranking_report
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -121,27 +121,8 @@ class ConstantPolicy:
 
 BUILT_IN = ("zero, const:V (every component V), random[:SEED], smooth[:SEED], scripted[:NOISE] (the scene's "
             "controller on the observed state plus smooth noise, in units of the action range), or "
-            "ALGO:AGENT.zip for a saved Stable-Baselines3 agent (ALGO: ppo, sac, td3, a2c), acting deterministically")
-SB3_ALGOS = ("ppo", "sac", "td3", "a2c")
-
-
-def sb3_policy(algo: str, path: str) -> Policy:
-    """A saved Stable-Baselines3 agent (`PPO.save(...)`'s .zip) as a policy, acting deterministically.
-
-    Raises:
-        ValueError: for an unknown algorithm or a path that is not a file.
-        ImportError: without stable-baselines3 (the `rl` extra).
-    """
-    if algo not in SB3_ALGOS:
-        raise ValueError(f"unknown agent algorithm {algo!r}; known: {', '.join(SB3_ALGOS)}")
-    if not Path(path).is_file():
-        raise ValueError(f"agent {path!r} is not a file (expected an SB3 .zip)")
-    try:
-        import stable_baselines3  # optional dependency: the `rl` extra
-    except ImportError as exc:
-        raise ImportError("SB3 agents need stable-baselines3: pip install 'worldsim[rl]'") from exc
-    model = getattr(stable_baselines3, algo.upper()).load(path, device="cpu")
-    return lambda obs: model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)[0]
+            "ALGO:AGENT.zip for a saved Stable-Baselines3 agent (ALGO: ppo, sac, td3, a2c), acting "
+            "deterministically, or agent:AGENT.zip for one saved with its settings.json (examples/train_in_world.py)")
 
 
 def policy_from_spec(spec: str, scene: str | None = None) -> Policy:
@@ -166,6 +147,8 @@ def policy_from_spec(spec: str, scene: str | None = None) -> Policy:
         pass
     if name in SB3_ALGOS and param:
         return sb3_policy(name, param)
+    if name == "agent" and param:
+        return load_agent(param)
     raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}")
 
 
@@ -232,6 +215,15 @@ def run_world(scene_name: str, policy: Policy, seeds: list[int], max_steps: int,
         env.close()
 
 
+def episode_steps(scene: str) -> int:
+    """The scene's episode length (its time limit)."""
+    probe = make_scene(scene)
+    try:
+        return probe.max_episode_steps
+    finally:
+        probe.close()
+
+
 def _stats(x: np.ndarray) -> dict[str, float]:
     return {"mean": float(x.mean()), "std": float(x.std())}
 
@@ -247,11 +239,7 @@ def evaluate_policies(scene: str, policies: dict[str, Policy], episodes: int = 1
     """
     if episodes < 1 or not policies:
         raise ValueError(f"need episodes >= 1 and at least one policy, got {episodes} and {len(policies)}")
-    if max_steps is None:
-        probe = make_scene(scene)
-        max_steps = probe.max_episode_steps
-        probe.close()
-    steps = max_steps
+    steps = episode_steps(scene) if max_steps is None else max_steps
     seeds = [seed + i for i in range(episodes)]
     rows = {}
     for name, policy in policies.items():

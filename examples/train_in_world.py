@@ -8,7 +8,8 @@ Three policies are scored on the real Gymnasium env over the same seeded episode
   3. the same algorithm trained for the same number of steps on the real env.
 The world-trained agent is also scored inside the world on the same initial states: a return in the
 world far above its return in MuJoCo means the agent exploits the model's errors (the gap is printed).
-Policies are saved as safetensors (the SB3 policy's state dict) with a JSON of the settings.
+Agents are saved as SB3's own .zip with the settings beside it, so `PPO.load` reads them and
+`worldsim agent eval runs/agents/pendulum/world/agent.zip [--world]` scores them again.
 """
 
 from __future__ import annotations
@@ -88,13 +89,16 @@ def evaluate_world(scene: str, checkpoint: str | None, act, episodes: int, seed:
     return episode_returns(env, act, episodes, seed)
 
 
-def save_policy(model, path: Path, settings: dict) -> None:
-    from safetensors.torch import save_file
-
+def save_agent(model, path: Path, settings: dict) -> None:
+    """SB3's own .zip (`PPO.load(path / "agent.zip")` reads it) and the settings that trained it, each
+    written whole: to a temporary name first, then renamed."""
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.policy.state_dict().items()}
-    save_file(state, str(path / "policy.safetensors"))
-    (path / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    tmp = path / "agent.tmp.zip"
+    model.save(str(tmp))
+    os.replace(tmp, path / "agent.zip")
+    tmp = path / "settings.json.tmp"
+    tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    os.replace(tmp, path / "settings.json")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         agent.learn(args.steps, callback=progress_callback(args.steps, f"{args.algo} {where}", not args.quiet))
         seconds = time.perf_counter() - t0
         env.close()
-        save_policy(agent, out / name, settings)
+        save_agent(agent, out / name, settings)
         return agent, seconds
 
     # 1. Train in the world model only.

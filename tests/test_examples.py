@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from stable_baselines3 import PPO
+
+from worldsim.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -27,5 +30,14 @@ def test_train_in_world_smoke(tmp_path, capsys, tiny_world):
     for name in ("world-trained", "random", "real-trained", "exploitation gap"):
         assert name in printed
     assert len(summary["world-trained"]["real"]) == 2 and len(summary["random"]["real"]) == 2
-    assert (out / "world" / "policy.safetensors").is_file() and (out / "real" / "policy.safetensors").is_file()
+    for name in ("world", "real"):
+        assert PPO.load(out / name / "agent.zip", device="cpu").observation_space.shape == (10,)
+        assert json.loads((out / name / "settings.json").read_text())["algo"] == "ppo"
+    assert main(["agent", "eval", str(out / "world" / "agent.zip"), "--episodes", "2", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    # The same held-out seeds as the example's own scoring on the real env.
+    assert scored["where"] == "MuJoCo" and scored["returns"] == pytest.approx(summary["world-trained"]["real"], rel=1e-4)
+    assert main(["agent", "eval", str(out / "world" / "agent.zip"), "--world", "--checkpoint", str(ckpt),
+                 "--episodes", "2", "--max-steps", "3", "--device", "cpu"]) == 0
+    assert "(world), 2 episodes" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["settings"]["steps"] == 32

@@ -168,21 +168,31 @@ def test_vector_same_step_final_obs_and_sb3_adapter(ckpt):
     venv = make_sb3_vec_env(num_envs=2, checkpoint=ckpt, device="cpu", max_episode_steps=2)
     venv.seed(3)
     venv.reset()
-    venv.step(np.zeros((2, 2)))
+    first = venv.step(np.zeros((2, 2)))
     obs, rewards, dones, infos = venv.step(np.zeros((2, 2)))
-    assert dones.tolist() == [True, True]
+    assert dones.tolist() == [True, True] and not any("episode" in i for i in first[3])
     assert all(i["TimeLimit.truncated"] and i["terminal_observation"].shape == (10,) for i in infos)
     assert rewards.dtype == np.float32 and obs.shape == (2, 10)
+    # Monitor's episode statistics: the return is the sum of the rewards handed out.
+    for k in range(2):
+        assert infos[k]["episode"]["l"] == 2
+        assert infos[k]["episode"]["r"] == pytest.approx(float(first[1][k]) + float(rewards[k]), abs=1e-5)
 
 
 @pytest.mark.slow
 def test_sb3_ppo_trains_on_the_batched_world(ckpt):
     from stable_baselines3 import PPO
+    from stable_baselines3.common.evaluation import evaluate_policy
 
     from worldsim.envs.sb3 import make_sb3_vec_env
 
-    venv = make_sb3_vec_env(num_envs=4, checkpoint=ckpt, device="cpu")
-    PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64)
+    venv = make_sb3_vec_env(num_envs=4, checkpoint=ckpt, device="cpu", max_episode_steps=8)
+    agent = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64)
+    assert len(agent.ep_info_buffer) >= 4  # what SB3 logs as rollout/ep_rew_mean
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not wrapped with a Monitor" warning
+        _, lengths = evaluate_policy(agent, venv, n_eval_episodes=4, return_episode_rewards=True)
+    assert lengths == [8, 8, 8, 8]
 
 
 def test_rollout_cli_writes_a_side_by_side_video(ckpt, tmp_path):
@@ -223,3 +233,28 @@ def test_shipped_worlds_load_offline_and_pass_the_checkers(scene):
     accepted = ("infinity", "symmetric and normalized", "unconventional shape")
     assert [str(w.message) for w in caught if not any(a in str(w.message) for a in accepted)] == []
     env.close()
+
+
+@pytest.mark.slow
+def test_the_rl_extras_wrappers_and_sb3_tensorboard(ckpt, tmp_path):
+    """What the `rl` extra carries: Gymnasium's RecordVideo (moviepy) and ResizeObservation (opencv) on
+    the world, and SB3's tensorboard_log."""
+    from gymnasium.wrappers import RecordVideo, ResizeObservation
+    from stable_baselines3 import PPO
+
+    from worldsim.envs.sb3 import make_sb3_vec_env
+
+    env = make(ckpt, obs_type="pixels", render_mode="rgb_array", max_episode_steps=3)
+    env = RecordVideo(ResizeObservation(env, (32, 32)), str(tmp_path / "video"), episode_trigger=lambda e: True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (32, 32, 3)
+    done = False
+    while not done:
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        done = term or trunc
+    env.close()
+    assert list((tmp_path / "video").glob("*.mp4"))
+    venv = make_sb3_vec_env(num_envs=2, checkpoint=ckpt, device="cpu", max_episode_steps=4)
+    PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu",
+        tensorboard_log=str(tmp_path / "tb")).learn(16)
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))

@@ -152,3 +152,11 @@ def test_a_saved_sb3_agent_is_a_policy(tmp_path):
         policy_from_spec(f"ppo:{tmp_path / 'missing.zip'}")
     with pytest.raises(ValueError, match="built-in policies"):
         policy_from_spec(f"dqn:{tmp_path / 'agent.zip'}")
+    # agent:PATH reads the algorithm from the settings.json beside it.
+    with pytest.raises(ValueError, match="names the agent's algorithm"):
+        policy_from_spec(f"agent:{tmp_path / 'agent.zip'}")
+    (tmp_path / "settings.json").write_text(json.dumps({"algo": "ppo", "scene": "Reacher-v5"}))
+    np.testing.assert_allclose(policy_from_spec(f"agent:{tmp_path / 'agent.zip'}")(obs), policy(obs))
+    (tmp_path / "settings.json").write_text("[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        policy_from_spec(f"agent:{tmp_path / 'agent.zip'}")

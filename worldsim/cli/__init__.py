@@ -1,9 +1,9 @@
 """The `worldsim` command line. Every command has `--help`; `worldsim --version` prints the version.
 
 One module per command group registers its subcommands (`add_parsers`) and runs them: `view` (scenes,
-info, render, rollout, export), `data`, `train`, `tokenizer` and `evaluation` (eval). The trainers' and `eval`'s
-flags are generated from their config dataclasses (`worldsim.core.cli_config`), so each default is
-written once, in the dataclass, and every `--help` shows it.
+info, render, rollout, export), `models`, `data`, `train`, `tokenizer` and `evaluation` (eval). The
+trainers' and `eval`'s flags are generated from their config dataclasses (`worldsim.core.cli_config`), so
+each default is written once, in the dataclass, and every `--help` shows it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import sys
 import torch
 
 from worldsim._version import __version__
-from worldsim.cli import data, evaluation, tokenizer, train, view
+from worldsim.cli import agent, data, evaluation, models, tokenizer, train, view
 from worldsim.cli.common import HelpFormatter
+from worldsim.envs.world_batch import NoShippedWorld
 
 __all__ = ["build_parser", "main"]
 
@@ -38,10 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "single rollouts and on a loaded machine)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     view.add_parsers(sub)
+    models.add_parsers(sub)
     data.add_parsers(sub)
     train.add_parsers(sub)
     tokenizer.add_parsers(sub)
     evaluation.add_parsers(sub)
+    agent.add_parsers(sub)
     return p
 
 
@@ -57,6 +60,8 @@ def _threads(text: str) -> int:
 
 def _expected_failure(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, one line) for a failure a user can meet and act on; None for a bug (traceback)."""
+    if isinstance(exc, NoShippedWorld):  # its message speaks Python; every command that meets it has the flag
+        return 2, exc.advice("--checkpoint DIR")
     if isinstance(exc, (ValueError, TypeError)):
         return 2, str(exc)
     if isinstance(exc, FloatingPointError):

@@ -13,6 +13,8 @@ every `save_every` steps and at the last one rank 0 merges `validate(False)` int
 writes them and saves the training state; at the end rank 0 calls `save(step, validate(True),
 seconds)`. A run killed at any point and rerun resumes to the same weights as an uninterrupted one,
 as long as `loss(step)` draws its data from `loop.rng` (saved with the state) or from the step alone.
+A run with a state directory also logs its figures to `OUT.log/metrics.jsonl` every `log_every` steps
+and at each save (rank 0; see `worldsim.train.metrics_log`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from worldsim.train.distributed import (
     setup_distributed,
     wrap_ddp,
 )
+from worldsim.train.metrics_log import MetricsLog, NoLog, log_dir_for
 from worldsim.train.state import (
     checkpoint_identity,
     data_identity,
@@ -85,7 +88,8 @@ def report_all(step: int, logs: Logs) -> str:
 class LoopConfig:
     """How the loop optimises: AdamW (`weight_decay`, `betas`) at `lr` under `cosine_lr(step, steps,
     warmup, lr)`, gradients clipped to a norm of `clip` (None: not clipped); validation and a saved
-    training state every `save_every` steps (None: at the last step only) and at the last."""
+    training state every `save_every` steps (None: at the last step only) and at the last; a line of
+    the metrics log every `log_every` steps and at each save."""
 
     steps: int
     lr: float
@@ -94,6 +98,7 @@ class LoopConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     clip: float | None = None
+    log_every: int = 10
 
     def due(self, step: int) -> bool:
         """Whether the loop validates and saves after `step` steps."""
@@ -159,16 +164,15 @@ class TrainLoop:
         t0 = time.perf_counter()
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, dynamic_ncols=True,
                    disable=not self.progress or self.ranks.rank != 0)
-        while self.step < self.cfg.steps:
-            self.logs = self._one_step(loss, on_step)
-            bar.update(1)
-            if postfix and self.step % postfix_every == 0:
-                bar.set_postfix_str(postfix.format(**self.logs))
-            if self.ranks.rank == 0 and self.cfg.due(self.step):
-                if validate is not None:
-                    self.logs.update(validate(False))
-                    bar.write(report(self.step, self.logs))
-                self.save_state()
+        with self._metrics_log() as log:
+            while self.step < self.cfg.steps:
+                self.logs = self._one_step(loss, on_step)
+                log.add(self.logs)
+                bar.update(1)
+                if postfix and self.step % postfix_every == 0:
+                    bar.set_postfix_str(postfix.format(**self.logs))
+                if self.ranks.rank == 0:
+                    self._after_step(log, validate, report, bar)
         bar.close()
         metrics: dict[str, float] = {}
         if self.ranks.rank == 0:
@@ -178,6 +182,31 @@ class TrainLoop:
         if self.ranks.distributed:
             finish_distributed(self.params)
         return metrics
+
+    def _metrics_log(self) -> MetricsLog | NoLog:
+        """Rank 0's log, `OUT.log` beside the state directory `OUT.train`; none without a state directory."""
+        if self.state_dir is None or self.ranks.rank != 0:
+            return NoLog()
+        return MetricsLog(log_dir_for(Path(self.state_dir).with_suffix("")), self.step)
+
+    def _after_step(self, log: MetricsLog | NoLog, validate: Callable[[bool], dict[str, float]] | None,
+                    report: Callable[[int, Logs], str], bar: tqdm) -> None:
+        """Rank 0's work after a step: at a save the validation, its report and the training state; the
+        metrics line at a save and every `log_every` steps, written before the state, so that a kill
+        between the two leaves a line that the resume drops."""
+        due = self.cfg.due(self.step)
+        held_out: dict[str, float] = {}
+        if due and validate is not None:
+            held_out = validate(False)
+            self.logs.update(held_out)
+            bar.write(report(self.step, self.logs))
+        line = due or self.step % self.cfg.log_every == 0
+        if line:
+            log.write(self.step, self.opt.param_groups[0]["lr"], held_out, sync=due)
+        if due:
+            self.save_state()
+        if line:
+            log.restart()
 
     def _one_step(self, loss: Callable[[int], tuple[torch.Tensor, Logs]],
                   on_step: Callable[[int], None] | None) -> Logs:

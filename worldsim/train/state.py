@@ -36,6 +36,7 @@ from worldsim.core.checkpoint import (
 from worldsim.core.config import ConfigBase
 from worldsim.core.registry import resolve_checkpoint
 from worldsim.envs.manifest import read_manifest
+from worldsim.train.metrics_log import check_log_target, log_dir_for
 
 
 def state_dir_for(out: str | Path) -> Path:
@@ -45,11 +46,11 @@ def state_dir_for(out: str | Path) -> Path:
 
 
 def prepare_outputs(out: str | Path, kind: str, *, force: bool = False) -> Path:
-    """Check a trainer's output and training-state paths before any work, and clean up after a killed
-    save of either; returns the training-state directory.
+    """Check a trainer's output, training-state and log paths (`OUT.log`, see `worldsim.train.metrics_log`)
+    before any work, and clean up after a killed save of the first two; returns the training-state directory.
 
     Raises:
-        ValueError / OSError: when either path holds something the run would destroy, or cannot be written.
+        ValueError / OSError: when any path holds something the run would destroy, or cannot be written.
     """
     out = Path(out)
     state = state_dir_for(out)
@@ -57,6 +58,7 @@ def prepare_outputs(out: str | Path, kind: str, *, force: bool = False) -> Path:
         recover_checkpoint(path)
     check_checkpoint_target(out, kind, force=force)
     check_checkpoint_target(state, f"{kind}-train", what="training state")
+    check_log_target(log_dir_for(out))
     return state
 
 
