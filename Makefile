@@ -17,10 +17,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev,rl]"
 	touch $@
 
-# The shipped default world (Reacher-v5) beside MuJoCo: same initial state, same actions, 240 steps.
+# Each shipped world beside MuJoCo (same initial state, same actions) where it is valid: Reacher over
+# four of its 50-step episodes under the scripted reaching controller, the pendulum under its balancing
+# controller (under random actions the real pole falls within about 10 steps), bounce for 240 steps.
 demo: setup
-	$(VENV)/bin/worldsim rollout --scene Reacher-v5 --steps 240 --policy smooth --seed 0 --side-by-side --out demo/reacher.mp4
-	$(VENV)/bin/worldsim rollout --scene InvertedPendulum-v5 --steps 240 --policy smooth --seed 0 --side-by-side --out demo/pendulum.mp4
+	$(VENV)/bin/worldsim rollout --scene Reacher-v5 --steps 50 --episodes 4 --policy scripted --seed 0 --side-by-side --quiet --out demo/reacher.mp4
+	$(VENV)/bin/worldsim rollout --scene InvertedPendulum-v5 --steps 240 --policy scripted --seed 0 --side-by-side --quiet --out demo/pendulum.mp4
+	$(VENV)/bin/worldsim rollout --scene bounce --steps 240 --policy smooth --seed 0 --side-by-side --quiet --out demo/bounce.mp4
 
 test: setup
 	$(PY) -m pytest -q

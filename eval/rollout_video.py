@@ -16,6 +16,8 @@ from worldsim.core.video import write_video
 from worldsim.envs.policies import make_policy
 from worldsim.envs.world_batch import WorldBatch
 
+POLICIES = ("random", "smooth", "scripted")
+
 
 @dataclass
 class PairedRollout:
@@ -42,8 +44,8 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if policy not in ("random", "smooth"):
-        raise ValueError(f"policy must be 'random' or 'smooth', got {policy!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     batch = WorldBatch(scene, 1, checkpoint, device, temperature=temperature)
     real = batch.real  # the batch's own MuJoCo scene: it already renders at the model's frame size
     pol = make_policy(policy)
@@ -75,12 +77,12 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
     )
 
 
-def write_rollout_video(out: str | Path, roll: PairedRollout, fps: float | None = None, scale: int = 4,
-                        side_by_side: bool = False) -> Path:
-    """The model's frames, or [model | MuJoCo | |difference|] with `side_by_side`, as an mp4."""
-    frames = roll.model_frames
-    if side_by_side:
-        if roll.true_frames is None:
-            raise ValueError("side_by_side needs a rollout made with ground_truth=True")
-        frames = compose(roll.model_frames, roll.true_frames)
-    return write_video(out, frames, fps=fps or roll.fps, scale=scale)
+def write_rollout_video(out: str | Path, roll: PairedRollout | list[PairedRollout], fps: float | None = None,
+                        scale: int = 4, side_by_side: bool = False) -> Path:
+    """The model's frames, or [model | MuJoCo | |difference|] with `side_by_side`, as an mp4; a list of
+    rollouts (episodes of one scene) plays one after another."""
+    rolls = roll if isinstance(roll, list) else [roll]
+    if side_by_side and any(r.true_frames is None for r in rolls):
+        raise ValueError("side_by_side needs a rollout made with ground_truth=True")
+    frames = [compose(r.model_frames, r.true_frames) if side_by_side else r.model_frames for r in rolls]
+    return write_video(out, np.concatenate(frames), fps=fps or rolls[0].fps, scale=scale)

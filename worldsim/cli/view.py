@@ -22,7 +22,7 @@ from worldsim.core.runtime import resolve_device
 from worldsim.core.video import write_video
 from worldsim.envs import SCENE_DESCRIPTIONS, list_scenes
 from worldsim.envs.policies import make_policy
-from worldsim.eval.rollout_video import paired_rollout, write_rollout_video
+from worldsim.eval.rollout_video import POLICIES, paired_rollout, write_rollout_video
 from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
 from worldsim.train.export import export_world_model
@@ -39,14 +39,16 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
         with envs.make_scene(name) as s:
             rows.append({"scene": name, "dt": s.dt, "fps": round(1 / s.dt, 3), "max_episode_steps": s.max_episode_steps,
                          "state_dim": s.state_dim, "action_dim": int(s.action_space.shape[0]),
-                         "energy_conserved": s.energy_conserved, "description": SCENE_DESCRIPTIONS[name]})
+                         "energy_conserved": s.energy_conserved, "description": SCENE_DESCRIPTIONS[name],
+                         "world": SHIPPED.get("world_model", {}).get(name)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'scene':<22}{'dt (s)':>9}{'steps':>7}{'state':>7}{'action':>8}  description")
+    print(f"{'scene':<22}{'dt (s)':>9}{'steps':>7}{'state':>7}{'action':>8}  {'world':<16}description")
     for r in rows:
         print(f"{r['scene']:<22}{r['dt']:>9.4f}{r['max_episode_steps']:>7}{r['state_dim']:>7}{r['action_dim']:>8}  "
-              f"{r['description']}")
+              f"{r['world'] or 'no world':<16}{r['description']}")
+    print("world: the world model shipped for the scene (`worldsim models` lists them all, with the baselines)")
     return 0
 
 
@@ -114,12 +116,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_rollout(args: argparse.Namespace) -> int:
     if not str(args.out).lower().endswith(".mp4"):
         raise ValueError(f"--out must be an .mp4 path, got {args.out!r}")
-    roll = paired_rollout(args.scene, args.steps, args.policy, args.seed, args.checkpoint, args.device,
-                          ground_truth=args.side_by_side, temperature=args.temperature, progress=not args.quiet)
-    out = write_rollout_video(args.out, roll, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
-    msg = f"wrote {out}: {len(roll.model_frames)} frames of {args.scene} (world model"
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    rolls = [paired_rollout(args.scene, args.steps, args.policy, args.seed + i, args.checkpoint, args.device,
+                            ground_truth=args.side_by_side, temperature=args.temperature, progress=not args.quiet)
+             for i in range(args.episodes)]
+    out = write_rollout_video(args.out, rolls, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
+    msg = f"wrote {out}: {sum(len(r.model_frames) for r in rolls)} frames of {args.scene} (world model"
     msg += " | MuJoCo | difference)" if args.side_by_side else ")"
-    print(f"{msg}, policy {args.policy}, seed {args.seed}")
+    seeds = f"seed {args.seed}" if args.episodes == 1 else f"seeds {args.seed}..{args.seed + args.episodes - 1}"
+    print(f"{msg}, policy {args.policy}, {seeds}")
     return 0
 
 
@@ -133,7 +139,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_inspect_parsers(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("scenes", help="list the MuJoCo scenes", description="List the registered MuJoCo scenes.")
+    s = sub.add_parser("scenes", help="list the MuJoCo scenes", description="List the registered MuJoCo scenes and "
+                                                                            "the world model shipped for each.")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_scenes)
 
@@ -168,8 +175,10 @@ def _add_rollout_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one)")
     s.add_argument("--steps", type=int, default=240, help="steps to roll out")
     s.add_argument("--fps", type=float, default=None, help="video frame rate (default: the scene's, 1 / dt)")
-    s.add_argument("--policy", default="smooth", choices=("random", "smooth"), help="behaviour policy")
+    s.add_argument("--policy", default="smooth", choices=POLICIES,
+                   help="behaviour policy acting in MuJoCo (scripted: the scene's controller with its noise)")
     s.add_argument("--seed", type=int, default=0, help="episode seed (the real env's reset seed)")
+    s.add_argument("--episodes", type=int, default=1, help="episodes one after another, seeds SEED, SEED + 1, ...")
     s.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (0 = argmax)")
     s.add_argument("--scale", type=int, default=4, help="repeat each pixel this many times in the video")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
