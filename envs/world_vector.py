@@ -14,12 +14,20 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from worldsim.envs.world_batch import describe_value, real_array
 from worldsim.envs.world_common import WorldEnvBase, check_actions, obs_row
 
+# The step's own info keys (beyond a reset's `state` and `step`) and their dtypes: those Gymnasium's vector
+# envs give the single env's values (Python floats, bools and ints).
+STEP_INFO_DTYPES = {"reward_model": np.float64, "reward_task": np.float64, "terminated_model": np.bool_,
+                    "terminated_task": np.bool_, "clipped": np.int64, "clipped_total": np.int64}
+
 
 class DSV4WorldVector(WorldEnvBase, VectorEnv):
     """N `DSV4World` environments stepped as one batch on one device (one model call per step).
 
     Same arguments as `DSV4World`, plus `num_envs` and `autoreset_mode` ("next_step", Gymnasium's
-    default, or "same_step": the final observation is in `info["final_obs"]`). `reset(seed=s)` seeds
+    default, or "same_step": the final observation is in `info["final_obs"]`, the final info in
+    `info["final_info"]`). `info` is laid out as Gymnasium's vector envs lay out the single env's: each
+    key `k` an array over the envs, with a bool mask `_k` of the envs that have it this step; an env that
+    only resets has a reset's keys (`state`, `step`) alone. `reset(seed=s)` seeds
     env i with s + i, and `np_random` seeds token sampling at every reset and autoreset. Reset options
     are [N, nq] / [N, nv] arrays, checked as the single env's before any row restarts. Each env
     truncates itself after `max_episode_steps`. `num_threads=None` runs up to 16 envs on one torch
@@ -73,7 +81,7 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
         self._steps[:] = 0
         self._clipped_total[:] = 0
         self._needs_reset[:] = False
-        return self._obs_rows(), {"state": self.batch.state.copy()}
+        return self._obs_rows(), self._reset_info()
 
     def _row_options(self, options: dict[str, Any] | None) -> list[dict | None]:
         """Per-row options from vector options ('qpos' [N, nq], 'qvel' [N, nv]); the batch checks each row."""
@@ -95,57 +103,69 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
             raise gym.error.ResetNeeded("call reset() before step()")
         a, n_clipped = check_actions(actions, self.single_action_space, (self.num_envs,))
         mode = self.metadata["autoreset_mode"]
-        if mode == AutoresetMode.NEXT_STEP and self._needs_reset.any():
-            rows = np.flatnonzero(self._needs_reset)
-            # The rows being reset take no model step this call, but every row shares one step: they
-            # restart from MuJoCo after it and their outputs are replaced.
-            out = self.batch.step(a.astype(np.float32))
+        # Next-step autoreset: the rows that ended last step only reset. Every row shares one model step,
+        # so they take it too, restart from MuJoCo after it, and its outputs for them are dropped.
+        resetting = self._needs_reset if mode == AutoresetMode.NEXT_STEP else np.zeros(self.num_envs, dtype=bool)
+        out = self.batch.step(a.astype(np.float32))
+        rows = np.flatnonzero(resetting)
+        if len(rows):
             self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows), sample_seed=self._sample_seed())
-        else:
-            out = self.batch.step(a.astype(np.float32))
-            rows = np.zeros(0, dtype=np.int64)
-        self._steps += 1
-        self._clipped_total += n_clipped
+        stepped = ~resetting
+        n_clipped = np.where(stepped, n_clipped, 0)
+        self._steps = np.where(stepped, self._steps + 1, 0)
+        self._clipped_total = np.where(stepped, self._clipped_total + n_clipped, 0)
         reward, term = self._pick(out)
-        terminated = term.astype(bool).copy()
-        truncated = (self._steps >= self.max_episode_steps) & ~terminated
-        reward = reward.astype(np.float64).copy()
-        info = {
-            "state": self.batch.state.copy(),
-            "reward_model": out["reward_model"],
-            "reward_task": out["reward_task"],
-            "terminated_model": out["terminated_model"],
-            "terminated_task": out["terminated_task"],
-            "clipped": n_clipped,
-            "clipped_total": self._clipped_total.copy(),
-        }
-        if len(rows):  # next-step autoreset: these rows only reset
-            self._steps[rows] = 0
-            self._clipped_total[rows] = 0
-            reward[rows], terminated[rows], truncated[rows] = 0.0, False, False
-            info["clipped"] = np.where(self._needs_reset, 0, n_clipped)
-            info["clipped_total"] = self._clipped_total.copy()
+        terminated = term.astype(bool) & stepped
+        truncated = (self._steps >= self.max_episode_steps) & ~terminated & stepped
+        reward = np.where(stepped, reward, 0.0).astype(np.float64)
+        info = self._step_info(out, n_clipped, stepped)
         done = terminated | truncated
         if mode == AutoresetMode.NEXT_STEP:
             self._needs_reset = done
-            obs = self._obs_rows()
-        else:
-            obs = self._obs_rows()
-            if done.any():
-                rows = np.flatnonzero(done)
-                final_obs = np.full(self.num_envs, None, dtype=object)
-                for i in rows:
-                    final_obs[i] = obs_row(obs, int(i))
-                info["final_obs"], info["_final_obs"] = final_obs, done.copy()
-                final_info = {k: v.copy() for k, v in info.items() if k not in ("final_obs", "_final_obs")}
-                info["final_info"] = {**final_info, **{f"_{k}": done.copy() for k in final_info}}
-                info["_final_info"] = done.copy()
-                self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows),
-                                      sample_seed=self._sample_seed())
-                self._steps[rows] = 0
-                self._clipped_total[rows] = 0
-                obs = self._obs_rows()
-        return obs, reward, terminated, truncated, info
+        elif done.any():
+            info = self._end_episodes(info, done)
+        return self._obs_rows(), reward, terminated, truncated, info
+
+    def _reset_info(self) -> dict[str, np.ndarray]:
+        """A reset's info, as the single env's (`state`, `step`) gathered by Gymnasium's vector envs: every
+        key with its mask `_key`, here True for every env."""
+        every = np.ones(self.num_envs, dtype=bool)
+        return {"state": self.batch.state.copy(), "_state": every, "step": self._steps.copy(), "_step": every.copy()}
+
+    def _step_info(self, out: dict[str, np.ndarray], n_clipped: np.ndarray, stepped: np.ndarray) -> dict[str, Any]:
+        """A step's info in Gymnasium's vector layout: the single env's keys, each with its mask `_key` of the
+        envs that have it this step. Rows that only reset (`~stepped`) have the reset's keys alone; their
+        other entries are zero. Every key is there even when no env has it (its mask all False), so a
+        reader may index any key at any step."""
+        info = self._reset_info()
+        values = {"reward_model": out["reward_model"], "reward_task": out["reward_task"],
+                  "terminated_model": out["terminated_model"], "terminated_task": out["terminated_task"],
+                  "clipped": n_clipped, "clipped_total": self._clipped_total}
+        for key, value in values.items():
+            value = np.asarray(value, dtype=STEP_INFO_DTYPES[key])
+            info[key] = np.where(stepped, value, np.zeros((), value.dtype))
+            info[f"_{key}"] = stepped.copy()
+        return info
+
+    def _end_episodes(self, info: dict[str, Any], done: np.ndarray) -> dict[str, Any]:
+        """Same-step autoreset of the rows in `done`, as Gymnasium's vector envs give it: their final
+        observation and info go under `final_obs` and `final_info` (each key masked by `done`), and they
+        restart. Their top-level info is then the reset's (`state`, `step`); their step keys are masked
+        off, though the arrays still hold the final step's values there."""
+        obs = self._obs_rows()
+        final_obs = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(done):
+            final_obs[i] = obs_row(obs, int(i))
+        final_info = {k: v.copy() for k, v in info.items() if not k.startswith("_")}
+        final_info |= {f"_{k}": done.copy() for k in list(final_info)}
+        rows = np.flatnonzero(done)
+        self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows), sample_seed=self._sample_seed())
+        self._steps[rows] = 0
+        self._clipped_total[rows] = 0
+        info = {**info, **self._reset_info()}
+        info |= {f"_{k}": info[f"_{k}"] & ~done for k in STEP_INFO_DTYPES}
+        return info | {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info,
+                       "_final_info": done.copy()}
 
     def render(self):
         if self.render_mode != "rgb_array":

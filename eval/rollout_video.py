@@ -14,7 +14,7 @@ from tqdm import tqdm
 from worldsim.core.video import side_by_side as compose
 from worldsim.core.video import write_video
 from worldsim.envs.policies import make_policy
-from worldsim.envs.world_batch import WorldBatch
+from worldsim.eval.paired_session import PairedSession
 
 POLICIES = ("random", "smooth", "scripted")
 
@@ -46,34 +46,31 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-    batch = WorldBatch(scene, 1, checkpoint, device, temperature=temperature)
-    real = batch.real  # the batch's own MuJoCo scene: it already renders at the model's frame size
+    session = PairedSession(scene, checkpoint, device, temperature=temperature)
     pol = make_policy(policy)
     try:
-        batch.reset_rows(np.array([0]), [seed], [None])  # also resets `real` to seed's initial state
-        pol.reset(real, seed)
-        m_frames, m_states = [batch.frames()[0].copy()], [batch.state[0].copy()]
-        t_frames, t_states = [real.render()], [real.state()]
-        actions, true_end = [], None
-        for t in tqdm(range(steps), desc=f"rollout {scene}", disable=not progress, dynamic_ncols=True):
-            a = np.asarray(pol.act(real), dtype=np.float64)
-            res = real.step(a)
-            if res.terminated and true_end is None:
-                true_end = t + 1
-            if ground_truth:
-                t_frames.append(real.render())
-                t_states.append(res.state)
-            batch.step(a[None].astype(np.float32))
-            m_frames.append(batch.frames()[0].copy())
-            m_states.append(batch.state[0].copy())
+        session.reset(seed)
+        pol.reset(session.real, seed)
+        model, true = session.frames(real=ground_truth)
+        m_frames, m_states, t_frames, t_states = [model], [session.world_state.copy()], [true], [session.real_state]
+        actions = []
+        for _ in tqdm(range(steps), desc=f"rollout {scene}", disable=not progress, dynamic_ncols=True):
+            a = np.asarray(pol.act(session.real), dtype=np.float64)
+            session.step(a)
+            model, true = session.frames(real=ground_truth)
+            m_frames.append(model)
+            m_states.append(session.world_state.copy())
+            t_frames.append(true)
+            t_states.append(session.real_state)
             actions.append(a)
+        true_end, fps = session.real_end, 1.0 / session.real.dt
     finally:
-        batch.close()
+        session.close()
     return PairedRollout(
         model_frames=np.stack(m_frames), model_states=np.stack(m_states), actions=np.stack(actions),
         true_frames=np.stack(t_frames) if ground_truth else None,
         true_states=np.stack(t_states) if ground_truth else None,
-        true_end=true_end, fps=1.0 / real.dt,
+        true_end=true_end, fps=fps,
     )
 
 

@@ -1,9 +1,9 @@
 """The `worldsim` command line. Every command has `--help`; `worldsim --version` prints the version.
 
 One module per command group registers its subcommands (`add_parsers`) and runs them: `view` (scenes,
-info, render, rollout, export), `models`, `data`, `train`, `tokenizer` and `evaluation` (eval). The
-trainers' and `eval`'s flags are generated from their config dataclasses (`worldsim.core.cli_config`), so
-each default is written once, in the dataclass, and every `--help` shows it.
+info, render, rollout, export), `models`, `data`, `train`, `tokenizer`, `evaluation` (eval), `runs` (the
+training logs) and `agent`. The trainers' and `eval`'s flags are generated from their config dataclasses
+(`worldsim.core.cli_config`), so each default is written once, in the dataclass, and every `--help` shows it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import torch
 
 from worldsim._version import __version__
-from worldsim.cli import agent, data, evaluation, models, tokenizer, train, view
+from worldsim.cli import agent, data, evaluation, models, play, runs, tokenizer, train, view
 from worldsim.cli.common import HelpFormatter
 from worldsim.envs.world_batch import NoShippedWorld
 
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     tokenizer.add_parsers(sub)
     evaluation.add_parsers(sub)
+    runs.add_parsers(sub)
     agent.add_parsers(sub)
+    play.add_parsers(sub)
     return p
 
 

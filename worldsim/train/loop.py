@@ -100,6 +100,10 @@ class LoopConfig:
     clip: float | None = None
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"LoopConfig.log_every must be >= 1, got {self.log_every}")
+
     def due(self, step: int) -> bool:
         """Whether the loop validates and saves after `step` steps."""
         return step == self.steps or (self.save_every is not None and step % self.save_every == 0)

@@ -1,0 +1,58 @@
+"""`worldsim models` and `worldsim scenes` list the shipped worlds, and the scenes that have none; a CLI
+command that meets a scene without a world says to pass --checkpoint DIR."""
+
+import json
+
+import pytest
+
+from worldsim.cli import main
+from worldsim.core.registry import BASELINES, SHIPPED
+from worldsim.envs import list_scenes
+from worldsim.envs.world_batch import NoShippedWorld, load_world_model
+
+WORLDS = {name: scene for scene, name in SHIPPED["world_model"].items()}
+WORLDS |= {name: scene for by_scene in BASELINES.values() for scene, name in by_scene.items()}
+NO_WORLD = [s for s in list_scenes() if s not in SHIPPED["world_model"]]
+
+
+def test_models_lists_every_shipped_world_and_marks_pusher_as_having_none(capsys):
+    assert "Pusher-v5" in NO_WORLD
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, scene in WORLDS.items():
+        assert any(line.split()[:2] == [name, scene] for line in lines), name
+    assert any("Pusher-v5" in line and "no world" in line and "--checkpoint DIR" in line for line in lines)
+    assert any("docs/evaluation.md" in line for line in lines)
+
+
+def test_models_json_reads_each_world_from_its_own_folder(capsys):
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    worlds = {w["name"]: w for w in listing["worlds"]}
+    assert {n: w["scene"] for n, w in worlds.items()} == WORLDS
+    for w in worlds.values():
+        assert w["installed"] and w["params"] > 0 and w["bytes"] > 0 and w["preset"]
+        assert w["training"] and all(run["steps"] for run in w["training"])
+        # Figures are the config's own, or null: never made up.
+        assert all(w[k] is None or isinstance(w[k], (int, float)) for k in ("pcs", "valid_horizon"))
+    assert set(listing["scenes"]) == set(list_scenes())
+    for scene in NO_WORLD:
+        assert listing["scenes"][scene]["world"] is None
+    assert listing["scenes"]["Pusher-v5"]["tokenizer"] == SHIPPED["tokenizer"]["Pusher-v5"]
+
+
+def test_scenes_say_whether_a_world_is_shipped(capsys):
+    assert main(["scenes", "--json"]) == 0
+    rows = {r["scene"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {s: r["world"] for s, r in rows.items()} == {s: SHIPPED["world_model"].get(s) for s in list_scenes()}
+    assert main(["scenes"]) == 0
+    assert any(line.startswith("Pusher-v5") and "no world" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_no_shipped_world_speaks_python_to_python_and_flags_to_the_cli(tmp_path, capsys):
+    with pytest.raises(NoShippedWorld, match=r"checkpoint=DIR\)$"):
+        load_world_model("Pusher-v5")
+    assert main(["rollout", "--scene", "Pusher-v5", "--quiet", "--out", str(tmp_path / "x.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "no world model is shipped for scene 'Pusher-v5'" in err and "(--checkpoint DIR)" in err
+    assert "checkpoint=DIR" not in err

@@ -1,0 +1,173 @@
+"""`worldsim play`: drive a world with the keyboard or a policy, the world beside MuJoCo, live; or
+record a session headless to mp4.
+
+    worldsim play --scene Reacher-v5                                   # keyboard, a pygame window
+    worldsim play --scene InvertedPendulum-v5 --policy scripted        # watch a policy
+    worldsim play --scene bounce --policy smooth --headless --steps 240 --out play.mp4
+
+Both sides start from the initial state of MuJoCo's `reset(seed)` and take the same actions; the
+policy acts on the world's state, so the world runs closed loop and MuJoCo shows what those actions
+do for real. Keys: arrows, WASD, IJKL, comma/period push action components 0-6 to their bounds; Space
+pauses, R resets to the next seed, Esc or Q quits. The live window needs pygame (`pip install
+'worldsim[play]'`); headless needs nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from worldsim.cli.common import DEVICE_HELP
+from worldsim.core.video import side_by_side, write_video
+from worldsim.eval.paired_session import PairedSession
+from worldsim.eval.policy_eval import BUILT_IN, policy_from_spec
+
+# (plus, minus) key names for each action component, in order.
+KEY_PAIRS = (("right", "left"), ("up", "down"), ("d", "a"), ("w", "s"), ("l", "j"), ("i", "k"), (".", ","))
+
+
+def keyboard_action(pressed: set[str], low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The action for the keys held down: component i at its upper bound for its plus key, its lower
+    bound for its minus key, 0 (or mid-range) otherwise."""
+    a = (low + high) / 2
+    for i, (plus, minus) in enumerate(KEY_PAIRS[: len(low)]):
+        if plus in pressed and minus not in pressed:
+            a[i] = high[i]
+        elif minus in pressed and plus not in pressed:
+            a[i] = low[i]
+    return a
+
+
+class Driver:
+    """Who chooses the actions: a policy on the world's state, or the keyboard when there is none."""
+
+    def __init__(self, spec: str | None, session: PairedSession):
+        self.session = session
+        self.policy = None if spec is None else policy_from_spec(spec, session.real.name)
+        if self.policy is not None and callable(getattr(self.policy, "reset", None)):
+            self.policy.reset(session.action_space)
+
+    def act(self, pressed: set[str]) -> np.ndarray:
+        space = self.session.action_space
+        if self.policy is None:
+            return keyboard_action(pressed, space.low.astype(np.float64), space.high.astype(np.float64))
+        return np.asarray(self.policy(self.session.world_state[None]), dtype=np.float64)[0]
+
+
+def run_headless(args: argparse.Namespace, session: PairedSession) -> int:
+    if not str(args.out or "").lower().endswith(".mp4"):
+        raise ValueError(f"--headless records to --out, an .mp4 path; got {args.out!r}")
+    if args.policy is None:
+        raise ValueError("--headless has no keyboard: pass --policy (e.g. smooth or scripted)")
+    driver = Driver(args.policy, session)
+    session.reset(args.seed)
+    model, real = session.frames()
+    frames, ret = [side_by_side(model[None], real[None])[0]], {"real": 0.0, "world": 0.0}
+    for _ in range(args.steps):
+        r = session.step(driver.act(set()))
+        ret["real"] += r["real_reward"]
+        ret["world"] += r["world_reward"]
+        model, real = session.frames()
+        frames.append(side_by_side(model[None], real[None])[0])
+    out = write_video(args.out, np.stack(frames), fps=args.fps or 1.0 / session.real.dt, scale=args.scale)
+    ends = f"MuJoCo's episode ended at step {session.real_end}, the world's at {session.world_end}"
+    print(f"wrote {out}: {args.steps} steps of {session.real.name} (world | MuJoCo | difference), policy "
+          f"{args.policy}, seed {args.seed}; return world {ret['world']:.4g}, MuJoCo {ret['real']:.4g}; {ends}")
+    return 0
+
+
+def run_play(args: argparse.Namespace) -> int:
+    if args.steps < 1 or args.scale < 1:
+        raise ValueError(f"--steps and --scale must be >= 1, got {args.steps} and {args.scale}")
+    session = PairedSession(args.scene, args.checkpoint, args.device)
+    try:
+        if args.headless:
+            return run_headless(args, session)
+        return run_live(args, session)
+    finally:
+        session.close()
+
+
+def run_live(args: argparse.Namespace, session: PairedSession) -> int:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame  # optional dependency: the `play` extra
+    except ImportError as exc:
+        raise ImportError("the live window needs pygame: pip install 'worldsim[play]' (or use --headless)") from exc
+    driver = Driver(args.policy, session)
+    PlayWindow(pygame, session, driver, args).run()
+    return 0
+
+
+class PlayWindow:
+    """The live window: [world | MuJoCo] scaled up, a status line, the keyboard read every frame."""
+
+    def __init__(self, pygame, session: PairedSession, driver: Driver, args: argparse.Namespace):
+        self.pg, self.session, self.driver, self.args = pygame, session, driver, args
+        self.seed, self.paused = args.seed, False
+        self.fps = args.fps or 1.0 / session.real.dt
+        model, _ = session.frames(real=False)
+        self.h, self.w = model.shape[0] * args.scale, model.shape[1] * args.scale
+
+    def _pressed(self) -> set[str]:
+        keys = self.pg.key.get_pressed()
+        return {name for pair in KEY_PAIRS for name in pair if keys[self.pg.key.key_code(name)]}
+
+    def _draw(self, screen, font, returns: dict[str, float]) -> None:
+        model, real = self.session.frames()
+        for i, frame in enumerate((model, real)):
+            big = frame.repeat(self.args.scale, 0).repeat(self.args.scale, 1)
+            screen.blit(self.pg.surfarray.make_surface(big.swapaxes(0, 1)), (i * self.w, 0))
+        s = self.session
+        ends = "".join(f"  {who} ended at {t}" for who, t in (("MuJoCo", s.real_end), ("world", s.world_end)) if t)
+        text = (f"world | MuJoCo   seed {self.seed}  step {s.t}  return {returns['world']:.3g} | "
+                f"{returns['real']:.3g}{ends}{'  [paused]' if self.paused else ''}")
+        screen.fill((0, 0, 0), (0, self.h, 2 * self.w, 24))
+        screen.blit(font.render(text, True, (230, 230, 230)), (6, self.h + 4))
+        self.pg.display.flip()
+
+    def run(self, max_frames: int | None = None) -> None:
+        pg = self.pg
+        pg.init()
+        try:
+            screen = pg.display.set_mode((2 * self.w, self.h + 24))
+            pg.display.set_caption(f"worldsim play: {self.session.real.name}")
+            font, clock = pg.font.Font(None, 20), pg.time.Clock()
+            self.session.reset(self.seed)
+            returns, frame = {"real": 0.0, "world": 0.0}, 0
+            while max_frames is None or frame < max_frames:
+                frame += 1
+                for event in pg.event.get():
+                    if event.type == pg.QUIT or (event.type == pg.KEYDOWN and event.key in (pg.K_ESCAPE, pg.K_q)):
+                        return
+                    if event.type == pg.KEYDOWN and event.key == pg.K_SPACE:
+                        self.paused = not self.paused
+                    if event.type == pg.KEYDOWN and event.key == pg.K_r:
+                        self.seed += 1
+                        self.session.reset(self.seed)
+                        returns = {"real": 0.0, "world": 0.0}
+                if not self.paused and self.session.t < self.args.steps:
+                    r = self.session.step(self.driver.act(self._pressed()))
+                    returns = {k: returns[k] + r[f"{k}_reward"] for k in returns}
+                self._draw(screen, font, returns)
+                clock.tick(self.fps)
+        finally:
+            pg.quit()
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("play", help="drive a world live, beside MuJoCo (keyboard or policy), or record headless",
+                       description=__doc__.split("\n\n")[0].replace("`", ""))
+    s.add_argument("--scene", default="Reacher-v5", help="scene name with a shipped world (see `worldsim models`)")
+    s.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one)")
+    s.add_argument("--policy", default=None, help=f"a policy instead of the keyboard: {BUILT_IN}")
+    s.add_argument("--seed", type=int, default=0, help="the first episode's seed (R moves to the next)")
+    s.add_argument("--steps", type=int, default=240, help="steps to record with --headless; live: steps per episode")
+    s.add_argument("--headless", action="store_true", help="no window: record --steps steps to --out")
+    s.add_argument("--out", default=None, help="the .mp4 that --headless writes")
+    s.add_argument("--fps", type=float, default=None, help="frame rate (default: the scene's, 1 / dt)")
+    s.add_argument("--scale", type=int, default=6, help="repeat each pixel this many times")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.set_defaults(func=run_play)
