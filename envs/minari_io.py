@@ -51,8 +51,7 @@ import numpy as np
 from worldsim.core.outputs import check_writable, fsync_dir, nearest_existing, pid_alive, remove_tree
 from worldsim.envs.episodes import episode_seeds
 from worldsim.envs.loader import describe_shard
-from worldsim.envs.manifest import _FIELDS, FORMAT_VERSION, MANIFEST, _get, _in_order, _stats, read_manifest, \
-    shard_name, shard_problem
+from worldsim.envs.manifest import _FIELDS, FORMAT_VERSION, _get, _stats, read_manifest, shard_name, shard_problem
 from worldsim.envs.registry import make_scene
 from worldsim.envs.shards import write_manifest, write_shard
 
@@ -106,8 +105,8 @@ def _minari_root(root: str | Path | None) -> Iterator[None]:
     """Point Minari at `root` (None: leave it be). Minari reads its root from MINARI_DATASETS_PATH on
     every call and takes no path argument."""
     old = os.environ.get(_ROOT_ENV)
-    if root is not None:
-        os.environ[_ROOT_ENV] = str(root)
+    if root is not None:  # absolute: Minari joins a relative root onto paths it has already joined it to
+        os.environ[_ROOT_ENV] = os.path.abspath(root)
     try:
         yield
     finally:
@@ -139,11 +138,11 @@ def _native_shards(root: Path, manifest: dict[str, Any], frames: bool) -> Iterat
     against its manifest record (the SHA-256 too: an export publishes the data)."""
     keys = [k for k in NATIVE_KEYS if frames or k != "frames"]
     expected = 0
-    for name, rec in _in_order(manifest["shards"]).items():
+    for name, rec in sorted(manifest["shards"].items(), key=lambda item: item[1]["first_episode"]):
         path = root / name
         problem = shard_problem(path, rec, verify=True)
         if problem is not None:
-            raise ValueError(f"{path}: shard listed in {MANIFEST} is {problem}; rerun `worldsim data generate` with "
+            raise ValueError(f"{path}: shard listed in the manifest is {problem}; rerun `worldsim data generate` with "
                              "the same arguments and --verify to regenerate it")
         try:
             with h5py.File(path, "r") as f:
@@ -217,9 +216,10 @@ def export_minari(data_dir: str | Path, name: str, minari_root: str | Path | Non
     minari = _minari()
     root = Path(data_dir)
     manifest = _complete_manifest(root)
-    frames = bool(frames and manifest.get("frames", True))
+    manifest["frames"] = manifest.get("frames", True)  # a manifest without the field is of a rendered dataset
+    frames = bool(frames and manifest["frames"])
     with _minari_root(minari_root):
-        base = Path(minari.storage.get_dataset_path())
+        base = Path(os.path.abspath(minari.storage.get_dataset_path()))
     target = base / name
     if target.exists():
         raise ValueError(f"Minari dataset {name} already exists ({target}); refusing to replace it: choose another "

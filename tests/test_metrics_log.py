@@ -69,7 +69,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-def test_a_tokenizer_run_logs_its_figures_beside_its_output(dataset, tmp_path):
+def test_a_tokenizer_run_logs_its_figures_beside_its_output(dataset, tmp_path, capsys):
     cfg = TokenizerTrainConfig(steps=4, batch_size=4, save_every=2, warmup=1)
     tiny = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
     train_tokenizer([str(dataset)], tmp_path / "tok", tiny, cfg, device="cpu", progress=False)
@@ -80,6 +80,12 @@ def test_a_tokenizer_run_logs_its_figures_beside_its_output(dataset, tmp_path):
         assert {"step", "lr", "loss", "psnr", "val_psnr", "steps_per_s", "time"} <= set(r)
         assert r["steps_per_s"] > 0 and r["lr"] > 0
     assert load_checkpoint(tmp_path / "tok").extra["steps"] == 4  # the checkpoint is unchanged by the log
+    # The resolved config beside the log is a file --config reads back.
+    config = tmp_path / "tok.log" / "config.json"
+    assert json.loads(config.read_text()) == cfg.to_dict()
+    capsys.readouterr()
+    assert main(["train", "tokenizer", "--config", str(config), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == cfg.to_dict()
 
 
 def test_each_logged_step_has_one_line_with_the_training_and_held_out_figures(tmp_path):

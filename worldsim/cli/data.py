@@ -1,4 +1,4 @@
-"""`worldsim data generate` and `worldsim data info`."""
+"""`worldsim data generate`, `data info`, and `data export` / `data import` (Minari datasets)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.manifest import dataset_status
+from worldsim.envs.minari_io import NAME_HELP, MinariMissing, export_minari, import_minari
 
 # `data generate`'s defaults are GenerateSpec's (but --workers: all cores here, one in the spec).
 _SPEC = {f.name: f.default for f in dataclasses.fields(GenerateSpec)}
@@ -68,6 +70,70 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _format(flag: str, given: list[str]) -> str:
+    """The dataset name of `--to/--from FORMAT NAME`; Minari is the one format."""
+    if given[0] != "minari":
+        raise ValueError(f"{flag}: the one dataset format is minari (`{flag} minari NAME`), got {given[0]!r}")
+    return given[1]
+
+
+def _cmd_data_export(args: argparse.Namespace) -> int:
+    name = _format("--to", args.to)
+    try:
+        r = export_minari(args.dir, name, minari_root=args.minari_root, frames=not args.no_frames)
+    except MinariMissing as exc:  # the one line, not a traceback: the fix is an install
+        print(f"worldsim: error: {exc}", file=sys.stderr)
+        return 1
+    what = "with frames" if r["frames"] else "without frames"
+    print(f"{args.dir} -> Minari dataset {r['name']} ({r['path']}): {r['episodes']} episodes, {r['steps']} steps, "
+          f"{what}")
+    return 0
+
+
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    name = _format("--from", args.source)
+    try:
+        r = import_minari(name, args.out, scene=args.scene, frames=args.frames, minari_root=args.minari_root)
+    except MinariMissing as exc:
+        print(f"worldsim: error: {exc}", file=sys.stderr)
+        return 1
+    what = "with frames" if r["frames"] else "without frames"
+    same = "; shards byte for byte the exported ones" if r["identical"] else ""
+    print(f"Minari dataset {name} -> {r['out']}: {r['scene']}, {r['episodes']} episodes, {r['steps']} steps, "
+          f"{what}{same}")
+    return 0
+
+
+def _add_minari_parsers(dsub: argparse._SubParsersAction) -> None:
+    root_help = "the Minari datasets root (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)"
+    s = dsub.add_parser("export", help="write a dataset as a Minari dataset",
+                        description="Write a complete dataset as a Minari dataset (observations: the states; infos: "
+                                    "frame, physics_state, contacts, energy; metadata['worldsim']: the manifest). "
+                                    "An existing Minari dataset of that name is never replaced. Needs "
+                                    "`pip install 'worldsim[minari]'`.")
+    s.add_argument("dir", help="dataset directory")
+    s.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "NAME"),
+                   help=f"minari and the dataset name: {NAME_HELP}")
+    s.add_argument("--minari-root", default=None, help=root_help)
+    s.add_argument("--no-frames", action="store_true", help="leave the frames out (states and the rest only)")
+    s.set_defaults(func=_cmd_data_export)
+    s = dsub.add_parser("import", help="write a Minari dataset (one `data export` wrote) as a dataset",
+                        description="Write a Minari dataset that `worldsim data export` wrote as a dataset directory, "
+                                    "after checking that this worldsim builds its scene with the same config. Needs "
+                                    "`pip install 'worldsim[minari]'`.")
+    s.add_argument("--from", dest="source", nargs=2, required=True, metavar=("FORMAT", "NAME"),
+                   help="minari and the Minari dataset name")
+    s.add_argument("--out", required=True, help="dataset directory to write (absent or empty)")
+    s.add_argument("--scene", default=None, help="refuse the dataset unless it is of this scene")
+    s.add_argument("--minari-root", default=None, help=root_help)
+    frames = s.add_mutually_exclusive_group()
+    frames.add_argument("--frames", dest="frames", action="store_const", const=True, default=None,
+                        help="the frames are needed: refuse a dataset without them (default: keep them if present)")
+    frames.add_argument("--no-frames", dest="frames", action="store_const", const=False,
+                        help="leave the frames out (for state-only uses)")
+    s.set_defaults(func=_cmd_data_import)
+
+
 def _add_generate_parser(dsub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("generate", help="generate a dataset (resumable)",
                         description="Generate a dataset of MuJoCo episodes; rerun the same command to resume it, or to "
@@ -94,8 +160,9 @@ def _add_generate_parser(dsub: argparse._SubParsersAction) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `data generate` and `data info`."""
-    data = sub.add_parser("data", help="generate and inspect datasets", description="Dataset commands.")
+    """Register `data generate`, `data info`, `data export` and `data import`."""
+    data = sub.add_parser("data", help="generate, inspect, export and import datasets",
+                          description="Dataset commands.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     _add_generate_parser(dsub)
     s = dsub.add_parser("info", help="counts, sizes and state statistics of a dataset",
@@ -106,3 +173,4 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="check each shard's SHA-256, not only its size (reads the whole dataset)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_data_info)
+    _add_minari_parsers(dsub)

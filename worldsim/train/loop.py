@@ -130,9 +130,11 @@ class TrainLoop:
     def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter], cfg: LoopConfig, *,
                  state_dir: str | Path | None = None, kind: str = "", run: dict | None = None,
                  extra: dict | None = None, seed: int | Sequence[int] = 0, ranks: Ranks | None = None,
-                 desc: str = "train", progress: bool = True):
+                 desc: str = "train", progress: bool = True, config: dict | None = None):
         self.model, self.params, self.cfg = model, list(params), cfg
         self.state_dir, self.kind, self.run_identity, self.extra = state_dir, kind, run or {}, extra or {}
+        # The resolved train config that OUT.log/config.json holds (a file --config reads back).
+        self.config = config if config is not None else self.extra.get("train_config")
         self.ranks = ranks or Ranks(False, 0, torch.device("cpu"))
         self.desc, self.progress = desc, progress
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
@@ -191,7 +193,8 @@ class TrainLoop:
         """Rank 0's log, `OUT.log` beside the state directory `OUT.train`; none without a state directory."""
         if self.state_dir is None or self.ranks.rank != 0:
             return NoLog()
-        return MetricsLog(log_dir_for(Path(self.state_dir).with_suffix("")), self.step)
+        return MetricsLog(log_dir_for(Path(self.state_dir).with_suffix("")), self.step,
+                          config=self.config)
 
     def _after_step(self, log: MetricsLog | NoLog, validate: Callable[[bool], dict[str, float]] | None,
                     report: Callable[[int, Logs], str], bar: tqdm) -> None:

@@ -3,7 +3,8 @@ beside it when the `tensorboard` package is installed.
 
     OUT/        the model (written at the end)
     OUT.train/  the resumable training state (replaced whole at each save)
-    OUT.log/    metrics.jsonl, and events.out.tfevents.* with TensorBoard
+    OUT.log/    metrics.jsonl, config.json (the resolved train config, for --config), and
+                events.out.tfevents.* with TensorBoard
 
 The log lives beside the checkpoint and the state rather than inside either, since both are
 replaced whole by every save and a log grows line by line. A line reads
@@ -39,6 +40,7 @@ except ImportError:
     SummaryWriter = None
 
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
 LOG_SUFFIX = ".log"
 _EVENTS_PREFIX = "events.out.tfevents."
 _TMP_PREFIX = f".{METRICS_FILE}.tmp-"
@@ -52,7 +54,7 @@ def log_dir_for(out: str | Path) -> Path:
 
 def _is_log_file(entry: Path) -> bool:
     name = entry.name
-    return entry.is_file() and (name == METRICS_FILE or name.startswith((_EVENTS_PREFIX, _TMP_PREFIX)))
+    return entry.is_file() and (name in (METRICS_FILE, CONFIG_FILE) or name.startswith((_EVENTS_PREFIX, _TMP_PREFIX)))
 
 
 def check_log_target(path: str | Path) -> None:
@@ -125,17 +127,28 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, numbers.Real) or (isinstance(v, torch.Tensor) and v.numel() == 1)
 
 
+def write_run_config(directory: Path, config: dict[str, Any]) -> Path:
+    """The run's resolved train config as `config.json`, a file `--config` reads back (written whole)."""
+    path = directory / CONFIG_FILE
+    tmp = directory / f"{_TMP_PREFIX}{CONFIG_FILE}"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 class MetricsLog:
     """The log of a run in `directory`, continued from `step` (lines past it dropped first).
 
     `add(logs)` after each optimiser step, `write(step, lr, held_out)` for a line, `restart()` once the
     work after a line (validation, saving) is done, so that throughput counts training steps alone."""
 
-    def __init__(self, directory: str | Path, step: int):
+    def __init__(self, directory: str | Path, step: int, config: dict[str, Any] | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.dir.glob(f"{_TMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)
+        if config is not None:
+            write_run_config(self.dir, config)
         self.path = self.dir / METRICS_FILE
         truncate_metrics(self.path, step)
         self._fh = open(self.path, "a")

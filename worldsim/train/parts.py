@@ -182,7 +182,7 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
            "data": data_identity(extra.get("state_data", extra.get("data", [])))}
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every),
                      state_dir=state_dir_for(out), kind="world_model", run=run, extra=extra, seed=cfg.seed,
-                     desc=desc, progress=progress)
+                     desc=desc, progress=progress, config=cfg.to_dict())
 
     def loss(step: int) -> tuple[torch.Tensor, dict]:
         value = train_loss(step)
