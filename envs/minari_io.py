@@ -102,17 +102,18 @@ def check_minari_name(name: str) -> str:
 
 @contextmanager
 def _minari_root(root: str | Path | None) -> Iterator[None]:
-    """Point Minari at `root` (None: leave it be). Minari reads its root from MINARI_DATASETS_PATH on
-    every call and takes no path argument."""
+    """Point Minari at `root` (None: the root MINARI_DATASETS_PATH names, if any). Minari reads its root
+    from that variable on every call and takes no path argument."""
     old = os.environ.get(_ROOT_ENV)
+    root = root if root is not None else old
     if root is not None:  # absolute: Minari joins a relative root onto paths it has already joined it to
         os.environ[_ROOT_ENV] = os.path.abspath(root)
     try:
         yield
     finally:
-        if root is not None and old is None:
-            del os.environ[_ROOT_ENV]
-        elif root is not None:
+        if old is None:
+            os.environ.pop(_ROOT_ENV, None)
+        else:
             os.environ[_ROOT_ENV] = old
 
 

@@ -56,3 +56,21 @@ def test_no_shipped_world_speaks_python_to_python_and_flags_to_the_cli(tmp_path,
     err = capsys.readouterr().err
     assert "no world model is shipped for scene 'Pusher-v5'" in err and "(--checkpoint DIR)" in err
     assert "checkpoint=DIR" not in err
+
+
+@pytest.mark.slow
+def test_an_export_carries_its_eval_reports_headline_figures(tmp_path, tiny_world, capsys, monkeypatch):
+    """`export --eval-report` copies PCS and the valid horizon of the world's own report into its config,
+    where `worldsim models` reads them; a report of another scene is refused."""
+    src = tiny_world(tmp_path / "w")
+    assert main(["eval", "--scene", "Reacher-v5", "--checkpoint", str(src), "--episodes", "2", "--horizon", "6",
+                 "--out", str(tmp_path / "rep"), "--no-video", "--quiet", "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert main(["export", str(src), "--out", str(tmp_path / "out"), "--eval-report", str(tmp_path / "rep")]) == 0
+    figures = json.loads((tmp_path / "out" / "config.json").read_text())["extra"]["eval"]
+    assert figures["pcs"] == report["pcs"] and figures["horizon"] == 6 and figures["episodes"] == 2
+    assert figures["valid_horizon"] == report["metrics"]["valid_horizon"]["6"]
+    report["scene"] = "bounce"
+    (tmp_path / "rep" / "report.json").write_text(json.dumps(report))
+    assert main(["export", str(src), "--out", str(tmp_path / "out2"), "--eval-report", str(tmp_path / "rep")]) == 2
+    assert "not 'Reacher-v5'" in capsys.readouterr().err

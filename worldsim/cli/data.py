@@ -11,7 +11,7 @@ from pathlib import Path
 
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.manifest import dataset_status
-from worldsim.envs.minari_io import NAME_HELP, MinariMissing, export_minari, import_minari
+from worldsim.envs.minari_io import MinariMissing, export_minari, import_minari
 
 # `data generate`'s defaults are GenerateSpec's (but --workers: all cores here, one in the spec).
 _SPEC = {f.name: f.default for f in dataclasses.fields(GenerateSpec)}
@@ -113,8 +113,8 @@ def _add_minari_parsers(dsub: argparse._SubParsersAction) -> None:
                                     "`pip install 'worldsim[minari]'`.")
     s.add_argument("dir", help="dataset directory")
     s.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "NAME"),
-                   help=f"minari and the dataset name: {NAME_HELP}")
-    s.add_argument("--minari-root", default=None, help=root_help)
+                   help="minari and the Minari dataset name: namespace/name-vN or name-vN (e.g. worldsim/reacher-v0)")
+    s.add_argument("--minari-root", default=None, metavar="PATH", help=root_help)
     s.add_argument("--no-frames", action="store_true", help="leave the frames out (states and the rest only)")
     s.set_defaults(func=_cmd_data_export)
     s = dsub.add_parser("import", help="write a Minari dataset (one `data export` wrote) as a dataset",
@@ -122,10 +122,10 @@ def _add_minari_parsers(dsub: argparse._SubParsersAction) -> None:
                                     "after checking that this worldsim builds its scene with the same config. Needs "
                                     "`pip install 'worldsim[minari]'`.")
     s.add_argument("--from", dest="source", nargs=2, required=True, metavar=("FORMAT", "NAME"),
-                   help="minari and the Minari dataset name")
+                   help="minari and the Minari dataset name (one `data export` wrote)")
     s.add_argument("--out", required=True, help="dataset directory to write (absent or empty)")
     s.add_argument("--scene", default=None, help="refuse the dataset unless it is of this scene")
-    s.add_argument("--minari-root", default=None, help=root_help)
+    s.add_argument("--minari-root", default=None, metavar="PATH", help=root_help)
     frames = s.add_mutually_exclusive_group()
     frames.add_argument("--frames", dest="frames", action="store_const", const=True, default=None,
                         help="the frames are needed: refuse a dataset without them (default: keep them if present)")

@@ -20,8 +20,8 @@ from worldsim.core.registry import BASELINES, PACKAGE_REF, SHIPPED, WEIGHTS_DIR
 from worldsim.envs import list_scenes
 
 FIGURES_DOC = "docs/evaluation.md"
-# The headline figures, under the keys of `worldsim eval`'s report; a config holds them only where the
-# checkpoint's writer put them in its `extra`.
+# The headline figures, under the keys of `worldsim eval`'s report; a config holds them where its export
+# put them (`worldsim export --eval-report`: `extra.eval`).
 FIGURES = ("pcs", "valid_horizon")
 # A training run's record in `extra` names its config; the config's key says which part of the world it
 # trained. A refit's record keeps the record of the run it started from under `base_extra`.
@@ -72,7 +72,7 @@ def describe_world(name: str, scene: str, family: str) -> dict[str, Any]:
             "bytes": sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
             "tokenizer": extra.get("tokenizer_ref"), "training": training_runs(extra),
             "validation": {k: v for k, v in extra.items() if k.startswith("val_")},
-            **{k: extra.get(k) for k in FIGURES}}
+            **{k: (extra.get("eval") or {}).get(k, extra.get(k)) for k in FIGURES}}
 
 
 def list_models() -> dict[str, Any]:

@@ -131,7 +131,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     r = export_world_model(args.checkpoint, args.out, fp16=not args.fp32, tokenizer_ref=args.tokenizer_ref,
-                           static_from=args.static_from, tokenizer=args.tokenizer, force=args.force)
+                           static_from=args.static_from, tokenizer=args.tokenizer, force=args.force,
+                           eval_report=args.eval_report)
     print(f"wrote {args.out} ({r['bytes'] / 2**20:.1f} MiB); open-loop check against the source over 50 steps: "
           f"{100 * r['token_agreement']:.2f}% identical tokens, max state difference "
           f"{r['max_state_diff_std']:.2e} dataset std")
@@ -206,6 +207,9 @@ def _add_rollout_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tokenizer", default=None,
                    help="swap in this tokenizer (a checkpoint directory or worldsim:NAME), which must have the "
                         "world's encoder: a new decoder for the same codes (default: none, keep the world's)")
+    s.add_argument("--eval-report", default=None,
+                   help="a `worldsim eval --out` directory of this world: its PCS and valid horizon go into the "
+                        "config, where `worldsim models` shows them (default: none)")
     s.set_defaults(func=_cmd_export)
 
 

@@ -3,7 +3,9 @@ fp16 changes in open-loop rollouts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,10 +80,29 @@ def compare_rollouts(wm: WorldModel, again: WorldModel, steps: int, episodes: in
     return {"token_agreement": float(np.mean(same)), "max_state_diff_std": worst}
 
 
+def headline_figures(report_dir: str | Path, scene: str) -> dict[str, Any]:
+    """A world's headline figures from its `worldsim eval` report: PCS, and the valid horizon (steps,
+    median over episodes) at the report's longest horizon, with what they were measured on.
+
+    Raises:
+        ValueError: for a directory without a report, or a report of another scene.
+    """
+    path = Path(report_dir) / "report.json"
+    if not path.is_file():
+        raise ValueError(f"{str(report_dir)!r} holds no report.json (expected a `worldsim eval --out` directory)")
+    report = json.loads(path.read_text())
+    if report.get("scene") != scene:
+        raise ValueError(f"the report at {str(report_dir)!r} scores scene {report.get('scene')!r}, not {scene!r}")
+    horizons = {int(h): v for h, v in report["metrics"]["valid_horizon"].items()}
+    h = max(horizons)
+    return {"pcs": report["pcs"], "valid_horizon": horizons[h], "horizon": h, "episodes": report["episodes"],
+            "seed": report["config"]["seed"], "policy": report["config"]["policy"]}
+
+
 def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, tokenizer_ref: str | None = None,
                        static_from: str | Path | None = None, tokenizer: str | Path | None = None,
                        check_steps: int = 50, check_episodes: int = 4, seed: int = 12_345,
-                       force: bool = False) -> dict[str, float]:
+                       force: bool = False, eval_report: str | Path | None = None) -> dict[str, float]:
     """Write the world model at `src` to `dst` for shipping, and measure what fp16 weights change.
 
     The check (`compare_rollouts`) rolls the fp32 and the fp16-weight models open loop from the same
@@ -91,6 +112,8 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
     dataset directory) sets `static_state_dims` and the state bounds from its training split, for
     checkpoints trained before the trainer recorded them. `tokenizer` swaps in another tokenizer with
     the same encoder (`with_tokenizer`), such as a new decoder trained on the world's codes.
+    `eval_report` (a `worldsim eval --out` directory of this world) puts its headline figures in the
+    config (`headline_figures`), where `worldsim models` reads them.
     """
     recover_checkpoint(dst)
     check_checkpoint_target(dst, "world_model", force=force)  # before any work
@@ -104,6 +127,8 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
         source_extra.pop(key, None)
     if tokenizer is not None:
         source_extra["tokenizer_from"] = str(tokenizer)
+    if eval_report is not None:
+        source_extra["eval"] = headline_figures(eval_report, wm.cfg.scene)
     out = wm.save(dst, extra={**source_extra, "exported_from": str(src)}, dtype=torch.float16 if fp16 else None,
                   tokenizer_ref=tokenizer_ref, force=force)
     again = WorldModel.from_pretrained(out)
