@@ -6,7 +6,7 @@
 #            frames and the one-step dynamics cheaply;
 #   rollout: resumes from it with the 8-step open-loop loss through the KV-cached step with frames and
 #            the 16-step open-loop loss on windows without frames (state-only data), as the other
-#            shipped worlds train (about 2.6 s a step).
+#            shipped worlds train (about 2.6 s a step; 800 steps).
 # One CPU thread a run; every command resumes after a kill.
 # Usage: bash benchmarks/train_pusher_world.sh [DATA_DIR] [RUN_DIR] [PHASE...]
 #   phases: data teacher rollout export (default: all, in that order)
@@ -25,11 +25,11 @@ for phase in $PHASES; do
     $W data generate --scene Pusher-v5 --episodes 2000 --seed 12 --no-frames --shard-size 250 \
         --out "$DATA/pusher-states" --workers 2 --quiet ;;
   teacher)
-    $W train dynamics "${COMMON[@]}" --out "$RUN/pusher-teacher" --steps "${TEACHER_STEPS:-6000}" \
+    $W train dynamics "${COMMON[@]}" --out "$RUN/pusher-teacher" --steps "${TEACHER_STEPS:-3000}" \
         --rollout-prob 0 --lr 1e-3 --warmup 200 ;;
   rollout)
     $W train dynamics "${COMMON[@]}" --init "$RUN/pusher-teacher" --out "$RUN/pusher" \
-        --state-data "$DATA/pusher" "$DATA/pusher-states" --steps "${ROLLOUT_STEPS:-1000}" \
+        --state-data "$DATA/pusher" "$DATA/pusher-states" --steps "${ROLLOUT_STEPS:-800}" \
         --rollout-prob 0 --rollout-steps 8 --rollout-batch 8 --state-only-batch 64 --state-rollout-steps 16 \
         --lr 5e-4 --warmup 100 ;;
   export)
