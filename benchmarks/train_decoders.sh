@@ -2,8 +2,8 @@
 # Reproduces the shipped narrow decoders (docs/tokenizer.md, "Decoder width"): each scene's tokenizer
 # keeps the encoder and codebook of the tokenizer its worlds were trained on, and carries its own
 # decoder of widths 16-32-56 (57 MFLOP a frame against 247). Only the decoder trains, on codes encoded
-# once. Reacher and the pendulum start from one shared narrow decoder; bounce and Pusher start from
-# their tokenizer's decoder, narrowed to its most active channels on their own frames.
+# once. The pendulum starts from one shared narrow decoder; Reacher, bounce and Pusher start from their
+# tokenizer's decoder, narrowed to its most active channels on their own frames.
 # One CPU thread a run, two runs side by side on a 2-core machine; every command resumes after a kill.
 # Usage: bash benchmarks/train_decoders.sh [DATA_DIR] [RUN_DIR] [PHASE...]
 #   phases: shared reacher pendulum bounce pusher eval (default: all, in that order); the data are
@@ -23,18 +23,18 @@ for phase in $PHASES; do
   shared)  # about 32 min
     $W train tokenizer --data "$DATA/reacher" "$DATA/bounce" "$DATA/pendulum" --init worldsim:tokenizer \
         --out "$RUN/dec-shared" --steps 8000 --lr 2e-3 "${NARROW[@]}" ;;
-  reacher|pendulum)  # about 25 min each
-    $W train tokenizer --data "$DATA/$phase" --init "$RUN/dec-shared" --out "$RUN/dec-$phase" \
+  pendulum)  # about 25 min
+    $W train tokenizer --data "$DATA/pendulum" --init "$RUN/dec-shared" --out "$RUN/dec-pendulum" \
         --steps "$STEPS" --lr 1e-3 "${NARROW[@]}" ;;
-  bounce)  # from the shipped decoder narrowed on bounce's own frames: from the shared narrow decoder,
-           # bounce's green and blue balls stay one colour
-    $W train tokenizer --data "$DATA/bounce" --init worldsim:tokenizer --out "$RUN/dec-bounce-w" \
+  reacher|bounce)  # from the shipped decoder narrowed on the scene's own frames: from the shared
+                   # narrow decoder, bounce's green and blue balls stay one colour
+    $W train tokenizer --data "$DATA/$phase" --init worldsim:tokenizer --out "$RUN/dec-$phase-w" \
         --steps "$STEPS" --lr 2e-3 "${NARROW[@]}" ;;
   pusher)
     $W train tokenizer --data "$DATA/pusher" "$DATA/pusher2" --init worldsim:tokenizer-pusher \
         --out "$RUN/dec-pusher-$STEPS" --steps "$STEPS" --lr 2e-3 "${NARROW[@]}" ;;
   eval)
-    for s in reacher:Reacher-v5 pendulum:InvertedPendulum-v5 bounce-w:bounce pusher-$STEPS:Pusher-v5; do
+    for s in reacher-w:Reacher-v5 pendulum:InvertedPendulum-v5 bounce-w:bounce pusher-$STEPS:Pusher-v5; do
       $W tokenizer eval --scene "${s#*:}" --checkpoint "$RUN/dec-${s%%:*}" --episodes 8 --seed 1000
     done ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
