@@ -48,6 +48,7 @@ import gymnasium
 import h5py
 import numpy as np
 
+from worldsim.core.extras import MissingExtra
 from worldsim.core.outputs import check_writable, fsync_dir, nearest_existing, pid_alive, remove_tree
 from worldsim.envs.episodes import episode_seeds
 from worldsim.envs.loader import describe_shard
@@ -55,7 +56,6 @@ from worldsim.envs.manifest import _FIELDS, FORMAT_VERSION, _get, _stats, read_m
 from worldsim.envs.registry import make_scene
 from worldsim.envs.shards import write_manifest, write_shard
 
-INSTALL_HINT = "pip install 'worldsim[minari]'"
 METADATA_KEY = "worldsim"
 MINARI_FORMAT = 1
 # Minari's dataset ids, with the version it needs to parse one: "(namespace/)name-vN".
@@ -79,8 +79,11 @@ _EXPORT_TMP = ".worldsim-export-"
 _ROOT_ENV = "MINARI_DATASETS_PATH"
 
 
-class MinariMissing(ImportError):
+class MinariMissing(MissingExtra):
     """The optional `minari` package is not installed."""
+
+    def __init__(self):
+        super().__init__("Minari datasets", "the minari package", "minari")
 
 
 def _minari() -> Any:
@@ -88,7 +91,7 @@ def _minari() -> Any:
         import minari  # optional dependency
         import minari.namespace  # optional dependency
     except ImportError as exc:
-        raise MinariMissing(f"Minari datasets need the minari package: {INSTALL_HINT}") from exc
+        raise MinariMissing() from exc
     return minari
 
 

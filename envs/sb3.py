@@ -61,8 +61,10 @@ class SB3WorldVecEnv(VecEnv):
         self._lengths += 1
         infos: list[dict[str, Any]] = []
         for i in range(self.num_envs):
-            d = {"state": info["state"][i], "reward_model": float(info["reward_model"][i]),
-                 "reward_task": float(info["reward_task"][i]), "clipped": int(info["clipped"][i])}
+            # A finished env's step is in final_info (the top level holds its next episode's start).
+            src = info["final_info"] if dones[i] else info
+            d = {"state": src["state"][i], "reward_model": float(src["reward_model"][i]),
+                 "reward_task": float(src["reward_task"][i]), "clipped": int(src["clipped"][i])}
             if dones[i]:
                 d["terminal_observation"] = info["final_obs"][i]
                 d["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])

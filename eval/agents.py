@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.core.extras import MissingExtra
+
 SB3_ALGOS = ("ppo", "sac", "td3", "a2c")
 SETTINGS = "settings.json"
 
@@ -22,7 +24,7 @@ def sb3_policy(algo: str, path: str | Path) -> Callable[[np.ndarray], np.ndarray
 
     Raises:
         ValueError: for an unknown algorithm or a path that is not a file.
-        ImportError: without stable-baselines3 (the `rl` extra).
+        MissingExtra: without stable-baselines3 (the `rl` extra).
     """
     if algo not in SB3_ALGOS:
         raise ValueError(f"unknown agent algorithm {algo!r}; known: {', '.join(SB3_ALGOS)}")
@@ -31,7 +33,7 @@ def sb3_policy(algo: str, path: str | Path) -> Callable[[np.ndarray], np.ndarray
     try:
         import stable_baselines3  # optional dependency: the `rl` extra
     except ImportError as exc:
-        raise ImportError("SB3 agents need stable-baselines3: pip install 'worldsim[rl]'") from exc
+        raise MissingExtra("SB3 agents", "stable-baselines3", "rl") from exc
     model = getattr(stable_baselines3, algo.upper()).load(str(path), device="cpu")
     return lambda obs: model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)[0]
 

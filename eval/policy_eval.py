@@ -16,6 +16,7 @@ task's own reward summed in MuJoCo and the world's own (model) reward in the wor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -88,11 +89,18 @@ class ScriptedPolicy(_SeededRows):
     """
 
     def __init__(self, scene: str, noise: float = 0.0, seed: int = 0):
-        if noise < 0:
-            raise ValueError(f"scripted noise must be >= 0, got {noise}")
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"scripted noise must be a finite number >= 0, got {noise}")
         super().__init__("scripted", seed)
         self.scene, self.noise = make_scene(scene), float(noise)
-        self.scene.observed_action(np.zeros(self.scene.state_dim), {})  # fails early where there is none
+        try:
+            self.scene.observed_action(np.zeros(self.scene.state_dim), {})  # fails early where there is none
+        except NotImplementedError:
+            self.scene.close()
+            raise
+
+    def close(self) -> None:
+        self.scene.close()
 
     def _new_row(self):
         row = SmoothRandom(sigma=self.noise)
@@ -132,11 +140,11 @@ def policy_from_spec(spec: str, scene: str | None = None) -> Policy:
         ValueError: for an unknown name or a bad parameter.
     """
     name, _, param = spec.partition(":")
-    if name == "scripted" and scene is None:
-        raise ValueError("the scripted policy needs the scene it controls")
+    if name == "scripted":
+        if scene is None:
+            raise ValueError("the scripted policy needs the scene it controls")
+        return ScriptedPolicy(scene, noise=_number(spec, param) if param else 0.0)
     try:
-        if name == "scripted":
-            return ScriptedPolicy(scene, noise=float(param) if param else 0.0)
         if name == "zero" and not param:
             return ConstantPolicy(0.0)
         if name == "const" and param:
@@ -150,6 +158,13 @@ def policy_from_spec(spec: str, scene: str | None = None) -> Policy:
     if name == "agent" and param:
         return load_agent(param)
     raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}")
+
+
+def _number(spec: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}") from None
 
 
 def _prepare(policy: Policy, action_space: spaces.Box) -> None:
@@ -193,10 +208,11 @@ def run_real(scene_name: str, policy: Policy, seeds: list[int], max_steps: int) 
 
 
 def run_world(scene_name: str, policy: Policy, seeds: list[int], max_steps: int, checkpoint: str | None = None,
-              device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Returns [E] and episode lengths [E] of `policy` in the world (state observations, model reward)."""
+              device: str = "auto", reward: str = "model") -> tuple[np.ndarray, np.ndarray]:
+    """Returns [E] and episode lengths [E] of `policy` in the world (state observations; the model's own
+    reward and termination, or with `reward="task"` the task's on the predicted states)."""
     env = DSV4WorldVector(num_envs=len(seeds), scene=scene_name, checkpoint=checkpoint, obs_type="state",
-                          device=device, max_episode_steps=max_steps)
+                          device=device, max_episode_steps=max_steps, reward=reward)
     try:
         obs, _ = env.reset(seed=[int(s) for s in seeds])
         _prepare(policy, env.single_action_space)

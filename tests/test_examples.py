@@ -37,7 +37,10 @@ def test_train_in_world_smoke(tmp_path, capsys, tiny_world):
     scored = json.loads(capsys.readouterr().out)
     # The same held-out seeds as the example's own scoring on the real env.
     assert scored["where"] == "MuJoCo" and scored["returns"] == pytest.approx(summary["world-trained"]["real"], rel=1e-4)
-    assert main(["agent", "eval", str(out / "world" / "agent.zip"), "--world", "--checkpoint", str(ckpt),
-                 "--episodes", "2", "--max-steps", "3", "--device", "cpu"]) == 0
-    assert "(world), 2 episodes" in capsys.readouterr().out
+    # In the world it trained in, with its reward (both from settings.json), as the example scored it.
+    assert main(["agent", "eval", str(out / "world" / "agent.zip"), "--world", "--episodes", "2", "--device", "cpu",
+                 "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["where"] == f"world {ckpt}, task reward"
+    assert scored["returns"] == pytest.approx(summary["world-trained"]["world"], abs=1e-3)
     assert json.loads((out / "results.json").read_text())["settings"]["steps"] == 32

@@ -45,3 +45,30 @@ def test_the_live_window_steps_on_keys(ckpt, monkeypatch):
         assert session.t == 2  # the episode's steps, then it waits for R or Esc
     finally:
         session.close()
+
+
+def test_a_new_episode_starts_the_policy_again_from_its_seed(ckpt):
+    """R (and the first episode) reset the policy with the episode: its noise and the controller's
+    phase start from the seed, so an episode replays as it did."""
+    session = PairedSession("Reacher-v5", ckpt, "cpu")
+    try:
+        driver = Driver("scripted:0.3", session)
+        runs = []
+        for seed in (4, 5, 4):
+            driver.reset(seed)
+            actions = []
+            for _ in range(3):
+                actions.append(driver.act(set()))
+                session.step(actions[-1])
+            runs.append(np.stack(actions))
+        np.testing.assert_array_equal(runs[0], runs[2])
+        assert not np.array_equal(runs[0], runs[1])
+    finally:
+        session.close()
+
+
+def test_play_fails_on_its_arguments_before_loading_a_world(capsys, monkeypatch):
+    monkeypatch.setattr("worldsim.cli.play.PairedSession", None)  # loading a world would fail loudly
+    assert main(["play", "--headless", "--policy", "zero", "--out", "x.gif"]) == 2
+    assert main(["play", "--headless", "--out", "x.mp4"]) == 2
+    assert "pass --policy" in capsys.readouterr().err

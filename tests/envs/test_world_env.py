@@ -172,6 +172,8 @@ def test_vector_same_step_final_obs_and_sb3_adapter(ckpt):
     obs, rewards, dones, infos = venv.step(np.zeros((2, 2)))
     assert dones.tolist() == [True, True] and not any("episode" in i for i in first[3])
     assert all(i["TimeLimit.truncated"] and i["terminal_observation"].shape == (10,) for i in infos)
+    # A finished env's info is its last step's (state obs: the state is the terminal observation).
+    assert all(np.array_equal(i["state"].astype(np.float32), i["terminal_observation"]) for i in infos)
     assert rewards.dtype == np.float32 and obs.shape == (2, 10)
     # Monitor's episode statistics: the return is the sum of the rewards handed out.
     for k in range(2):

@@ -102,6 +102,9 @@ def test_policy_specs():
     assert isinstance(policy_from_spec("scripted:0.2", "Reacher-v5"), ScriptedPolicy)
     with pytest.raises(ValueError, match=">= 0"):
         ScriptedPolicy("Reacher-v5", noise=-1)
+    for bad in ("scripted:-0.1", "scripted:nan"):  # the noise's own error, not "unknown policy"
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            policy_from_spec(bad, "Reacher-v5")
 
 
 def test_scripted_policy_acts_on_what_it_sees():

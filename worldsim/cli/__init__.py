@@ -17,6 +17,7 @@ import torch
 from worldsim._version import __version__
 from worldsim.cli import agent, data, evaluation, models, play, runs, tokenizer, train, view
 from worldsim.cli.common import HelpFormatter
+from worldsim.core.extras import MissingExtra
 from worldsim.envs.world_batch import NoShippedWorld
 
 __all__ = ["build_parser", "main"]
@@ -66,6 +67,8 @@ def _expected_failure(exc: BaseException) -> tuple[int, str] | None:
         return 2, exc.advice("--checkpoint DIR")
     if isinstance(exc, (ValueError, TypeError)):
         return 2, str(exc)
+    if isinstance(exc, MissingExtra):
+        return 1, str(exc)
     if isinstance(exc, FloatingPointError):
         return 1, str(exc)
     if isinstance(exc, KeyboardInterrupt):

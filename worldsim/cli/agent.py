@@ -30,10 +30,15 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes and --max-steps must be >= 1, got {args.episodes} and {steps}")
     seeds = [args.seed + i for i in range(args.episodes)]
     if args.world:
-        returns, lengths = run_world(scene, policy, seeds, steps, args.checkpoint, args.device)
+        # The world it was trained in, with that world's reward, unless the flags say otherwise.
+        checkpoint = args.checkpoint or settings.get("checkpoint")
+        reward = args.reward or settings.get("reward", "model")
+        returns, lengths = run_world(scene, policy, seeds, steps, checkpoint, args.device, reward=reward)
     else:
         returns, lengths = run_real(scene, policy, seeds, steps)
     where = "world" if args.world else "MuJoCo"
+    if args.world:
+        where += f" {checkpoint or 'shipped'}, {reward} reward"
     result = {"agent": args.agent, "scene": scene, "where": where, "episodes": args.episodes, "seed": args.seed,
               "max_steps": steps, "returns": returns.tolist(), "lengths": lengths.tolist(),
               "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
@@ -57,7 +62,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--algo", choices=SB3_ALGOS, default=None, help="its algorithm (default: from settings.json)")
     e.add_argument("--scene", default=None, help="the scene (default: from settings.json)")
     e.add_argument("--world", action="store_true", help="score it in the world instead of on MuJoCo")
-    e.add_argument("--checkpoint", default=None, help="world-model checkpoint for --world (default: the shipped one)")
+    e.add_argument("--checkpoint", default=None,
+                   help="world-model checkpoint for --world (default: the one settings.json names, else the "
+                        "shipped one)")
+    e.add_argument("--reward", choices=("model", "task"), default=None,
+                   help="the world's reward for --world: the model's own, or the task's on its predicted states "
+                        "(default: the one settings.json names, else model)")
     e.add_argument("--episodes", type=int, default=20, help="episodes, seeds SEED, SEED + 1, ...")
     e.add_argument("--seed", type=int, default=10_000, help="first episode's seed")
     e.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the scene's)")

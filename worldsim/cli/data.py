@@ -6,12 +6,11 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.manifest import dataset_status
-from worldsim.envs.minari_io import MinariMissing, export_minari, import_minari
+from worldsim.envs.minari_io import export_minari, import_minari
 
 # `data generate`'s defaults are GenerateSpec's (but --workers: all cores here, one in the spec).
 _SPEC = {f.name: f.default for f in dataclasses.fields(GenerateSpec)}
@@ -79,11 +78,7 @@ def _format(flag: str, given: list[str]) -> str:
 
 def _cmd_data_export(args: argparse.Namespace) -> int:
     name = _format("--to", args.to)
-    try:
-        r = export_minari(args.dir, name, minari_root=args.minari_root, frames=not args.no_frames)
-    except MinariMissing as exc:  # the one line, not a traceback: the fix is an install
-        print(f"worldsim: error: {exc}", file=sys.stderr)
-        return 1
+    r = export_minari(args.dir, name, minari_root=args.minari_root, frames=not args.no_frames)
     what = "with frames" if r["frames"] else "without frames"
     print(f"{args.dir} -> Minari dataset {r['name']} ({r['path']}): {r['episodes']} episodes, {r['steps']} steps, "
           f"{what}")
@@ -92,11 +87,7 @@ def _cmd_data_export(args: argparse.Namespace) -> int:
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
     name = _format("--from", args.source)
-    try:
-        r = import_minari(name, args.out, scene=args.scene, frames=args.frames, minari_root=args.minari_root)
-    except MinariMissing as exc:
-        print(f"worldsim: error: {exc}", file=sys.stderr)
-        return 1
+    r = import_minari(name, args.out, scene=args.scene, frames=args.frames, minari_root=args.minari_root)
     what = "with frames" if r["frames"] else "without frames"
     same = "; shards byte for byte the exported ones" if r["identical"] else ""
     print(f"Minari dataset {name} -> {r['out']}: {r['scene']}, {r['episodes']} episodes, {r['steps']} steps, "

@@ -1,8 +1,9 @@
 """`worldsim models`: each shipped world, described from its own folder, and the scenes that have none.
 
 Everything shown is read from the world's `config.json` and weights file: a figure the config does not
-hold is shown as "-" (null in `--json`). The shipped worlds' scores (PCS, valid horizon) are measured by
-`worldsim eval` and kept in the docs (`FIGURES_DOC`), not in their configs.
+hold is shown as "-" (null in `--json`). PCS and valid horizon are those of the `worldsim eval` report
+its export was given (`worldsim export --eval-report`: `extra.eval`, which names the report); the full
+tables are in the docs (`FIGURES_DOC`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from worldsim.cli.common import DEVICE_HELP
+from worldsim.core.extras import MissingExtra
 from worldsim.core.video import side_by_side, write_video
 from worldsim.eval.paired_session import PairedSession
 from worldsim.eval.policy_eval import BUILT_IN, policy_from_spec
@@ -46,8 +47,15 @@ class Driver:
     def __init__(self, spec: str | None, session: PairedSession):
         self.session = session
         self.policy = None if spec is None else policy_from_spec(spec, session.real.name)
+
+    def reset(self, seed: int) -> None:
+        """Start an episode of `seed` for both sides and the policy: a seeded policy (noise, the scripted
+        controller's phase) starts again from that seed, as `worldsim eval policies` would run it."""
+        self.session.reset(seed)
+        if self.policy is not None and hasattr(self.policy, "seed"):
+            self.policy.seed = seed
         if self.policy is not None and callable(getattr(self.policy, "reset", None)):
-            self.policy.reset(session.action_space)
+            self.policy.reset(self.session.action_space)
 
     def act(self, pressed: set[str]) -> np.ndarray:
         space = self.session.action_space
@@ -57,12 +65,8 @@ class Driver:
 
 
 def run_headless(args: argparse.Namespace, session: PairedSession) -> int:
-    if not str(args.out or "").lower().endswith(".mp4"):
-        raise ValueError(f"--headless records to --out, an .mp4 path; got {args.out!r}")
-    if args.policy is None:
-        raise ValueError("--headless has no keyboard: pass --policy (e.g. smooth or scripted)")
     driver = Driver(args.policy, session)
-    session.reset(args.seed)
+    driver.reset(args.seed)
     model, real = session.frames()
     frames, ret = [side_by_side(model[None], real[None])[0]], {"real": 0.0, "world": 0.0}
     for _ in range(args.steps):
@@ -79,26 +83,31 @@ def run_headless(args: argparse.Namespace, session: PairedSession) -> int:
 
 
 def run_play(args: argparse.Namespace) -> int:
+    # Everything that can fail on the arguments fails before the world loads.
     if args.steps < 1 or args.scale < 1:
         raise ValueError(f"--steps and --scale must be >= 1, got {args.steps} and {args.scale}")
+    if args.headless and not str(args.out or "").lower().endswith(".mp4"):
+        raise ValueError(f"--headless records to --out, an .mp4 path; got {args.out!r}")
+    if args.headless and args.policy is None:
+        raise ValueError("--headless has no keyboard: pass --policy (e.g. smooth or scripted)")
+    pygame = None if args.headless else _pygame()
     session = PairedSession(args.scene, args.checkpoint, args.device)
     try:
         if args.headless:
             return run_headless(args, session)
-        return run_live(args, session)
+        PlayWindow(pygame, session, Driver(args.policy, session), args).run()
+        return 0
     finally:
         session.close()
 
 
-def run_live(args: argparse.Namespace, session: PairedSession) -> int:
+def _pygame():
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     try:
         import pygame  # optional dependency: the `play` extra
     except ImportError as exc:
-        raise ImportError("the live window needs pygame: pip install 'worldsim[play]' (or use --headless)") from exc
-    driver = Driver(args.policy, session)
-    PlayWindow(pygame, session, driver, args).run()
-    return 0
+        raise MissingExtra("the live window (or use --headless)", "pygame", "play") from exc
+    return pygame
 
 
 class PlayWindow:
@@ -135,7 +144,7 @@ class PlayWindow:
             screen = pg.display.set_mode((2 * self.w, self.h + 24))
             pg.display.set_caption(f"worldsim play: {self.session.real.name}")
             font, clock = pg.font.Font(None, 20), pg.time.Clock()
-            self.session.reset(self.seed)
+            self.driver.reset(self.seed)
             returns, frame = {"real": 0.0, "world": 0.0}, 0
             while max_frames is None or frame < max_frames:
                 frame += 1
@@ -146,7 +155,7 @@ class PlayWindow:
                         self.paused = not self.paused
                     if event.type == pg.KEYDOWN and event.key == pg.K_r:
                         self.seed += 1
-                        self.session.reset(self.seed)
+                        self.driver.reset(self.seed)
                         returns = {"real": 0.0, "world": 0.0}
                 if not self.paused and self.session.t < self.args.steps:
                     r = self.session.step(self.driver.act(self._pressed()))

@@ -96,7 +96,7 @@ def headline_figures(report_dir: str | Path, scene: str) -> dict[str, Any]:
     horizons = {int(h): v for h, v in report["metrics"]["valid_horizon"].items()}
     h = max(horizons)
     return {"pcs": report["pcs"], "valid_horizon": horizons[h], "horizon": h, "episodes": report["episodes"],
-            "seed": report["config"]["seed"], "policy": report["config"]["policy"]}
+            "seed": report["config"]["seed"], "policy": report["config"]["policy"], "report": str(report_dir)}
 
 
 def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, tokenizer_ref: str | None = None,
