@@ -109,7 +109,9 @@ def candidate(name: str, shipped: Tokenizer, latents: torch.Tensor) -> nn.Module
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", required=True, help="dataset directories")
-    p.add_argument("--tokenizer", default="worldsim:tokenizer", help="the tokenizer whose codes are drawn")
+    p.add_argument("--tokenizer", default="runs/tokenizer",
+                   help="the wide tokenizer whose codes are drawn and whose decoder `narrowed` starts from "
+                        "(train_tokenizer.sh writes runs/tokenizer)")
     p.add_argument("--candidates", nargs="+", default=["shuffle", "patch", "depthwise", "wide", "narrow", "narrowed"])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--every", type=int, default=4, help="keep every n-th training frame")

@@ -51,7 +51,7 @@ for phase in $PHASES; do
     wait ;;
   export)
     for s in reacher pendulum bounce; do
-      $W export "$RUN/$s" --out "$RUN/export-$s" --tokenizer-ref worldsim:tokenizer
+      $W export "$RUN/$s" --out "$RUN/export-$s" --tokenizer-ref "worldsim:tokenizer-$s"
     done ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
   esac

@@ -74,6 +74,6 @@ time worldsim train outcome --checkpoint "$RUN/bounce-r2" --state-data "$DATA/bo
 
 W=$(python -c "import worldsim.core.registry as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
-worldsim export "$RUN/reacher-out" --out "$W/mlp-reacher" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/reacher2"
-worldsim export "$RUN/pendulum-out" --out "$W/mlp-pendulum" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/pendulum"
-worldsim export "$RUN/bounce-final" --out "$W/mlp-bounce" --tokenizer-ref worldsim:tokenizer --static-from "$DATA/bounce"
+worldsim export "$RUN/reacher-out" --out "$W/mlp-reacher" --tokenizer-ref worldsim:tokenizer-reacher --static-from "$DATA/reacher2"
+worldsim export "$RUN/pendulum-out" --out "$W/mlp-pendulum" --tokenizer-ref worldsim:tokenizer-pendulum --static-from "$DATA/pendulum"
+worldsim export "$RUN/bounce-final" --out "$W/mlp-bounce" --tokenizer-ref worldsim:tokenizer-bounce --static-from "$DATA/bounce"

@@ -16,6 +16,7 @@ import worldsim.cli.train as cli_train
 from worldsim.cli import build_parser, main
 from worldsim.core.cli_config import add_config_file_flags, add_config_flags, field_docs, resolve_config
 from worldsim.core.config import ConfigBase
+from worldsim.core.registry import SHIPPED
 from worldsim.eval.harness import EvalConfig
 from worldsim.train.dynamics import DynamicsTrainConfig
 from worldsim.train.parts import OutcomeTrainConfig, PathwayTrainConfig, RendererTrainConfig
@@ -166,8 +167,11 @@ def test_old_flags_keep_working():
     assert resolve_config(RendererTrainConfig, args) == RendererTrainConfig(mix="replace", width=8)
 
 
-@pytest.mark.parametrize("scene, kind", [("Reacher-v5", "world_model"), ("Pusher-v5", "tokenizer")])
-def test_info_of_a_scene_describes_its_shipped_world(scene, kind, capsys):
+@pytest.mark.parametrize("scene, kind, world", [("Reacher-v5", "world_model", True), ("Pusher-v5", "world_model", True),
+                                               ("Pusher-v5", "tokenizer", False)])
+def test_info_of_a_scene_describes_its_shipped_world(scene, kind, world, capsys, monkeypatch):
+    if not world:  # a scene with a tokenizer and no world
+        monkeypatch.delitem(SHIPPED["world_model"], scene)
     assert main(["info", scene, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["scene"] == scene and info["kind"] == kind

@@ -15,14 +15,24 @@ WORLDS |= {name: scene for by_scene in BASELINES.values() for scene, name in by_
 NO_WORLD = [s for s in list_scenes() if s not in SHIPPED["world_model"]]
 
 
-def test_models_lists_every_shipped_world_and_marks_pusher_as_having_none(capsys):
-    assert "Pusher-v5" in NO_WORLD
+@pytest.fixture
+def no_pusher_world(monkeypatch):
+    """The registry without Pusher's world: a scene with a tokenizer and no world."""
+    monkeypatch.delitem(SHIPPED["world_model"], "Pusher-v5")
+
+
+def test_models_lists_every_shipped_world(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     for name, scene in WORLDS.items():
         assert any(line.split()[:2] == [name, scene] for line in lines), name
-    assert any("Pusher-v5" in line and "no world" in line and "--checkpoint DIR" in line for line in lines)
     assert any("docs/evaluation.md" in line for line in lines)
+
+
+def test_models_marks_a_scene_without_a_world(capsys, no_pusher_world):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("Pusher-v5" in line and "no world" in line and "--checkpoint DIR" in line for line in lines)
 
 
 def test_models_json_reads_each_world_from_its_own_folder(capsys):
@@ -41,15 +51,16 @@ def test_models_json_reads_each_world_from_its_own_folder(capsys):
     assert listing["scenes"]["Pusher-v5"]["tokenizer"] == SHIPPED["tokenizer"]["Pusher-v5"]
 
 
-def test_scenes_say_whether_a_world_is_shipped(capsys):
+def test_scenes_say_whether_a_world_is_shipped(capsys, monkeypatch):
     assert main(["scenes", "--json"]) == 0
     rows = {r["scene"]: r for r in json.loads(capsys.readouterr().out)}
     assert {s: r["world"] for s, r in rows.items()} == {s: SHIPPED["world_model"].get(s) for s in list_scenes()}
+    monkeypatch.delitem(SHIPPED["world_model"], "Pusher-v5")
     assert main(["scenes"]) == 0
     assert any(line.startswith("Pusher-v5") and "no world" in line for line in capsys.readouterr().out.splitlines())
 
 
-def test_no_shipped_world_speaks_python_to_python_and_flags_to_the_cli(tmp_path, capsys):
+def test_no_shipped_world_speaks_python_to_python_and_flags_to_the_cli(tmp_path, capsys, no_pusher_world):
     with pytest.raises(NoShippedWorld, match=r"checkpoint=DIR\)$"):
         load_world_model("Pusher-v5")
     assert main(["rollout", "--scene", "Pusher-v5", "--quiet", "--out", str(tmp_path / "x.mp4")]) == 2

@@ -19,7 +19,7 @@ import worldsim.envs
 from worldsim.cli import main
 from worldsim.core.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from worldsim.core.config import ConfigBase
-from worldsim.core.registry import WEIGHTS_DIR, resolve_checkpoint
+from worldsim.core.registry import SHIPPED, WEIGHTS_DIR, resolve_checkpoint
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.model.world_model import WorldModel
 from worldsim.train.state import load_train_state, prepare_outputs
@@ -113,12 +113,13 @@ def test_a_folder_named_like_a_scene_never_replaces_the_shipped_model(tmp_path, 
     tiny_world(tmp_path / "Reacher-v5")
     (tmp_path / "Pusher-v5").mkdir()
     assert resolve_checkpoint("Reacher-v5", "world_model") == WEIGHTS_DIR / "world-reacher"
-    assert resolve_checkpoint("Reacher-v5", "tokenizer") == WEIGHTS_DIR / "tokenizer"
+    assert resolve_checkpoint("Reacher-v5", "tokenizer") == WEIGHTS_DIR / "tokenizer-reacher"
     assert resolve_checkpoint("./Reacher-v5", "world_model") == Path("./Reacher-v5")
     assert resolve_checkpoint(Path("Reacher-v5"), "world_model") == Path("Reacher-v5")
     shipped = WorldModel.from_pretrained("Reacher-v5")
     assert shipped.cfg == WorldModel.from_pretrained(WEIGHTS_DIR / "world-reacher").cfg
     assert WorldModel.from_pretrained("./Reacher-v5").cfg.dynamics.width == 32  # the tiny one
+    monkeypatch.delitem(SHIPPED["world_model"], "Pusher-v5")  # a scene with no world shipped
     with pytest.raises(ValueError, match=r"no world_model is shipped for scene 'Pusher-v5'.*write ./Pusher-v5"):
         resolve_checkpoint("Pusher-v5", "world_model")
 
@@ -260,8 +261,8 @@ def test_a_shipped_world_copied_alone_still_loads(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), ref.state_dict().values()))
     # A tokenizer other than the one it was saved with is named, not loaded.
     meta = json.loads((tmp_path / "pendulum" / "config.json").read_text())
-    assert meta["extra"]["tokenizer_ref"] == "worldsim:tokenizer"
-    meta["extra"]["tokenizer_ref"] = "worldsim:tokenizer-pusher"
+    assert meta["extra"]["tokenizer_ref"] == "worldsim:tokenizer-pendulum"
+    meta["extra"]["tokenizer_ref"] = "worldsim:tokenizer-reacher"  # the same encoder, another decoder
     (tmp_path / "pendulum" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="is not the one this world was saved with"):
         WorldModel.from_pretrained(tmp_path / "pendulum")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from worldsim.cli import main
+from worldsim.core.registry import SHIPPED
 from worldsim.eval.ceiling import relative_to_reference
 from worldsim.eval.harness import EvalConfig, _truth_features, evaluate, score
 from worldsim.eval.paired import from_truth
@@ -169,7 +170,7 @@ def test_cli_eval_json(reacher, tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)["baselines"]) == {"copy_last", "constant_velocity"}
 
 
-def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
+def test_cli_eval_bad_inputs(reacher, tmp_path, capsys, monkeypatch):
     reacher.save(tmp_path / "wm")
     base = ["eval", "--checkpoint", str(tmp_path / "wm"), "--out", str(tmp_path / "rep"), "--quiet"]
     cases = [
@@ -184,6 +185,7 @@ def test_cli_eval_bad_inputs(reacher, tmp_path, capsys):
     for extra, msg in cases:
         assert main(base + extra) == 2
         assert msg in capsys.readouterr().err
+    monkeypatch.delitem(SHIPPED["world_model"], "Pusher-v5")  # a scene with no world shipped
     assert main(["eval", "--scene", "Pusher-v5", "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert "no world model is shipped for scene 'Pusher-v5'" in err and "--checkpoint" in err

@@ -7,18 +7,22 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 
-# kind -> scene -> checkpoint directory under WEIGHTS_DIR. One tokenizer is shared by all scenes.
+# kind -> scene -> checkpoint directory under WEIGHTS_DIR. Each scene's tokenizer has its own narrow
+# decoder; Reacher's, the pendulum's and bounce's share one encoder (and so their codes), Pusher's has
+# that encoder fine-tuned on its frames.
 SHIPPED: dict[str, dict[str, str]] = {
     "tokenizer": {
-        "InvertedPendulum-v5": "tokenizer",
-        "Reacher-v5": "tokenizer",
-        "Pusher-v5": "tokenizer-pusher",  # the shared one fine-tuned on Pusher (32 dB where it reaches 31.2)
-        "bounce": "tokenizer",
+        "InvertedPendulum-v5": "tokenizer-pendulum",
+        "Reacher-v5": "tokenizer-reacher",
+        "Pusher-v5": "tokenizer-pusher",
+        "bounce": "tokenizer-bounce",
     },
-    # World models: dynamics weights only; each names worldsim:tokenizer as its tokenizer (see `export_world_model`).
+    # World models: dynamics weights only; each names its scene's tokenizer, worldsim:tokenizer-SCENE
+    # (see `export_world_model`).
     "world_model": {
         "Reacher-v5": "world-reacher",
         "InvertedPendulum-v5": "world-pendulum",
+        "Pusher-v5": "world-pusher",
         "bounce": "world-bounce",
     },
 }
