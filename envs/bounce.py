@@ -209,10 +209,7 @@ class BounceScene(Scene):
         n, y = s.shape[-1] // 4, np.zeros(s.shape[:-1])
         return {f"ball{i}": np.stack([s[..., 2 * i], y, s[..., 2 * i + 1]], -1) for i in range(n)}
 
-    def scripted_action(self, cache: dict) -> np.ndarray:
-        """Push ball 0 towards the middle of the box."""
-        return self.observed_action(self.physics_state(), cache)
-
     def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
-        # The state is (qpos, qvel): ball 0's x at 0 and its x velocity at 2 * n_balls.
+        """Push ball 0 towards the middle of the box. The state is the physics state (qpos, qvel): ball
+        0's x at 0 and its x velocity at 2 * n_balls."""
         return np.array([-1.5 * state[0] - 0.5 * state[2 * self.n_balls]])

@@ -66,12 +66,9 @@ class InvertedPendulumScene(GymTaskScene):
         tip = np.stack([x + 0.001 * np.cos(th) + 0.6 * np.sin(th), zero, 0.6 * np.cos(th) - 0.001 * np.sin(th)], -1)
         return {"cart": cart, "pole_tip": tip}
 
-    def scripted_action(self, cache: dict) -> np.ndarray:
-        """LQR to upright about a cart set-point `cache["x_ref"]`."""
-        return self.observed_action(np.concatenate([self.data.qpos, self.data.qvel]), cache)
-
     def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
-        # The state observation is the whole physics state (qpos, qvel).
+        """LQR to upright about a cart set-point `cache["x_ref"]`; the state is the whole physics state
+        (qpos, qvel), so this is also the controller on the true physics."""
         if "K" not in cache:
             cache["K"] = lqr_gain(self.model, self.dt)
         x = np.array(state, dtype=np.float64)

@@ -120,19 +120,16 @@ class Scene(abc.ABC):
         """World positions (metres) of the named moving bodies, read from states [..., S]: name ->
         [..., 3]. Equal to MuJoCo's `xpos` on true states, so it applies to predicted states too."""
 
-    @abc.abstractmethod
     def scripted_action(self, cache: dict) -> np.ndarray:
         """The scripted controller's action for the current true physics (`cache` persists over an
-        episode; the `scripted` policy seeds `cache["x_ref"]` in [-0.5, 0.5])."""
+        episode; the `scripted` policy seeds `cache["x_ref"]` in [-0.5, 0.5]): by default the controller
+        on the current state, for scenes whose state is all it reads."""
+        return self.observed_action(self.state(), cache)
 
+    @abc.abstractmethod
     def observed_action(self, state: np.ndarray, cache: dict) -> np.ndarray:
         """The scripted controller acting on a state observation [state_dim] instead of the true physics:
-        the controller a policy can run in a learned world, where only the (predicted) state is seen.
-
-        Raises:
-            NotImplementedError: for a scene whose controller needs more than its state.
-        """
-        raise NotImplementedError(f"{self.name} has no scripted controller on its state observation")
+        the controller a policy can run in a learned world, where only the (predicted) state is seen."""
 
     @classmethod
     def options_for_state_dim(cls, state_dim: int) -> dict[str, Any]:

@@ -84,8 +84,7 @@ class ScriptedPolicy(_SeededRows):
     at `noise` (in units of the action range; 0: none), one noise process per episode (`_SeededRows`).
 
     Raises:
-        NotImplementedError: for a scene without a controller on its state.
-        ValueError: for a negative noise.
+        ValueError: for a noise that is not a finite number >= 0.
     """
 
     def __init__(self, scene: str, noise: float = 0.0, seed: int = 0):
@@ -93,14 +92,6 @@ class ScriptedPolicy(_SeededRows):
             raise ValueError(f"scripted noise must be a finite number >= 0, got {noise}")
         super().__init__("scripted", seed)
         self.scene, self.noise = make_scene(scene), float(noise)
-        try:
-            self.scene.observed_action(np.zeros(self.scene.state_dim), {})  # fails early where there is none
-        except NotImplementedError:
-            self.scene.close()
-            raise
-
-    def close(self) -> None:
-        self.scene.close()
 
     def _new_row(self):
         row = SmoothRandom(sigma=self.noise)

@@ -5,11 +5,19 @@ import sys
 import warnings
 
 import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
+from gymnasium.wrappers import RecordVideo, ResizeObservation
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.evaluation import evaluate_policy
 
 import worldsim  # noqa: F401  (registers DSV4World-v0)
+from worldsim.cli import main
 from worldsim.envs import make_scene
+from worldsim.envs.sb3 import make_sb3_vec_env
 from worldsim.envs.world_env import DSV4World, DSV4WorldVector
 
 
@@ -103,9 +111,6 @@ def test_bad_arguments(ckpt):
 
 @pytest.mark.parametrize("obs_type", ["state", "pixels", "latent", "dict"])
 def test_gymnasium_and_sb3_checkers_pass(ckpt, obs_type):
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
     env = make(ckpt, obs_type=obs_type, render_mode="rgb_array").unwrapped
     assert isinstance(env, DSV4World)
     with warnings.catch_warnings(record=True) as caught:
@@ -163,8 +168,6 @@ def test_restarted_rows_forget_their_past(ckpt):
 
 
 def test_vector_same_step_final_obs_and_sb3_adapter(ckpt):
-    from worldsim.envs.sb3 import make_sb3_vec_env
-
     venv = make_sb3_vec_env(num_envs=2, checkpoint=ckpt, device="cpu", max_episode_steps=2)
     venv.seed(3)
     venv.reset()
@@ -183,11 +186,6 @@ def test_vector_same_step_final_obs_and_sb3_adapter(ckpt):
 
 @pytest.mark.slow
 def test_sb3_ppo_trains_on_the_batched_world(ckpt):
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    from worldsim.envs.sb3 import make_sb3_vec_env
-
     venv = make_sb3_vec_env(num_envs=4, checkpoint=ckpt, device="cpu", max_episode_steps=8)
     agent = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64)
     assert len(agent.ep_info_buffer) >= 4  # what SB3 logs as rollout/ep_rew_mean
@@ -198,10 +196,6 @@ def test_sb3_ppo_trains_on_the_batched_world(ckpt):
 
 
 def test_rollout_cli_writes_a_side_by_side_video(ckpt, tmp_path):
-    import imageio.v3 as iio
-
-    from worldsim.cli import main
-
     out = tmp_path / "r.mp4"
     assert main(["rollout", "--checkpoint", ckpt, "--steps", "5", "--seed", "1", "--out", str(out),
                  "--side-by-side", "--scale", "1", "--quiet", "--device", "cpu"]) == 0
@@ -224,11 +218,8 @@ def test_make_by_module_path_without_import(ckpt):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scene", ["Reacher-v5", "InvertedPendulum-v5", "bounce"])
+@pytest.mark.parametrize("scene", ["Reacher-v5", "InvertedPendulum-v5", "Pusher-v5", "bounce"])
 def test_shipped_worlds_load_offline_and_pass_the_checkers(scene):
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
     env = gym.make("DSV4World-v0", scene=scene, obs_type="dict", render_mode="rgb_array", device="cpu").unwrapped
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -245,11 +236,6 @@ def test_shipped_worlds_load_offline_and_pass_the_checkers(scene):
 def test_the_rl_extras_wrappers_and_sb3_tensorboard(ckpt, tmp_path):
     """What the `rl` extra carries: Gymnasium's RecordVideo (moviepy) and ResizeObservation (opencv) on
     the world, and SB3's tensorboard_log."""
-    from gymnasium.wrappers import RecordVideo, ResizeObservation
-    from stable_baselines3 import PPO
-
-    from worldsim.envs.sb3 import make_sb3_vec_env
-
     env = make(ckpt, obs_type="pixels", render_mode="rgb_array", max_episode_steps=3)
     env = RecordVideo(ResizeObservation(env, (32, 32)), str(tmp_path / "video"), episode_trigger=lambda e: True)
     obs, _ = env.reset(seed=0)
