@@ -27,6 +27,8 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from worldsim.core.outputs import replacing  # noqa: E402
+
 
 def progress_callback(total: int, desc: str, enabled: bool):
     from stable_baselines3.common.callbacks import BaseCallback
@@ -93,12 +95,10 @@ def save_agent(model, path: Path, settings: dict) -> None:
     """SB3's own .zip (`PPO.load(path / "agent.zip")` reads it) and the settings that trained it, each
     written whole: to a temporary name first, then renamed."""
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "agent.tmp.zip"
-    model.save(str(tmp))
-    os.replace(tmp, path / "agent.zip")
-    tmp = path / "settings.json.tmp"
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    os.replace(tmp, path / "settings.json")
+    with replacing(path / "agent.zip") as tmp:
+        model.save(str(tmp))
+    with replacing(path / "settings.json") as tmp:
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-from worldsim.core.outputs import check_writable
+from worldsim.core.outputs import check_writable, replacing
 from worldsim.train.metrics_log import metrics_path, read_metrics
 
 # No display: the figure only goes to a file.
@@ -82,13 +81,8 @@ def plot_runs(runs: dict[str, list[dict[str, Any]]], metrics: list[str], out: Pa
                    fontsize=9)
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.2 * rows)))
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-        try:
+        with replacing(out) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
     return out

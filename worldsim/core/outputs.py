@@ -1,6 +1,9 @@
 """Writing outputs without ever losing what is there: writability probes, the user's umask, fsync, an
 atomic swap of two directories, and the SHA-256 of a file written (to record it, and check it on load).
 
+`replacing(path)` gives a temporary name beside a file to write, renamed onto `path` (fsynced) only when
+the block succeeds, so `path` holds the old file or the new one, never a part.
+
 `exchange_dirs(new, old)` swaps two directory entries in one `renameat2(RENAME_EXCHANGE)` call where
 the kernel and filesystem offer it (Linux), so the target name always holds a whole directory; where
 they do not, it falls back to two renames, and `worldsim.core.checkpoint.recover_checkpoint` repairs the
@@ -16,6 +19,8 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # A test sets this to a stage name ("written", "moved-aside", "swapped"): the process kills itself with
@@ -141,3 +146,20 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` (`.NAME.tmp-PID` plus its suffix, which writers that go by the
+    suffix need) for the block to write; when the block succeeds it is fsynced and renamed onto `path`,
+    when it fails it is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+
+from worldsim.core.outputs import replacing
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1) -> Path:
@@ -26,16 +27,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"video path must end in .mp4, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
-    try:
+    with replacing(path) as tmp:
         with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=16,
                                 ffmpeg_log_level="error") as w:
             for f in frames:
                 w.append_data(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

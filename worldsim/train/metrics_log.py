@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from worldsim.core.outputs import check_writable
+from worldsim.core.outputs import check_writable, replacing
 
 try:
     from torch.utils.tensorboard import SummaryWriter  # optional dependency: `pip install tensorboard`
@@ -43,7 +43,8 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 LOG_SUFFIX = ".log"
 _EVENTS_PREFIX = "events.out.tfevents."
-_TMP_PREFIX = f".{METRICS_FILE}.tmp-"
+# The temporary names `replacing` writes the two files under.
+_TMP_PREFIXES = (f".{METRICS_FILE}.tmp-", f".{CONFIG_FILE}.tmp-")
 
 
 def log_dir_for(out: str | Path) -> Path:
@@ -54,7 +55,8 @@ def log_dir_for(out: str | Path) -> Path:
 
 def _is_log_file(entry: Path) -> bool:
     name = entry.name
-    return entry.is_file() and (name in (METRICS_FILE, CONFIG_FILE) or name.startswith((_EVENTS_PREFIX, _TMP_PREFIX)))
+    own = name in (METRICS_FILE, CONFIG_FILE) or name.startswith((_EVENTS_PREFIX, *_TMP_PREFIXES))
+    return entry.is_file() and own
 
 
 def check_log_target(path: str | Path) -> None:
@@ -101,16 +103,8 @@ def truncate_metrics(path: str | Path, step: int) -> None:
     text = "".join(json.dumps(r) + "\n" for r in kept)
     if text == path.read_text():
         return
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def _number(v: Any) -> float | int | None:
@@ -130,9 +124,8 @@ def _numeric(v: Any) -> bool:
 def write_run_config(directory: Path, config: dict[str, Any]) -> Path:
     """The run's resolved train config as `config.json`, a file `--config` reads back (written whole)."""
     path = directory / CONFIG_FILE
-    tmp = directory / f"{_TMP_PREFIX}{CONFIG_FILE}"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 
@@ -145,7 +138,7 @@ class MetricsLog:
     def __init__(self, directory: str | Path, step: int, config: dict[str, Any] | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.dir.glob(f"{_TMP_PREFIX}*"):
+        for leftover in (f for prefix in _TMP_PREFIXES for f in self.dir.glob(f"{prefix}*")):
             leftover.unlink(missing_ok=True)
         if config is not None:
             write_run_config(self.dir, config)
