@@ -353,13 +353,17 @@ def import_minari(name: str, out: str | Path, scene: str | None = None, frames: 
             out; None: keep them when the dataset has them.
         minari_root: the Minari datasets root; None: Minari's own.
 
-    Returns {"out", "scene", "episodes", "steps", "frames", "identical"}: "identical" says whether
-    every shard is byte for byte the one exported.
+    Returns {"out", "scene", "episodes", "steps", "frames", "identical", "changed"}: "identical" says
+    whether every shard is byte for byte the one exported; "changed" names the shards that are not (a
+    warning says so too). A Minari root that does not exist is refused (a ValueError), not created.
     """
     check_minari_name(name)
     minari = _minari()
     out = Path(os.path.abspath(out))
     _check_out(out)
+    given = minari_root if minari_root is not None else os.environ.get(_ROOT_ENV)
+    if given is not None and not Path(given).is_dir():  # Minari would create it, then find nothing in it
+        raise ValueError(f"Minari root {given}: no such directory (--minari-root or {_ROOT_ENV})")
     with _minari_root(minari_root):
         try:
             data = minari.load_dataset(name)
@@ -385,7 +389,12 @@ def import_minari(name: str, out: str | Path, scene: str | None = None, frames: 
         fsync_dir(out.parent)
     finally:
         remove_tree(tmp)
-    same = keep == m["frames"] and all(rec["sha256"] == m["shards"].get(k, {}).get("sha256")
-                                       for k, rec in written["shards"].items())
-    return {"out": str(out), "scene": m["scene"], "episodes": written["episodes"],
-            "steps": written["stats"]["steps"], "frames": keep, "identical": same}
+    # The export recorded each shard's SHA-256: a shard rebuilt from the same episodes has the same bytes.
+    same = keep == m["frames"]
+    changed = sorted(k for k, r in written["shards"].items() if r["sha256"] != m["shards"].get(k, {}).get("sha256"))
+    if same and changed:
+        warnings.warn(f"Minari dataset {name}: {', '.join(changed)} differ from the SHA-256 its export recorded, so "
+                      f"its episodes were changed after the export (or another HDF5 version wrote them); {out} "
+                      f"holds the episodes as they are now", UserWarning, stacklevel=2)
+    return {"out": str(out), "scene": m["scene"], "episodes": written["episodes"], "steps": written["stats"]["steps"],
+            "frames": keep, "identical": same and not changed, "changed": changed if same else []}

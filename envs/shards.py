@@ -3,6 +3,14 @@ the temporary files a killed run leaves behind.
 
 A file is written beside its place as `NAME.tmp-PID`, fsynced and renamed, so a reader sees the whole
 file or none; a full disk raises one `OSError` naming the file and the free space.
+
+A shard's bytes are a function of its episodes alone, whichever process wrote it and whatever that
+process did before (a resumed run must hash as the uninterrupted one): every layout choice is fixed
+here rather than left to a library default or global setting (the HDF5 format bounds, creation-order
+tracking, attribute dtypes, no timestamps), and frames are compressed with deflate. h5py's LZF
+filter is not used: it leaves its hash table uninitialised (liblzf's `INIT_HTAB 0`), so stale entries
+from an earlier chunk on the same stack can add matches, and the same frames compressed after other
+work came out 2 bytes shorter.
 """
 
 from __future__ import annotations
@@ -25,23 +33,33 @@ PARTIAL_NAME = re.compile(r"\.?(manifest\.json|shard_\d{5,}\.h5)\.tmp-\d+")
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
+# How a shard file is opened: HDF5 1.8-1.10 structures only (the oldest that can track creation order),
+# whatever the installed library's newest is, and links and attributes kept in creation order.
+SHARD_FILE_OPTIONS = {"libver": ("earliest", "v110"), "track_order": True}
+# Frames: deflate level 4 (h5py's default level). On 204 Reacher frames it writes in 36 ms and reads in
+# 14 ms to 152 kB, where LZF took 44 ms and 24 ms to 966 kB (measured 2026-12-07, 2 shared CPU cores).
+FRAME_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+
+
+def _set_attrs(obj: h5py.Group, **values: int) -> None:
+    # One dtype whatever integer type the caller passes (a numpy uint32 seed would be stored as uint32).
+    for key, value in values.items():
+        obj.attrs.create(key, np.int64(value), dtype=np.int64)
+
+
 def fill_shard(f: h5py.File, index: int, first: int, episodes: list[tuple[int, int, dict[str, np.ndarray]]]) -> None:
-    f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["shard"] = index
-    f.attrs["first_episode"] = first
-    f.attrs["num_episodes"] = len(episodes)
-    grp = f.create_group("episodes")
+    """Write episodes into the open file `f` (opened with `SHARD_FILE_OPTIONS`)."""
+    _set_attrs(f, format_version=FORMAT_VERSION, shard=index, first_episode=first, num_episodes=len(episodes))
+    grp = f.create_group("episodes", track_order=True)
     for ep, reset_seed, arrays in episodes:
-        g = grp.create_group(f"{ep:07d}")
-        g.attrs["episode"] = ep
-        g.attrs["reset_seed"] = reset_seed
-        g.attrs["length"] = len(arrays["actions"])
+        g = grp.create_group(f"{ep:07d}", track_order=True)
+        _set_attrs(g, episode=ep, reset_seed=reset_seed, length=len(arrays["actions"]))
         for key, arr in arrays.items():
             if key == "frames":
                 chunk = (min(len(arr), 32), *arr.shape[1:])
-                g.create_dataset(key, data=arr, chunks=chunk, compression="lzf", track_times=False)
+                g.create_dataset(key, data=arr, chunks=chunk, track_times=False, track_order=True, **FRAME_COMPRESSION)
             else:
-                g.create_dataset(key, data=arr, track_times=False)
+                g.create_dataset(key, data=arr, track_times=False, track_order=True)
 
 
 def write_shard(path: Path, index: int, first: int, episodes: list[tuple[int, int, dict[str, np.ndarray]]]) -> None:
@@ -51,7 +69,7 @@ def write_shard(path: Path, index: int, first: int, episodes: list[tuple[int, in
     I/O: HDF5 never touches the disk, so a full disk is one clean `OSError` rather than a storm of
     HDF5 errors. The image has the same bytes as the file h5py would write to disk.
     """
-    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False, track_order=True) as f:
+    with h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False, **SHARD_FILE_OPTIONS) as f:
         fill_shard(f, index, first, episodes)
         f.flush()
         image = f.id.get_file_image()

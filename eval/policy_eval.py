@@ -145,9 +145,9 @@ def policy_from_spec(spec: str, scene: str | None = None) -> Policy:
     except ValueError:
         pass
     if name in SB3_ALGOS and param:
-        return sb3_policy(name, param)
+        return sb3_policy(name, param, scene)
     if name == "agent" and param:
-        return load_agent(param)
+        return load_agent(param, scene=scene)
     raise ValueError(f"unknown policy {spec!r}; built-in policies: {BUILT_IN}")
 
 

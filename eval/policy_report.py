@@ -58,11 +58,12 @@ def plot_returns(report: dict[str, Any], path: Path) -> None:
 
 
 def write_policy_report(report: dict[str, Any], out: str | Path) -> Path:
-    """Write report.json, report.md and returns.png into `out`, atomically (an earlier report is replaced)."""
+    """Write report.json, report.md and returns.png into `out`, atomically (an earlier policy report is
+    replaced; anything else is refused: `check_out_dir`)."""
 
     def files(tmp: Path) -> None:
-        (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
+        (tmp / "report.json").write_text(json.dumps(jsonable({"kind": "eval-policies", **report}), indent=2) + "\n")
         (tmp / "report.md").write_text(policy_markdown(report))
         plot_returns(report, tmp / "returns.png")
 
-    return write_report_dir(out, files)
+    return write_report_dir(out, files, kind="eval-policies")

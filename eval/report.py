@@ -10,14 +10,14 @@
       video_worst.mp4        the same for the worst episode
 
 The files are written into a temporary sibling directory that is renamed into place when complete. An
-existing DIR is replaced only when it holds a previous report (a `report.json`) or nothing.
+existing DIR is replaced only when it is empty or holds nothing but a report of the same kind (`REPORT_FILES`),
+as a checkpoint directory is; `worldsim eval policies` writes the other kind (`eval.policy_report`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,7 +27,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from worldsim.core.outputs import apply_umask, check_writable, exchange_dirs, fsync_tree
+from worldsim.core.outputs import apply_umask, check_writable, fsync_tree, replace_dir
 from worldsim.core.video import side_by_side, write_video
 from worldsim.eval import score
 from worldsim.eval.harness import BASELINES, METRICS, Result
@@ -39,16 +39,65 @@ import matplotlib.pyplot as plt  # noqa: E402
 PLOT_METRICS = ("state_nrmse", "body_pos_error", "psnr", "ssim", "energy_drift", "ball_vanish_rate")
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """Refuse, before any work, an output path that is a file, a directory holding something other than
-    a report, or a place that cannot be written."""
+# The files each kind of report directory holds; a directory holding anything else is never replaced.
+REPORT_FILES = {
+    "eval": ("report.json", "report.md", "error_vs_horizon.png", "trajectories.png", "video_median.mp4",
+             "video_worst.mp4"),
+    "eval-policies": ("report.json", "report.md", "returns.png"),
+}
+_COMMANDS = {"eval": "worldsim eval", "eval-policies": "worldsim eval policies"}
+
+
+def report_kind(report: Any) -> str | None:
+    """The kind of a report.json's object: its `kind`, or for reports written before they recorded one,
+    the kind its keys say (an `eval` report has `pcs` and `metrics`, a policy report `policies`)."""
+    if not isinstance(report, dict):
+        return None
+    if report.get("kind") in REPORT_FILES:
+        return report["kind"]
+    if isinstance(report.get("policies"), dict):
+        return "eval-policies"
+    if "pcs" in report and "metrics" in report and "scene" in report:
+        return "eval"
+    return None
+
+
+def _kind_of_dir(out: Path) -> str | None:
+    try:
+        return report_kind(json.loads((out / "report.json").read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def check_out_dir(out: str | Path, kind: str = "eval") -> Path:
+    """Refuse, before any work, an output path that is a file, a directory holding anything but a report
+    of `kind` ("eval" or "eval-policies"), or a place that cannot be written.
+
+    Raises:
+        ValueError: naming the path and what was found there.
+        OSError: when the path cannot be written.
+    """
+    if kind not in REPORT_FILES:
+        raise ValueError(f"report kind must be one of {sorted(REPORT_FILES)}, got {kind!r}")
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-        if any(out.iterdir()) and not (out / "report.json").is_file():
-            raise ValueError(f"--out {str(out)!r} is a non-empty directory without a report.json; "
-                             "choose a new directory (only an earlier report is replaced)")
+    where = f"--out {str(out)!r}"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ValueError(f"{where} exists and is not a directory; refusing to replace it (choose another --out)")
+    if out.is_dir():
+        entries = sorted(out.iterdir())
+        foreign = [e.name for e in entries if e.name not in REPORT_FILES[kind] or not e.is_file()]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ValueError(f"{where} holds {shown}, which no `{_COMMANDS[kind]}` report holds; refusing to "
+                             f"replace it (choose another --out, or move those files away)")
+        if entries:
+            found = _kind_of_dir(out)
+            if found is None:
+                raise ValueError(f"{where} holds no readable `{_COMMANDS[kind]}` report.json; refusing to replace "
+                                 f"it (choose another --out)")
+            if found != kind:
+                raise ValueError(f"{where} holds a `{_COMMANDS[found]}` report, and this writes a "
+                                 f"`{_COMMANDS[kind]}` one; refusing to replace it (choose another --out)")
     check_writable(out)
     return out
 
@@ -204,6 +253,7 @@ def write_report(result: Result, out: str | Path, plots: bool = True, videos: bo
     report = dict(result.report)
     picks = pick_episodes(np.asarray(report["episode_detail"]["model_mean_nrmse"], dtype=float))
     report["figure_episodes"] = picks
+    report["kind"] = "eval"  # what a later write to the same --out checks it replaces
 
     def files(tmp: Path) -> None:
         (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
@@ -221,28 +271,19 @@ def write_report(result: Result, out: str | Path, plots: bool = True, videos: bo
     return write_report_dir(out, files)
 
 
-def write_report_dir(out: str | Path, files: Callable[[Path], None]) -> Path:
-    """Make a report directory `out` atomically: `files(tmp)` writes it (report.json among its files)
-    in a fresh directory beside `out`, which then replaces `out` (an earlier report, or nothing)."""
-    out = check_out_dir(out)
+def write_report_dir(out: str | Path, files: Callable[[Path], None], kind: str = "eval") -> Path:
+    """Make a report directory `out` of `kind` atomically: `files(tmp)` writes it (report.json among its
+    files) in a fresh directory beside `out`, which then replaces `out` (an earlier report of `kind`, or
+    nothing: `check_out_dir`)."""
+    out = check_out_dir(out, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         files(tmp)
         apply_umask(tmp)
         fsync_tree(tmp)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        exchange_dirs(tmp, out, aside / "x")  # the old report ends at `tmp`'s name, or under `aside`
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -9,7 +9,12 @@ Three policies are scored on the real Gymnasium env over the same seeded episode
 The world-trained agent is also scored inside the world on the same initial states: a return in the
 world far above its return in MuJoCo means the agent exploits the model's errors (the gap is printed).
 Agents are saved as SB3's own .zip with the settings beside it, so `PPO.load` reads them and
-`worldsim agent eval runs/agents/pendulum/world/agent.zip [--world]` scores them again.
+`worldsim agent eval runs/agents/pendulum/world/agent.zip [--world]` scores them again, from any
+directory (the settings name the world as an absolute path, or worldsim:NAME for shipped weights).
+
+Every argument is checked before training. The run is written into a new directory beside --out and
+put in its place whole at the end: an --out holding an earlier run (world/, real/, results.json) is
+replaced only with --force, and a directory holding anything else, or a file, never.
 """
 
 from __future__ import annotations
@@ -27,7 +32,21 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from worldsim.core.outputs import replacing  # noqa: E402
+from worldsim.core.checkpoint import load_checkpoint_config  # noqa: E402
+from worldsim.core.outputs import (  # noqa: E402
+    apply_umask,
+    check_writable,
+    fsync_tree,
+    pid_alive,
+    remove_tree,
+    replace_dir,
+    replacing,
+)
+from worldsim.core.registry import PACKAGE_REF, SHIPPED, WEIGHTS_DIR, resolve_checkpoint  # noqa: E402
+from worldsim.envs import list_scenes  # noqa: E402
+
+# What a run writes into --out; a directory holding anything else is not one of its runs.
+RUN_FILES = ("world", "real", "results.json")
 
 
 def progress_callback(total: int, desc: str, enabled: bool):
@@ -101,6 +120,64 @@ def save_agent(model, path: Path, settings: dict) -> None:
         tmp.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def check_scene(scene: str) -> None:
+    """The scene must have a real Gymnasium env: the agents are deployed and scored on it."""
+    try:
+        gym.spec(scene)
+    except gym.error.Error:
+        real = [name for name in list_scenes() if name in gym.registry]
+        raise ValueError(f"--scene {scene!r} has no Gymnasium env to deploy the agent on; the scenes that do: "
+                         f"{', '.join(real)}") from None
+
+
+def world_setting(scene: str, checkpoint: str | None) -> str | None:
+    """The world to train in, as settings.json records it: None (the scene's shipped world),
+    worldsim:NAME for shipped weights, else an absolute path, so `agent eval --world` finds the same
+    world from any directory. The world must be one of `scene`."""
+    if checkpoint is None:
+        if scene not in SHIPPED.get("world_model", {}):
+            raise ValueError(f"no world model is shipped for scene {scene!r}; pass --checkpoint DIR")
+        return None
+    path = resolve_checkpoint(checkpoint, "world_model")
+    trained_on = load_checkpoint_config(path, kind="world_model").get("scene")
+    if trained_on != scene:
+        raise ValueError(f"--checkpoint {checkpoint} is a world of scene {trained_on!r}, not {scene!r}")
+    if path.parent.resolve() == WEIGHTS_DIR.resolve():
+        return PACKAGE_REF + path.name
+    return os.path.abspath(path)
+
+
+def check_out(out: Path, force: bool) -> None:
+    """--out must be absent, empty, or an earlier run (replaced only with `force`); never a file or a
+    directory holding anything else."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ValueError(f"--out {str(out)!r} exists and is not a directory; refusing to replace it")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        foreign = [name for name in entries if name not in RUN_FILES]
+        if foreign:
+            raise ValueError(f"--out {str(out)!r} holds {', '.join(foreign[:5])}, which no run of this example "
+                             f"writes; refusing to replace it (choose another --out)")
+        if entries and not force:
+            raise ValueError(f"--out {str(out)!r} holds an earlier run ({', '.join(entries)}); refusing to replace "
+                             f"it (choose another --out, or pass --force to replace it whole)")
+    check_writable(out, "--out")
+
+
+def new_run_dir(out: Path) -> Path:
+    """A fresh directory beside `out` to write the run into, after removing those killed runs left."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out.name}.tmp-"
+    for p in out.parent.glob(prefix + "*"):
+        pid = p.name[len(prefix):]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            remove_tree(p)
+    tmp = out.parent / f"{prefix}{os.getpid()}"
+    remove_tree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scene", default="InvertedPendulum-v5", help="a Gymnasium MuJoCo scene with a world model")
@@ -109,27 +186,49 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=100_000, help="environment steps of training, world and real alike")
     p.add_argument("--num-envs", type=int, default=16, help="batched worlds (and real envs) during training")
     p.add_argument("--reward", default="task", choices=("model", "task"),
-                   help="the world's reward: the model's own (its outcome head), or the task's reward function on "
-                        "predicted states")
+                   help="the world's reward: the model's own prediction (its reward and termination heads, or its "
+                        "outcome head where it has one, as the mlp baselines do), or the task's reward function "
+                        "on predicted states")
     p.add_argument("--episodes", type=int, default=20, help="seeded evaluation episodes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation episode seed (held out)")
     p.add_argument("--skip-real", action="store_true", help="do not train the real-env agent")
-    p.add_argument("--out", default="runs/agents", help="where the policies and results go")
+    p.add_argument("--out", default="runs/agents", help="where the policies and results go (absent, empty, or an "
+                                                         "earlier run with --force)")
+    p.add_argument("--force", action="store_true", help="replace an earlier run at --out, whole")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if args.steps < 1 or args.num_envs < 1 or args.episodes < 1:
         p.error("--steps, --num-envs and --episodes must be >= 1")
-
-    from stable_baselines3.common.env_util import make_vec_env
-
-    import worldsim  # noqa: F401
-    from worldsim.envs.sb3 import make_sb3_vec_env
+    out = Path(args.out)
+    # Every check comes before training, so no agent is lost to a bad argument found after it.
+    try:
+        check_scene(args.scene)
+        checkpoint = world_setting(args.scene, args.checkpoint)
+        check_out(out, args.force)
+    except (ValueError, OSError) as exc:
+        p.error(str(exc))
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    out = Path(args.out)
+    tmp = new_run_dir(out)
+    try:
+        summary = run(args, checkpoint, tmp)
+        apply_umask(tmp)
+        fsync_tree(tmp)
+        replace_dir(tmp, out)
+    finally:
+        remove_tree(tmp)
+    return summary
+
+
+def run(args: argparse.Namespace, checkpoint: str | None, out: Path) -> dict:
+    """Train and score the three policies, writing the agents and results.json into `out`; the summary."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from worldsim.envs.sb3 import make_sb3_vec_env
+
     results: dict[str, dict] = {}
-    settings = {k: v for k, v in vars(args).items()}
+    settings = {**vars(args), "checkpoint": checkpoint}
 
     def train(env, name: str, where: str):
         """Train the algorithm on `env` for the step budget; save it under out/name. (agent, seconds)"""
@@ -142,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         return agent, seconds
 
     # 1. Train in the world model only.
-    venv = make_sb3_vec_env(num_envs=args.num_envs, scene=args.scene, checkpoint=args.checkpoint,
+    venv = make_sb3_vec_env(num_envs=args.num_envs, scene=args.scene, checkpoint=checkpoint,
                             obs_type="state", reward=args.reward, device="cpu")
     venv.seed(args.seed)
     agent, t_world = train(venv, "world", "in the world")
@@ -151,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         return agent.predict(obs, deterministic=True)[0]
 
     real_ret = evaluate_real(args.scene, world_act, args.episodes, args.eval_seed)
-    in_world = evaluate_world(args.scene, args.checkpoint, world_act, args.episodes, args.eval_seed, args.reward)
+    in_world = evaluate_world(args.scene, checkpoint, world_act, args.episodes, args.eval_seed, args.reward)
     results["world-trained"] = {"real": real_ret, "world": in_world, "train_s": t_world}
 
     # 2. Random.
@@ -179,14 +278,18 @@ def main(argv: list[str] | None = None) -> dict:
     gap = results["world-trained"]["world"].mean() - results["world-trained"]["real"].mean()
     print(f"model exploitation gap (world return - real return of the world-trained agent): {gap:.1f}")
     if "real-trained" in results:
-        ref = results["real-trained"]["real"].mean()
-        ratio = results["world-trained"]["real"].mean() / ref if ref else float("nan")
-        print(f"world-trained / real-trained real return: {ratio:.2f}")
+        # A share of the gain over random, not a ratio of returns: returns are often negative, where
+        # world / real above 1 would mean worse.
+        base = results["random"]["real"].mean()
+        gain = results["real-trained"]["real"].mean() - base
+        share = (results["world-trained"]["real"].mean() - base) / gain if gain > 0 else float("nan")
+        print(f"world-trained agent's share of the real-trained agent's gain over random (real returns; 1 is as "
+              f"good): {share:.2f}")
     summary = {name: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()}
                for name, r in results.items()}
     summary["settings"] = settings
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with replacing(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

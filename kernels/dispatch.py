@@ -11,13 +11,17 @@ Every public op takes `backend="auto" | "torch" | "triton"`:
 
 The environment variable WORLDSIM_KERNELS ("torch" or "triton") overrides what "auto" resolves to,
 to switch the kernels off on a GPU or to run the whole model through them under the interpreter.
-The Triton modules are imported on first use, so `import worldsim.kernels` never pays for Triton.
+The Triton modules are imported on first use, so `import worldsim.kernels` never pays for Triton and a
+CPU run never loads it; `load_triton()` is that first import.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import sys
+from types import ModuleType
 
 import torch
 
@@ -26,6 +30,25 @@ BACKENDS = ("auto", "torch", "triton")
 
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
+
+
+def load_triton() -> ModuleType:
+    """Import Triton so that it works whatever the process loaded before.
+
+    Triton's `libtriton.so` carries its own copy of LLVM. Once Mesa's software GL driver has loaded the
+    system's LLVM (any MuJoCo render with EGL or OSMesa, ours or the user's), a plain import binds part
+    of Triton's LLVM to the system's and segfaults. `RTLD_DEEPBIND` makes the library resolve its own
+    symbols first, so the import no longer depends on what ran before it.
+    """
+    if "triton" in sys.modules:
+        return sys.modules["triton"]
+    deepbind = getattr(os, "RTLD_DEEPBIND", 0)  # glibc only; elsewhere there is no Mesa LLVM to collide with
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | deepbind)
+    try:
+        return importlib.import_module("triton")
+    finally:
+        sys.setdlopenflags(flags)
 
 
 def interpreting() -> bool:
@@ -59,4 +82,5 @@ def pick_backend(backend: str, *tensors: torch.Tensor) -> str:
             devices = sorted({str(t.device) for t in tensors})
             raise ValueError(f"backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before the kernels "
                              f"are imported to run on the CPU; got tensors on {', '.join(devices)}")
+        load_triton()  # before any kernel module's own `import triton`
     return backend

@@ -3,13 +3,18 @@
 Per time step t the stream holds S = N + 2 tokens: [action a_t, state s_t, frame codes z_t (N)].
 Attention is block-causal (full within a step, causal across steps) over a window of `context` steps;
 time enters as a rotary embedding of the step index, so cached keys stay valid as the window slides.
+The action and state tokens (the physics) never read frame tokens; frame tokens read the physics
+tokens and their own past. Every layer runs the physics tokens first, exactly as a step without
+frames does, then the frame tokens with the physics keys in front of theirs: a framed rollout's
+states, rewards and terminations are the frameless rollout's, bit for bit, and its frames are the
+backbone rendering the physics it predicts (same attention and FFN weights for both streams).
 From step t's outputs the heads predict, in one pass: every code of frame t+1 (at the same grid
 position), the state s_{t+1} (as a change of the normalised state, from the state token), and the
 reward and termination of a_t (from the action token).
 
 Switches (see `DynamicsConfig`):
 - `prune`: from layer `prune_from` on, a scorer keeps the top `capacity` of each step's frame tokens;
-  only they (and the action and state tokens) go through attention and FFN, as queries and as keys;
+  only they go through attention and FFN (as queries and as keys) beside the physics tokens;
   the rest ride the residual stream unchanged. The kept tokens' block output is scaled by the
   scorer's sigmoid, so it learns (Mixture-of-Depths, https://arxiv.org/abs/2404.02258).
 - `moe`: the FFN is a hierarchical MoE with load-aware routing (`worldsim.model.moe`).
@@ -114,6 +119,21 @@ def rotary(x: torch.Tensor, step: torch.Tensor, dim: int = 2) -> torch.Tensor:
     return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
 
 
+Keys = tuple[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # k, v [B, H, L, hd], step [L], valid
+
+
+def _join_keys(first: Keys, second: Keys) -> Keys:
+    """Two sets of keys (k, v, step, valid) as one, `first`'s first; valid None means all valid."""
+    k, v, step = (torch.cat([a, b], dim) for a, b, dim in zip(first[:3], second[:3], (2, 2, 0)))
+    va, vb = first[3], second[3]
+    if va is None and vb is None:
+        return k, v, step, None
+    b = k.shape[0]
+    fill = lambda keys: keys[3] if keys[3] is not None else torch.ones(  # noqa: E731
+        b, keys[0].shape[2], dtype=torch.bool, device=k.device)
+    return k, v, step, torch.cat([fill(first), fill(second)], 1)
+
+
 class Attention(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
@@ -121,22 +141,28 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, window: int) -> torch.Tensor:
-        """x [B, L, D] with step [L]; with a cache, x is the new step's tokens and keys include the cache."""
+    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, window: int,
+                prefix: Keys | None = None) -> tuple[torch.Tensor, Keys]:
+        """x [B, L, D] with step [L]; with a cache, x is the new step's tokens and keys include the cache.
+        `prefix`: keys of another stream that x's queries read too (frame tokens read the physics
+        tokens'), never the other way round. Returns the output and x's own keys (with the cache's)."""
         b, l, d = x.shape
         qkv = self.qkv(x).view(b, l, 3, self.heads, d // self.heads)
         qk = rotary(qkv[:, :, :2], step, dim=1).permute(2, 0, 3, 1, 4)  # q and k in one rotation
         q, k, v = qk[0], qk[1], qkv[:, :, 2].transpose(1, 2)
-        k_step = step
+        own: Keys = (k, v, step, None)
         if cache is not None:
             cache.extend(k, v, step, window)
-            k, v, k_step = cache.k, cache.v, cache.step
-        y = pruned_attention(q, k, v, step, k_step, k_valid=None if cache is None else cache.valid)
-        return self.out(y.transpose(1, 2).reshape(b, l, d))
+            own = (cache.k, cache.v, cache.step, cache.valid)
+        k, v, k_step, k_valid = own if prefix is None else _join_keys(prefix, own)
+        y = pruned_attention(q, k, v, step, k_step, k_valid=k_valid)
+        return self.out(y.transpose(1, 2).reshape(b, l, d)), own
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; optionally pruned (top-capacity frame tokens per step)."""
+    """Pre-norm transformer block over the two streams of a step: the physics tokens (action, state),
+    which read only each other, and the frame tokens, which read the physics tokens and each other;
+    optionally pruned (the top-capacity frame tokens of each step go through, the rest skip)."""
 
     def __init__(self, cfg: DynamicsConfig, pruned: bool):
         super().__init__()
@@ -152,32 +178,49 @@ class Block(nn.Module):
         self.scorer = nn.Linear(d, 1) if pruned else None
         self.last_kept: torch.Tensor | None = None
 
-    def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-        h = x + self.attn(self.norm1(x), step, cache, self.cfg.context)
-        return h + self.ffn(self.norm2(h))
+    def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, prefix: Keys | None = None
+              ) -> tuple[torch.Tensor, Keys]:
+        a, keys = self.attn(self.norm1(x), step, cache, self.cfg.context, prefix)
+        h = x + a
+        return h + self.ffn(self.norm2(h)), keys
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None,
                 frames: bool = True) -> torch.Tensor:
         """x [B, T*S, D] laid out step by step, step [T*S]; without `frames`, each step holds its action
-        and state tokens alone (S = 2), and there is nothing to prune."""
-        if not self.pruned or not frames:
-            return self._core(x, step, cache)
+        and state tokens alone (S = 2), and there is nothing to prune.
+
+        With frames, the physics tokens go through exactly as they do without (the same computation on
+        the same shapes), so a framed rollout's physics is the frameless rollout's, bit for bit; the
+        frame tokens then go through with the physics tokens' keys in front of their own."""
+        if not frames:
+            return self._core(x, step, cache)[0]
         b, L, d = x.shape
-        S, k = self.cfg.tokens_per_step, self.cfg.kept_frame_tokens
-        T = L // S
-        if k == 0:  # capacity 0: frame tokens skip the layer, and its attention has no frame keys
-            steps = x.view(b, T, S, d)
-            lead = self._core(steps[:, :, :2].reshape(b, T * 2, d), step.view(T, S)[:, :2].reshape(-1), cache)
-            return torch.cat([lead.view(b, T, 2, d), steps[:, :, 2:]], dim=2).view(b, L, d)
-        score = self.scorer(x.view(b, T, S, d)[:, :, 2:]).squeeze(-1)  # [B, T, N]
-        top, index = select_tokens(score, k, lead=2)  # [B, T, k] in grid order; [B, T*M] stream positions
+        S = self.cfg.tokens_per_step
+        T, N = L // S, S - 2
+        steps, t_step = x.view(b, T, S, d), step.view(T, S)
+        phys, keys = self._core(steps[:, :, :2].reshape(b, T * 2, d), t_step[:, :2].reshape(-1), cache)
+        frame = steps[:, :, 2:].reshape(b, T * N, d)
+        frame_cache = None if cache is None else cache.frame_cache()
+        if not self.pruned:
+            frame = self._core(frame, t_step[:, 2:].reshape(-1), frame_cache, keys)[0]
+        elif self.cfg.kept_frame_tokens:  # capacity 0: frame tokens skip the layer
+            frame = self._pruned_frames(frame, t_step[:, 2], frame_cache, keys)
+        return torch.cat([phys.view(b, T, 2, d), frame.view(b, T, N, d)], dim=2).view(b, L, d)
+
+    def _pruned_frames(self, frame: torch.Tensor, t_step: torch.Tensor, cache: KVCache | None, keys: Keys
+                       ) -> torch.Tensor:
+        """Frame tokens [B, T*N, D] of T steps (time indices t_step [T]) through the pruned block: the
+        top `capacity` of each step by the scorer go through, scaled by its sigmoid (Mixture-of-Depths,
+        so the scorer learns); the rest ride the residual stream unchanged."""
+        b, L, d = frame.shape
+        T, k = len(t_step), self.cfg.kept_frame_tokens
+        score = self.scorer(frame.view(b, T, L // T, d)).squeeze(-1)  # [B, T, N]
+        top, index = select_tokens(score, k, lead=0)  # [B, T, k] in grid order; [B, T*k] stream positions
         self.last_kept = index
-        kept = gather_tokens(x, index)
-        kept_step = step.view(T, S)[:, :1].expand(T, k + 2).reshape(-1)
-        out = self._core(kept, kept_step, cache)
-        gate = torch.cat([torch.ones(b, T, 2, device=x.device, dtype=x.dtype),
-                          torch.sigmoid(score.gather(-1, top))], dim=-1).reshape(b, -1)
-        return scatter_tokens(x, index, out, gate=gate, kept=kept)  # kept + gate * (out - kept) at index
+        kept = gather_tokens(frame, index)
+        out = self._core(kept, t_step.repeat_interleave(k), cache, keys)[0]
+        gate = torch.sigmoid(score.gather(-1, top)).reshape(b, -1)
+        return scatter_tokens(frame, index, out, gate=gate, kept=kept)  # kept + gate * (out - kept) at index
 
 
 class Dynamics(nn.Module):
@@ -214,18 +257,20 @@ class Dynamics(nn.Module):
 
     def heads(self, h: torch.Tensor, frames: bool = True) -> dict[str, torch.Tensor]:
         """Final hidden [B, T*S, D] -> predictions for each step's next frame (with `frames`), reward,
-        termination and (with a state head) state change."""
+        termination and (with a state head) state change. The physics tokens are normalised apart
+        from the frame tokens, as in a frameless pass."""
         b, L = h.shape[:2]
         per_step = self.cfg.tokens_per_step if frames else 2
-        h = self.norm(h).view(b, L // per_step, per_step, -1)
+        steps = h.view(b, L // per_step, per_step, -1)
+        phys = self.norm(steps[:, :, :2].reshape(b, -1, h.shape[-1]) if frames else h).view(b, -1, 2, h.shape[-1])
         out = {
-            "reward": self.reward_head(h[:, :, 0]).squeeze(-1),  # [B, T]
-            "term_logit": self.term_head(h[:, :, 0]).squeeze(-1),  # [B, T]
+            "reward": self.reward_head(phys[:, :, 0]).squeeze(-1),  # [B, T]
+            "term_logit": self.term_head(phys[:, :, 0]).squeeze(-1),  # [B, T]
         }
-        if frames:
-            out["code_logits"] = self.frame_head(h[:, :, 2:])  # [B, T, N, V] (joint) or [B, T, N, sum(levels)]
+        if frames:  # [B, T, N, V] (joint) or [B, T, N, sum(levels)]
+            out["code_logits"] = self.frame_head(self.norm(steps[:, :, 2:]))
         if self.state_head is not None:
-            out["state_delta"] = self.state_head(h[:, :, 1])  # [B, T, S_dim]
+            out["state_delta"] = self.state_head(phys[:, :, 1])  # [B, T, S_dim]
         return out
 
     def code_loss(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

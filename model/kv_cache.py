@@ -1,4 +1,5 @@
-"""The dynamics transformer's key-value cache: one ring buffer of the last `window` steps per layer."""
+"""The dynamics transformer's key-value cache: one ring buffer of the last `window` steps per layer,
+for the physics tokens, and beside it (`frame_cache`) one for the frame tokens of a framed rollout."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ class KVCache:
         self._v: torch.Tensor | None = None
         self._steps: list[int | None] = []  # the step held by each slot, None when empty
         self._valid: torch.Tensor | None = None  # [B, W] per-row slot validity, None: all valid
+        self.frames: KVCache | None = None  # the frame tokens' keys, kept apart: physics never reads them
+
+    def frame_cache(self) -> KVCache:
+        """The cache of this layer's frame-token keys (made on first use): frame tokens read the physics
+        keys here and their own there, while the physics tokens read only these."""
+        if self.frames is None:
+            self.frames = KVCache(self.differentiable)
+        return self.frames
 
     def _slot(self, s: int) -> int:
         return s % len(self._steps)
@@ -120,3 +129,7 @@ class KVCache:
         if bool(self._valid.all()):
             self._valid = None
         self._publish()
+        if self.frames is not None or other.frames is not None:
+            if self.frames is None or other.frames is None:
+                raise ValueError("a framed rollout restarts from framed context steps, a frameless one from frameless")
+            self.frames.replace_rows(rows, other.frames)

@@ -104,12 +104,20 @@ def window_loss(wm: nn.Module, batch: dict[str, torch.Tensor], rng: torch.Genera
     return loss, logs
 
 
-def state_only_loss(wm: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def state_only_loss(wm: nn.Module, batch: dict[str, torch.Tensor], state_noise: float = 0.0,
+                    rng: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The teacher-forced state, reward and termination loss of the world model `wm` on a batch of
-    windows of K + 1 steps without frames (states, actions, rewards, terminated, act_mask; K its context)."""
+    windows of K + 1 steps without frames (states, actions, rewards, terminated, act_mask; K its context).
+    In training mode, `state_noise` adds Gaussian noise of that std (in dataset stds, drawn from `rng`)
+    to the input states, the targets staying the true next states, as `window_loss` does."""
     K = wm.cfg.dynamics.context
     t = targets(wm, batch)
-    out = wm.predict(None, t["states"][:, :K], t["actions"][:, :K])
-    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - t["states"][:, :K]), t,
-                               slice(0, K))
+    inp = t["states"][:, :K]
+    if state_noise > 0 and wm.dynamics.training:
+        noise = torch.randn(inp.shape, device=inp.device, generator=rng) * state_noise
+        if wm.cfg.static_state_dims:  # held fixed in rollouts, so never perturbed
+            noise[..., list(wm.cfg.static_state_dims)] = 0
+        inp = inp + noise
+    out = wm.predict(None, inp, t["actions"][:, :K])
+    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - inp), t, slice(0, K))
     return loss, {"state_only_loss": loss.item(), "state_only_state_mse": terms["state_mse"].item()}

@@ -226,9 +226,10 @@ class WorldModel(PretrainedMixin, nn.Module):
         return window_loss(self, batch, rng, force_rollout, corrupt_prob=corrupt_prob, state_noise=state_noise,
                            rollout_prob=rollout_prob)
 
-    def state_only_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def state_only_loss(self, batch: dict[str, torch.Tensor], state_noise: float = 0.0,
+                        rng: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The transformer's teacher-forced loss on windows without frames (`window_loss.state_only_loss`)."""
-        return state_only_loss(self, batch)
+        return state_only_loss(self, batch, state_noise, rng)
 
     def rollout_loss(self, batch: dict[str, torch.Tensor], prefix: str = "unrolled"
                      ) -> tuple[torch.Tensor, dict[str, float]]:

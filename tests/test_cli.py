@@ -115,6 +115,13 @@ def test_yaml_config(tmp_path, capsys):
     f.write_text("steps: 5\nbalance: false\n")
     got = _print_config(["train", "dynamics", "--config", str(f), "--print-config"], capsys)
     assert got["steps"] == 5 and got["balance"] is False
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a config file reads it as the float it means.
+    f.write_text("lr: 1e-3\nweight_decay: -2.5E+1\nsteps: 7\n")
+    got = _print_config(["train", "dynamics", "--config", str(f), "--print-config"], capsys)
+    assert got["lr"] == 1e-3 and got["weight_decay"] == -25.0 and got["steps"] == 7
+    f.write_text("lr: fast\n")
+    assert main(["train", "dynamics", "--config", str(f), "--print-config"]) == 2
+    assert "lr" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content, match", [
@@ -128,7 +135,9 @@ def test_bad_config_files_are_clear_errors(tmp_path, capsys, content, match):
     assert main(["train", "tokenizer", "--config", str(f), "--print-config"]) == 2
     err = capsys.readouterr().err
     assert re.search(match, err), err
-    assert main(["train", "tokenizer", "--config", str(tmp_path / "none.json"), "--print-config"]) == 1
+    # A missing file is bad input, as a bad one is.
+    assert main(["train", "tokenizer", "--config", str(tmp_path / "none.json"), "--print-config"]) == 2
+    assert capsys.readouterr().err == f"worldsim: error: --config {tmp_path / 'none.json'}: no such file\n"
 
 
 def test_config_values_reach_the_trainer(tmp_path, monkeypatch):

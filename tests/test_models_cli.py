@@ -2,6 +2,7 @@
 command that meets a scene without a world says to pass --checkpoint DIR."""
 
 import json
+import re
 
 import pytest
 
@@ -49,6 +50,26 @@ def test_models_json_reads_each_world_from_its_own_folder(capsys):
     for scene in NO_WORLD:
         assert listing["scenes"][scene]["world"] is None
     assert listing["scenes"]["Pusher-v5"]["tokenizer"] == SHIPPED["tokenizer"]["Pusher-v5"]
+
+
+def test_the_names_and_counts_models_prints_are_the_ones_info_takes_and_prints(capsys):
+    assert main(["models", "--json"]) == 0
+    worlds = {w["name"]: w for w in json.loads(capsys.readouterr().out)["worlds"]}
+    for name in ("mlp-reacher", "world-reacher"):
+        assert main(["info", worlds[name]["ref"], "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["kind"] == "world_model" and info["params_total"] == worlds[name]["params"]
+    assert main(["info", "worldsim:tokenizer-reacher", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "tokenizer"
+    # The figures say what they were scored under; no path from the machine a world was trained on shows.
+    assert worlds["world-pendulum"]["scored_on"]["policy"] == "scripted"
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"world-pendulum .* scripted, 240 steps", table) and not re.search(r"from /", table)
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    refs = set(re.findall(r"worldsim:[a-z0-9][a-z0-9-]*", capsys.readouterr().out))  # NAME: a placeholder
+    assert refs and all(main(["info", ref, "--json"]) == 0 for ref in refs), refs
 
 
 def test_scenes_say_whether_a_world_is_shipped(capsys, monkeypatch):

@@ -105,6 +105,28 @@ def test_an_unwritable_out_is_refused_before_any_work(capsys, argv):
     assert err.startswith("worldsim: error: --out '/proc/worldsim-out' cannot be written") and err.count("\n") == 1
 
 
+def test_videos_never_overwrite_a_file_without_force(tmp_path, capsys, monkeypatch):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("notes")
+    (tmp_path / "dir.mp4").mkdir()
+    real_make_scene = worldsim.envs.make_scene
+    monkeypatch.setattr(worldsim.envs, "make_scene", None)  # any work would fail loudly
+    monkeypatch.setattr("worldsim.cli.view.paired_rollout", None)
+    for argv in (["render", "--scene", "bounce"], ["rollout", "--scene", "Reacher-v5"]):
+        assert main([*argv, "--out", str(notes)]) == 2
+        assert "notes.mp4' exists; refusing to overwrite it (choose another --out, or pass --force" in \
+            capsys.readouterr().err
+        assert main([*argv, "--out", str(tmp_path / "dir.mp4"), "--force"]) == 2
+        assert "is a directory; refusing to replace it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["rollout", "--out", str(tmp_path / "new.mp4"), "--fps", "0"])
+    assert exc.value.code == 2 and "--fps: expected a number > 0, got '0'" in capsys.readouterr().err
+    assert notes.read_text() == "notes"
+    monkeypatch.setattr(worldsim.envs, "make_scene", real_make_scene)
+    assert main(["render", "--scene", "bounce", "--steps", "2", "--scale", "1", "--out", str(notes), "--force"]) == 0
+    assert notes.read_bytes()[4:8] == b"ftyp" and sorted(p.name for p in tmp_path.iterdir()) == ["dir.mp4", "notes.mp4"]
+
+
 # --- 2. scene names resolve to the shipped weights; a path is a path ---------------------------
 
 

@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
 
 @pytest.mark.parametrize("preset", ["dense", "v4", "v4-lite", "mlp"])
 def test_train_resume_and_step(setup, tmp_path, preset):
-    cfg = DynamicsTrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1, state_batch=8,
+    cfg = DynamicsTrainConfig(open_loop_horizon=0, steps=2, batch_size=2, save_every=1, warmup=1, val_batches=1, state_batch=8,
                               state_pretrain=2)
     out = tmp_path / preset
     metrics = train_dynamics(str(setup / "data"), str(setup / "tok"), out, preset=preset, cfg=cfg, device="cpu",
@@ -62,7 +62,7 @@ def test_train_resume_and_step(setup, tmp_path, preset):
 
 
 def test_resume_continues_only_the_same_run(setup, tmp_path):
-    cfg = DynamicsTrainConfig(steps=1, batch_size=2, save_every=1, warmup=1, val_batches=1)
+    cfg = DynamicsTrainConfig(open_loop_horizon=0, steps=1, batch_size=2, save_every=1, warmup=1, val_batches=1)
     kw = dict(preset="dense", device="cpu", context=2, progress=False)
     train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "run", cfg=cfg, **kw)
     before = load_checkpoint(tmp_path / "run.train").tensors
@@ -159,7 +159,7 @@ def test_torchrun_two_cpu_processes_keep_replicas_equal(setup, tmp_path):
     r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "worldsim", "train", "dynamics",
                         "--data", str(setup / "data"), "--tokenizer", str(setup / "tok"), "--preset", "v4",
                         "--out", str(tmp_path / "ddp"), "--steps", "3", "--batch-size", "2", "--context", "2",
-                        "--save-every", "3", "--quiet", "--device", "cpu"],
+                        "--save-every", "3", "--open-loop-horizon", "0", "--quiet", "--device", "cpu"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert load_checkpoint(tmp_path / "ddp").extra["steps"] == 3
@@ -170,7 +170,7 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, pr
     """Sampler, corruption and transition streams are checkpointed or step-seeded, so resuming
     changes nothing."""
 
-    cfg = DynamicsTrainConfig(steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1, state_batch=8,
+    cfg = DynamicsTrainConfig(open_loop_horizon=0, steps=4, batch_size=2, save_every=2, warmup=1, val_batches=1, state_batch=8,
                               state_pretrain=2)
     kw = dict(preset=preset, cfg=cfg, device="cpu", context=3, progress=False)
     train_dynamics(str(setup / "data"), str(setup / "tok"), tmp_path / "straight", **kw)
@@ -299,3 +299,39 @@ def test_init_starts_the_transformer_from_another_world(setup, tmp_path):
         train_dynamics(data, str(tmp_path / "tok2"), tmp_path / "bad", preset="v4-lite", cfg=cfg,
                        init=str(tmp_path / "mlp"), **kw)
     assert not (tmp_path / "bad").exists()
+
+
+def test_physics_first_stages_log_the_open_loop_score_and_keep_the_best(setup, tmp_path, monkeypatch):
+    """physics (frameless teacher forcing) -> rollout (K ramped) -> frames (physics loss kept): each run
+    logs the held-out open-loop score at every validation and its output is the best-scoring step."""
+    base = dict(steps=3, batch_size=4, save_every=1, warmup=1, val_batches=1, open_loop_horizon=5, val_fraction=0.4)
+    data, tok = str(setup / "data"), str(setup / "tok")
+    kw = dict(device="cpu", context=2, progress=False, preset="v4-lite")
+    with pytest.raises(ValueError, match="--init"):
+        train_dynamics(data, tok, tmp_path / "r", cfg=DynamicsTrainConfig(stage="rollout", rollout_steps=3, **base), **kw)
+    # A scripted score: best at step 2, so the output is step 2's weights whatever comes after.
+    scores = iter([1.0, 5.0, 2.0, 2.0])
+    real_call = td.OpenLoopProbe.__call__
+
+    def scripted(self, wm, frames=False):
+        return real_call(self, wm, frames) | {"open_score": next(scores)}
+
+    monkeypatch.setattr(td.OpenLoopProbe, "__call__", scripted)
+    train_dynamics(data, tok, tmp_path / "phys", cfg=DynamicsTrainConfig(stage="physics", state_noise=0.01, **base), **kw)
+    monkeypatch.setattr(td.OpenLoopProbe, "__call__", real_call)
+    ck = load_checkpoint(tmp_path / "phys")
+    assert ck.extra["best_step"] == ck.extra["steps"] == 2 and ck.extra["open_score"] == 5.0
+    lines = [json.loads(x) for x in (tmp_path / "phys.log" / "metrics.jsonl").read_text().splitlines()]
+    scored = [x for x in lines if "open_valid_horizon" in x]
+    assert [x["step"] for x in scored] == [1, 2, 3] and all("open_nrmse_h1" in x for x in scored)
+    assert "state_only_loss" in lines[0] and "ce" not in lines[0]  # no frame was read
+    roll = DynamicsTrainConfig(stage="rollout", rollout_steps=4, rollout_ramp=2, state_only_batch=2, **base)
+    train_dynamics(data, tok, tmp_path / "roll", cfg=roll, init=str(tmp_path / "phys"), **kw)
+    lines = [json.loads(x) for x in (tmp_path / "roll.log" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["unroll_k"] for x in lines] == [2.0, 4.0, 4.0] and all("unrolled_state_mse" in x for x in lines)
+    frames = DynamicsTrainConfig(stage="frames", state_only_batch=2, rollout_prob=0.0, **base)
+    train_dynamics(data, tok, tmp_path / "frames", cfg=frames, init=str(tmp_path / "roll"), **kw)
+    lines = [json.loads(x) for x in (tmp_path / "frames.log" / "metrics.jsonl").read_text().splitlines()]
+    assert all("ce" in x and "state_only_loss" in x for x in lines) and "open_token_acc" in lines[-1]
+    with pytest.raises(ValueError, match="state_only_batch"):
+        DynamicsTrainConfig(stage="frames")

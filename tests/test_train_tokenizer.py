@@ -9,11 +9,11 @@ import torch
 
 import worldsim.train.tokenizer as tt
 from worldsim.cli import main
-from worldsim.core.checkpoint import load_checkpoint
+from worldsim.core.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import load_frames, split_episodes
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
-from worldsim.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+from worldsim.train.tokenizer import TokenizerTrainConfig, tokenizer_scenes, train_tokenizer
 
 TINY = TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3))
 
@@ -166,3 +166,34 @@ def test_coded_frames_pair_each_frame_with_its_codes(dataset):
     coded = tt.CodedFrames(pool, tok, progress=False, chunk=7)
     frames, codes = coded.sample(np.random.default_rng(0), 5)
     assert torch.equal(codes, tok.encode(frames))
+
+
+def test_train_dynamics_checks_the_tokenizer_against_the_data_first(dataset, tmp_path, capsys, monkeypatch):
+    """Tokenizers record their scenes; a world's data of another scene is named, another frame size refused."""
+    monkeypatch.setattr("worldsim.cli.train.train_dynamics", lambda *a, **k: {})  # no training here
+    argv = ["train", "dynamics", "--data", str(dataset), "--out", str(tmp_path / "w"), "--quiet"]
+    assert main([*argv, "--tokenizer", "InvertedPendulum-v5"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("worldsim: warning: --tokenizer InvertedPendulum-v5 was trained on frames of "
+                          f"InvertedPendulum-v5, and --data {dataset} holds Reacher-v5") and err.count("\n") == 1
+    assert main([*argv, "--tokenizer", "Reacher-v5"]) == 0 and capsys.readouterr().err == ""
+    Tokenizer(TokenizerConfig(channels=(8, 16, 16), levels=(5, 4, 3), image_size=32)).save(tmp_path / "t32")
+    assert main([*argv, "--tokenizer", str(tmp_path / "t32")]) == 2
+    assert "takes 32x32 frames, and --data" in capsys.readouterr().err
+    # A tokenizer trained here records the scenes of its data.
+    train_tokenizer([str(dataset)], tmp_path / "tok", TINY, TokenizerTrainConfig(steps=1, batch_size=2, warmup=1),
+                    device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "tok").extra["scenes"] == ["Reacher-v5"]
+    assert tokenizer_scenes(str(tmp_path / "tok")) == ["Reacher-v5"]
+    assert main([*argv, "--tokenizer", str(tmp_path / "tok")]) == 0 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("trainer", [["tokenizer", "--data", "D"], ["dynamics", "--data", "D", "--tokenizer", "T"],
+                                     ["outcome", "--checkpoint", "C", "--state-data", "D"]])
+def test_a_rerun_asking_fewer_steps_than_its_state_has_is_refused(tmp_path, capsys, trainer):
+    kind = {"tokenizer": "tokenizer", "dynamics": "world_model", "outcome": "world_model"}[trainer[0]]
+    save_checkpoint(tmp_path / "out.train", torch.nn.Linear(2, 2), TINY, kind=f"{kind}-train", extra={"step": 8})
+    assert main(["train", *trainer, "--out", str(tmp_path / "out"), "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out.train'} is already at step 8, past --steps 4: rerun with --steps 8 or more" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.train"]

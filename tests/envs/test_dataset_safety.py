@@ -351,7 +351,7 @@ def test_a_shard_built_in_memory_has_the_bytes_h5py_writes_to_disk(ref, tmp_path
     episodes = [(e, 7, {"states": np.full((3, 2), float(e)), "actions": np.ones((2, 1), np.float32),
                         "frames": np.full((3, 16, 16, 3), e, np.uint8)}) for e in range(2)]
     shards.write_shard(tmp_path / "a.h5", 0, 0, episodes)
-    with h5py.File(tmp_path / "b.h5", "w", track_order=True) as f:
+    with h5py.File(tmp_path / "b.h5", "w", **shards.SHARD_FILE_OPTIONS) as f:
         shards.fill_shard(f, 0, 0, episodes)
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
     assert not list(tmp_path.glob("*.tmp-*"))

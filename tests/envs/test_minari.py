@@ -105,6 +105,31 @@ def test_import_gives_back_the_same_shards(data, mroot, tmp_path, capsys):
     assert _hidden(tmp_path) == []
 
 
+def test_an_edited_minari_dataset_imports_with_a_warning(data, mroot, tmp_path, capsys):
+    """The export recorded each shard's SHA-256: an episode changed after it is named on import."""
+    export_minari(data, NAME)
+    main_data = next((mroot / NAME).rglob("main_data.hdf5"))
+    with h5py.File(main_data, "r+") as f:
+        f["episode_2/rewards"][0] += 1.0
+    out = tmp_path / "back"
+    assert main(["data", "import", "--from", "minari", NAME, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"worldsim: warning: Minari dataset {NAME}: shard_00001.h5 differ from the SHA-256 "
+                                   "its export recorded") and captured.err.count("\n") == 1
+    assert "byte for byte" not in captured.out
+    with pytest.warns(UserWarning, match="shard_00001.h5 differ"):
+        r = import_minari(NAME, tmp_path / "again")
+    assert r["changed"] == ["shard_00001.h5"] and not r["identical"]
+
+
+def test_import_from_a_minari_root_that_does_not_exist_creates_nothing(tmp_path, capsys):
+    root = tmp_path / "nonexistent"
+    assert main(["data", "import", "--from", "minari", NAME, "--out", str(tmp_path / "out"),
+                 "--minari-root", str(root)]) == 2
+    assert f"Minari root {root}: no such directory (--minari-root or MINARI_DATASETS_PATH)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["reacher", "reacher-v", "reacher-vx", "../reacher-v0", "/reacher-v0",
                                   "a/reacher-v0", "ns//reacher-v0", "ns/reacher-v0/", "re.acher-v0", "", "ns/ -v0"])
 def test_bad_names_are_refused_saying_what_is_expected(data, mroot, name, capsys):

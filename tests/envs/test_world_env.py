@@ -201,9 +201,9 @@ def test_rollout_cli_writes_a_side_by_side_video(ckpt, tmp_path):
                  "--side-by-side", "--scale", "1", "--quiet", "--device", "cpu"]) == 0
     frames = iio.imread(out)
     assert frames.shape == (6, 64, 192, 3)
-    # Episodes one after another, under the scripted controller.
+    # Episodes one after another, under the scripted controller (written over the first video: --force).
     assert main(["rollout", "--checkpoint", ckpt, "--steps", "3", "--episodes", "2", "--policy", "scripted",
-                 "--out", str(out), "--side-by-side", "--scale", "1", "--quiet", "--device", "cpu"]) == 0
+                 "--out", str(out), "--side-by-side", "--scale", "1", "--quiet", "--device", "cpu", "--force"]) == 0
     assert iio.imread(out).shape == (8, 64, 192, 3)
     assert main(["rollout", "--checkpoint", ckpt, "--steps", "2", "--out", str(tmp_path / "x.gif")]) == 2
 

@@ -129,7 +129,7 @@ def test_out_dir_is_not_clobbered_or_half_written(reacher_result, tmp_path, monk
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="without a report.json"):
+    with pytest.raises(ValueError, match="holds notes.txt, which no `worldsim eval` report holds"):
         write_report(reacher_result, foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
 

@@ -13,6 +13,7 @@ from worldsim.envs import make_scene
 from worldsim.envs.policies import make_policy
 from worldsim.eval.policy_eval import BehaviourPolicy, ScriptedPolicy, evaluate_policies, policy_from_spec, run_real
 from worldsim.eval.ranking import mmrv, normalised_error, pearson, ranking_report, ranks, spearman
+from worldsim.eval.report import write_report_dir
 
 
 def test_a_perfect_ranking():
@@ -142,6 +143,51 @@ def test_cli_eval_policies_writes_a_report(tiny_world, tmp_path, capsys):
                  "--out", str(tmp_path / "dup")]) == 2
 
 
+@pytest.mark.parametrize("argv", [["eval", "--scene", "Reacher-v5", "--episodes", "1"],
+                                  ["eval", "policies", "--scene", "Reacher-v5", "--policies", "zero", "--episodes", "1"]])
+def test_a_report_dir_holding_anything_else_is_refused_before_any_work(tmp_path, capsys, monkeypatch, argv):
+    """A directory with a report.json is replaced only when it holds nothing but a report of the same kind."""
+    monkeypatch.setattr("worldsim.cli.evaluation.load_world_model", None)  # any work would fail loudly
+    monkeypatch.setattr("worldsim.cli.evaluation.evaluate_policies", None)
+    wipe = tmp_path / "wipe"
+    (wipe / "sub").mkdir(parents=True)
+    (wipe / "report.json").write_text('{"mine": 1}')
+    (wipe / "thesis.tex").write_text("important")
+    (wipe / "sub" / "data.csv").write_text("d")
+    assert main([*argv, "--out", str(wipe)]) == 2
+    assert "holds sub, thesis.tex, which no `worldsim eval" in capsys.readouterr().err
+    assert (wipe / "thesis.tex").read_text() == "important" and (wipe / "sub" / "data.csv").read_text() == "d"
+    # A report.json of no kind, and a report of the other kind (its plots would be lost), are refused too.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.json").write_text('{"mine": 1}')
+    assert main([*argv, "--out", str(mine)]) == 2
+    assert "no readable" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    if argv[1] == "policies":
+        (other / "report.json").write_text(json.dumps({"scene": "Reacher-v5", "pcs": 1.0, "metrics": {}}))
+    else:
+        (other / "report.json").write_text(json.dumps({"kind": "eval-policies", "policies": {}}))
+    assert main([*argv, "--out", str(other)]) == 2
+    assert "this writes a `worldsim eval" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "other", "wipe"]
+
+
+def test_a_report_of_the_same_kind_is_replaced(tmp_path):
+    out = tmp_path / "rep"
+    write_report_dir(out, lambda d: (d / "report.json").write_text('{"kind": "eval", "old": 1}'))
+    write_report_dir(out, lambda d: (d / "report.json").write_text('{"kind": "eval", "new": 1}'))
+    assert json.loads((out / "report.json").read_text()) == {"kind": "eval", "new": 1}
+    # An earlier policy report (written before reports recorded their kind) is one too.
+    pol = tmp_path / "pol"
+    write_report_dir(pol, lambda d: (d / "report.json").write_text('{"scene": "x", "policies": {}}'),
+                     kind="eval-policies")
+    write_report_dir(pol, lambda d: (d / "returns.png").write_bytes(b"png"), kind="eval-policies")
+    assert [p.name for p in pol.iterdir()] == ["returns.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pol", "rep"]
+
+
 def test_a_saved_sb3_agent_is_a_policy(tmp_path):
     sb3 = pytest.importorskip("stable_baselines3")
     agent = sb3.PPO("MlpPolicy", gym.make("Reacher-v5"), n_steps=8, batch_size=8, seed=0, device="cpu")
@@ -151,7 +197,7 @@ def test_a_saved_sb3_agent_is_a_policy(tmp_path):
     np.testing.assert_allclose(policy(obs), agent.predict(obs.astype(np.float32), deterministic=True)[0])
     ret, length = run_real("Reacher-v5", policy, [0], max_steps=3)
     assert length.tolist() == [3] and np.isfinite(ret).all()
-    with pytest.raises(ValueError, match="not a file"):
+    with pytest.raises(ValueError, match="no such file"):
         policy_from_spec(f"ppo:{tmp_path / 'missing.zip'}")
     with pytest.raises(ValueError, match="built-in policies"):
         policy_from_spec(f"dqn:{tmp_path / 'agent.zip'}")
@@ -163,3 +209,33 @@ def test_a_saved_sb3_agent_is_a_policy(tmp_path):
     (tmp_path / "settings.json").write_text("[1]")
     with pytest.raises(ValueError, match="JSON object"):
         policy_from_spec(f"agent:{tmp_path / 'agent.zip'}")
+
+
+def test_an_agent_that_does_not_fit_is_refused_saying_why(tmp_path, capsys, monkeypatch):
+    """Another algorithm, another scene, a missing file or not an SB3 save: one line each, before any work."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    monkeypatch.setattr("worldsim.cli.play.PairedSession", None)  # loading a world would fail loudly
+    monkeypatch.setattr("worldsim.cli.evaluation.evaluate_policies", None)
+    path = tmp_path / "agent.zip"
+    sb3.PPO("MlpPolicy", gym.make("Reacher-v5"), n_steps=8, batch_size=8, seed=0, device="cpu").save(path)
+    (tmp_path / "settings.json").write_text(json.dumps({"algo": "ppo", "scene": "Reacher-v5"}))
+    out = ["--out", str(tmp_path / "out.mp4")]
+    for argv in (["agent", "eval", str(path), "--algo", "sac", "--episodes", "1"],
+                 ["eval", "policies", "--scene", "Reacher-v5", "--policies", f"sac:{path}", "--out", str(tmp_path / "r")],
+                 ["play", "--headless", "--policy", f"sac:{path}", *out]):
+        assert main(argv) == 2
+        assert f"agent '{path}' was saved by PPO, not SAC: name its algorithm as ppo" in capsys.readouterr().err
+    assert main(["agent", "eval", str(path), "--scene", "InvertedPendulum-v5", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "observes shape (10,)" in err and "scene 'InvertedPendulum-v5' has observations (4,)" in err
+    assert "it was trained on 'Reacher-v5'" in err
+    (tmp_path / "settings.json").unlink()
+    with pytest.raises(ValueError, match="it fits Reacher-v5"):
+        policy_from_spec(f"ppo:{path}", "InvertedPendulum-v5")
+    assert main(["agent", "eval", str(tmp_path / "nosuch.zip")]) == 2
+    assert capsys.readouterr().err == f"worldsim: error: agent '{tmp_path / 'nosuch.zip'}': no such file (expected " \
+                                      "an SB3 .zip)\n"
+    (tmp_path / "notes.zip").write_text("notes")
+    assert main(["play", "--headless", "--policy", f"ppo:{tmp_path / 'notes.zip'}", *out]) == 2
+    assert "is not an SB3 .zip" in capsys.readouterr().err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "r").exists()

@@ -72,13 +72,14 @@ def test_kv_cache_window_slides(model):
         for t in range(7):
             out = model.step_with_cache(caches, codes[:, t : t + 1], states[:, t : t + 1], actions[:, t : t + 1], t)
             assert all(int(c.step.min()) == max(0, t - 3) and int(c.step.max()) == t for c in caches)
-            per_step = [c.k.shape[2] // len(c.step.unique()) for c in caches]
-            assert all(c.k.shape[2] == len(c.step) for c in caches)
+            assert all(int(c.frames.step.min()) == max(0, t - 3) for c in caches)
+            per_step = [c.frames.k.shape[2] // len(c.frames.step.unique()) for c in caches]
+            assert all(c.k.shape[2] == len(c.step) == 2 * len(c.step.unique()) for c in caches)
     assert torch.isfinite(out["code_logits"]).all()
     first_pruned = model.cfg.prune_from if model.cfg.prune else model.cfg.layers
-    want = [model.cfg.tokens_per_step if i < first_pruned else model.cfg.kept_frame_tokens + 2
+    want = [model.cfg.tokens_per_frame if i < first_pruned else model.cfg.kept_frame_tokens
             for i in range(model.cfg.layers)]
-    assert per_step == want  # pruned layers cache only their kept tokens
+    assert per_step == want  # the physics keys apart; pruned layers cache only their kept frame tokens
 
 
 def test_pruning_keeps_exactly_capacity_and_leaves_dropped_tokens_unchanged():
@@ -89,14 +90,15 @@ def test_pruning_keeps_exactly_capacity_and_leaves_dropped_tokens_unchanged():
     step = torch.arange(T).repeat_interleave(S)
     with torch.no_grad():
         y = blk(x, step)
-    kept = blk.last_kept  # [B, T*M]
-    k = V4.kept_frame_tokens
-    assert k == 10 and kept.shape == (2, T * (k + 2))  # ceil(0.6 * 16)
+    kept = blk.last_kept  # [B, T*k] positions in the frame tokens' stream
+    k, N = V4.kept_frame_tokens, V4.tokens_per_frame
+    assert k == 10 and kept.shape == (2, T * k)  # ceil(0.6 * 16)
     for b in range(2):
-        idx = set(kept[b].tolist())
+        # Frame position i of step t sits at t * S + 2 + i % N in the full stream.
+        idx = {(i // N) * S + 2 + i % N for i in kept[b].tolist()}
         for t in range(T):
-            assert t * S in idx and t * S + 1 in idx  # action and state always kept
             assert len([i for i in idx if t * S + 2 <= i < (t + 1) * S]) == k
+        idx |= {t * S + j for t in range(T) for j in (0, 1)}  # action and state always go through
         dropped = sorted(set(range(T * S)) - idx)
         torch.testing.assert_close(y[b, dropped], x[b, dropped], rtol=0, atol=0)
         assert not torch.allclose(y[b, sorted(idx)], x[b, sorted(idx)])
@@ -108,9 +110,11 @@ def test_all_kept_pruning_is_the_dense_block():
     blk = Block(cfg, pruned=True).eval()
     x = torch.randn(1, 2 * cfg.tokens_per_step, cfg.width)
     step = torch.arange(2).repeat_interleave(cfg.tokens_per_step)
+    dense_blk = Block(cfg, pruned=False).eval()  # the same weights, no scorer
+    dense_blk.load_state_dict({k: v for k, v in blk.state_dict().items() if not k.startswith("scorer.")})
     with torch.no_grad():
         y = blk(x, step)
-        dense = blk._core(x, step, None)
+        dense = dense_blk(x, step)
     gate = torch.sigmoid(blk.scorer(x)).view(1, 2, -1, 1)[:, :, 2:]
     delta = (dense - x).view(1, 2, cfg.tokens_per_step, -1)
     expect = x.view(1, 2, cfg.tokens_per_step, -1).clone()

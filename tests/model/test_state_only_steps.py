@@ -1,10 +1,10 @@
-"""Steps without a frame: each carries its action and state tokens alone, exactly as if the frame's
-tokens were absent from attention; state-only data trains the transformer's physics."""
+"""Steps without a frame carry their action and state tokens alone; with a frame, those tokens never
+read the frame's, so the physics of a framed step is the frameless step's, bit for bit; state-only
+data trains the transformer's physics."""
 
 import pytest
 import torch
 
-import worldsim.model.dynamics as dynamics_module
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.kv_cache import KVCache
 from worldsim.model.tokenizer import TokenizerConfig
@@ -20,32 +20,46 @@ def _model(**fields):
     return WorldModel(WorldModelConfig(scene="test", preset="v4", tokenizer=TOK, dynamics=dyn)).eval()
 
 
-@pytest.mark.parametrize("fields", [dict(prune=False, moe=False),
-                                    dict(prune=True, capacity=0.25, prune_from=0, moe=True, experts=4,
-                                         expert_groups=2, top_groups=1, top_k=2, expert_hidden=16, shared_hidden=32)])
-def test_a_step_without_frame_is_the_full_step_with_its_frame_tokens_out_of_attention(fields, monkeypatch):
+FIELDS = [dict(prune=False, moe=False),
+          dict(prune=True, capacity=0.25, prune_from=0, moe=True, experts=4, expert_groups=2, top_groups=1, top_k=2,
+               expert_hidden=16, shared_hidden=32),
+          dict(prune=True, capacity=0.5, prune_from=1, moe=False)]
+
+
+@pytest.mark.parametrize("fields", FIELDS)
+def test_physics_never_reads_frames_and_frames_read_physics(fields):
+    """Teacher-forced: the framed pass's state, reward and termination are the frameless pass's, bit for
+    bit, whatever the codes; its frame logits change with the states (frame tokens read the physics)."""
     wm = _model(**fields)
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 60, (2, 3, 64), generator=g)
     states, actions = torch.randn(2, 3, 3, generator=g), torch.randn(2, 3, 2, generator=g)
     with torch.no_grad():
-        state_only = wm.dynamics(None, states, actions)
-    assert "code_logits" not in state_only
-    # The reference: the full stream, unpruned, with every frame token masked out as a key. Frame
-    # tokens reach the action and state tokens only through attention, so their outputs must agree.
-    real = dynamics_module.pruned_attention
-    frame_key = (torch.arange(3 * 66) % 66) >= 2
-
-    def without_frame_keys(q, k, v, q_step, k_step, k_valid=None):
-        return real(q, k, v, q_step, k_step, k_valid=~frame_key.expand(q.shape[0], -1))
-
-    monkeypatch.setattr(dynamics_module, "pruned_attention", without_frame_keys)
-    for blk in wm.dynamics.blocks:
-        monkeypatch.setattr(blk, "pruned", False)
-    with torch.no_grad():
-        full = wm.dynamics(codes, states, actions)
+        frameless = wm.dynamics(None, states, actions)
+        framed = wm.dynamics(codes, states, actions)
+        other_codes = wm.dynamics((codes + 7) % 60, states, actions)
+        other_states = wm.dynamics(codes, states + 1, actions)
+    assert "code_logits" not in frameless
     for key in ("reward", "term_logit", "state_delta"):
-        torch.testing.assert_close(state_only[key], full[key], rtol=1e-5, atol=1e-5, msg=key)
+        torch.testing.assert_close(framed[key], frameless[key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(other_codes[key], frameless[key], rtol=0, atol=0, msg=key)
+    assert not torch.allclose(framed["code_logits"], other_states["code_logits"])
+
+
+@pytest.mark.parametrize("fields", FIELDS)
+def test_framed_rollout_physics_is_the_frameless_rollout_bit_for_bit(fields):
+    """Through `WorldModel.start` / `step` (the KV-cached step the env runs), past the context window."""
+    wm = _model(**fields)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 60, (3, 2, 8, 8), generator=g)
+    states, actions = torch.randn(3, 2, 3, generator=g), torch.randn(3, 9, 2, generator=g)
+    framed, frameless = wm.start(tokens, states, actions[:, :1]), wm.start(None, states, actions[:, :1])
+    for t in range(1, 9):
+        codes, *with_frames = wm.step(framed, actions[:, t])
+        none, *without = wm.step(frameless, actions[:, t])
+        assert codes is not None and none is None
+        for a, b in zip(with_frames, without):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_state_only_loss_trains_the_transformer():

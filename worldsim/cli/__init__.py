@@ -61,8 +61,14 @@ def _threads(text: str) -> int:
     return n
 
 
-def _expected_failure(exc: BaseException) -> tuple[int, str] | None:
-    """(exit code, one line) for a failure a user can meet and act on; None for a bug (traceback)."""
+def _resumes(args: argparse.Namespace) -> bool:
+    """Whether the command resumes where an interrupt stopped it when rerun (the trainers, `data generate`)."""
+    return args.command == "train" or (args.command == "data" and getattr(args, "data_command", None) == "generate")
+
+
+def _expected_failure(exc: BaseException, resumes: bool = False) -> tuple[int, str] | None:
+    """(exit code, one line) for a failure a user can meet and act on; None for a bug (traceback).
+    `resumes`: the command resumes when rerun, which an interrupt's line then says."""
     if isinstance(exc, NoShippedWorld):  # its message speaks Python; every command that meets it has the flag
         return 2, exc.advice("--checkpoint DIR")
     if isinstance(exc, (ValueError, TypeError)):
@@ -72,7 +78,7 @@ def _expected_failure(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, FloatingPointError):
         return 1, str(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return 130, "interrupted (a training run resumes from its last saved state when rerun)"
+        return 130, "interrupted" + (" (rerun the same command to resume from its last saved state)" if resumes else "")
     if isinstance(exc, OSError):
         text = exc.strerror or str(exc)
         return 1, text if exc.filename is None else f"{text}: {exc.filename}"
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:
-        failure = None if args.debug else _expected_failure(exc)
+        failure = None if args.debug else _expected_failure(exc, _resumes(args))
         if failure is None:
             raise
         code, line = failure

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -20,14 +21,16 @@ from worldsim.eval.policy_eval import episode_steps, run_real, run_world
 
 
 def run_agent_eval(args: argparse.Namespace) -> int:
+    if not Path(args.agent).exists():
+        raise ValueError(f"agent {args.agent!r}: no such file (expected an SB3 .zip)")
     settings = agent_settings(args.agent)
     scene = args.scene or settings.get("scene")
     if scene is None:
         raise ValueError(f"no settings.json beside {args.agent!r} names the agent's scene; pass --scene")
-    policy = load_agent(args.agent, args.algo)
     steps = episode_steps(scene) if args.max_steps is None else args.max_steps
     if args.episodes < 1 or steps < 1:
         raise ValueError(f"--episodes and --max-steps must be >= 1, got {args.episodes} and {steps}")
+    policy = load_agent(args.agent, args.algo, scene=scene)
     seeds = [args.seed + i for i in range(args.episodes)]
     if args.world:
         # The world it was trained in, with that world's reward, unless the flags say otherwise.

@@ -4,14 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
+from worldsim.core.checkpoint import load_checkpoint_config
 from worldsim.core.cli_config import resolve_config
 from worldsim.core.config import ConfigBase
+from worldsim.core.registry import resolve_checkpoint
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 FORCE_HELP = ("replace a checkpoint of another kind at --out (a directory holding anything but a checkpoint is "
               "never replaced)")
+
+FORCE_FILE_HELP = "replace an existing file at --out (a directory is never replaced)"
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a frame rate of 0 is refused, never read as "the default")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -44,3 +71,14 @@ def config_or_print(cls: type[ConfigBase], args: argparse.Namespace, **kwargs: A
         print(json.dumps(cfg.to_dict(), indent=2))
         return None
     return cfg
+
+
+def world_frame_size(scene: str, checkpoint: str | None) -> int | None:
+    """The side in pixels of the frames a world renders (its tokenizer's image size), read from its
+    config.json before the world loads, so a video's size can be checked first; None when the world
+    cannot be found (its load then says why)."""
+    try:
+        cfg = load_checkpoint_config(resolve_checkpoint(checkpoint or scene, "world_model"))
+        return int(cfg["tokenizer"]["image_size"])
+    except (ValueError, KeyError, TypeError):
+        return None

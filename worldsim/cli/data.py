@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 from worldsim.envs.dataset import GenerateSpec, generate
@@ -87,7 +89,11 @@ def _cmd_data_export(args: argparse.Namespace) -> int:
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
     name = _format("--from", args.source)
-    r = import_minari(name, args.out, scene=args.scene, frames=args.frames, minari_root=args.minari_root)
+    with warnings.catch_warnings(record=True) as caught:  # shown as one line each, as errors are
+        warnings.simplefilter("always")
+        r = import_minari(name, args.out, scene=args.scene, frames=args.frames, minari_root=args.minari_root)
+    for w in caught:
+        print(f"worldsim: warning: {w.message}", file=sys.stderr)
     what = "with frames" if r["frames"] else "without frames"
     same = "; shards byte for byte the exported ones" if r["identical"] else ""
     print(f"Minari dataset {name} -> {r['out']}: {r['scene']}, {r['episodes']} episodes, {r['steps']} steps, "

@@ -65,7 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "score the model and two baselines by horizon, and write report.json, "
                                    "report.md, plots and side-by-side videos to --out.")
     s.add_argument("--checkpoint", default=None, help="world-model checkpoint directory (default: the shipped one)")
-    add_required(s, "--out", help="report directory (replaced only if it holds an earlier report)")
+    add_required(s, "--out", help="report directory (replaced only if it holds nothing but an earlier `eval` "
+                                  "report)")
     add_config_file_flags(s)
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--no-video", action="store_true", help="skip the side-by-side videos")
@@ -82,7 +83,7 @@ def run_policies_command(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"--policies must name distinct policies, comma-separated, got {args.policies!r}")
     policies = {n: policy_from_spec(n, args.scene) for n in names}
-    check_out_dir(args.out)
+    check_out_dir(args.out, "eval-policies")
     report = evaluate_policies(args.scene, policies, episodes=args.episodes, seed=args.seed,
                                max_steps=args.max_steps, checkpoint=args.checkpoint, device=args.device)
     out = write_policy_report(report, args.out)
@@ -102,7 +103,8 @@ def add_policies_parser(eval_parser: argparse.ArgumentParser) -> None:
                                    "returns.png under --out.")
     add_required(s, "--scene", help="scene name (see `worldsim scenes`)")
     add_required(s, "--policies", help=f"comma-separated built-in policies: {BUILT_IN}")
-    add_required(s, "--out", help="report directory (replaced only if it holds an earlier report)")
+    add_required(s, "--out", help="report directory (replaced only if it holds nothing but an earlier "
+                                  "`eval policies` report)")
     s.add_argument("--episodes", type=int, default=16, help="episodes per policy, seeds SEED, SEED + 1, ...")
     s.add_argument("--seed", type=int, default=1000, help="first episode's seed")
     s.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the scene's)")

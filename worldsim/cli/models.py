@@ -2,8 +2,10 @@
 
 Everything shown is read from the world's `config.json` and weights file: a figure the config does not
 hold is shown as "-" (null in `--json`). PCS and valid horizon are those of the `worldsim eval` report
-its export was given (`worldsim export --eval-report`: `extra.eval`, which names the report); the full
-tables are in the docs (`FIGURES_DOC`).
+its export was given (`worldsim export --eval-report`: `extra.eval`, which names the report), shown
+with the policy and horizon they were scored under; the full tables are in the docs (`FIGURES_DOC`).
+Parameters are counted as `worldsim info` counts them: the weights file's values less its buffers
+(normalisation statistics, MoE load counters), which the world's own module structure names.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 from safetensors import safe_open
 
-from worldsim.core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from worldsim.core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint_config
 from worldsim.core.registry import BASELINES, PACKAGE_REF, SHIPPED, WEIGHTS_DIR
 from worldsim.envs import list_scenes
+from worldsim.model.world_model import WorldModel, WorldModelConfig
 
 FIGURES_DOC = "docs/evaluation.md"
 # The headline figures, under the keys of `worldsim eval`'s report; a config holds them where its export
@@ -47,16 +50,29 @@ def training_runs(extra: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
-def _params(weights: Path) -> int:
-    """The number of values in a safetensors file, from its header (no tensor is read)."""
+def _params(folder: Path) -> int:
+    """The world's parameters, from its weights file's header (no tensor is read): every value but the
+    buffers a `WorldModel` of its config holds, and but a copied tokenizer's, which `worldsim info` counts
+    apart."""
+    buffers = {name for name, _ in WorldModel(load_checkpoint_config(
+        folder, kind="world_model", config_cls=WorldModelConfig)).named_buffers()}
     total = 0
-    with safe_open(str(weights), framework="pt") as f:
+    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as f:
         for name in f.keys():
+            if name in buffers or name.startswith("tokenizer."):
+                continue
             n = 1
             for dim in f.get_slice(name).get_shape():
                 n *= int(dim)
             total += n
     return total
+
+
+def _scored_on(record: Any) -> dict[str, Any] | None:
+    """What the figures were scored under (`worldsim eval`'s policy, horizon, episodes and seed), if recorded."""
+    if not isinstance(record, dict):
+        return None
+    return {k: record.get(k) for k in ("policy", "horizon", "episodes", "seed")}
 
 
 def describe_world(name: str, scene: str, family: str) -> dict[str, Any]:
@@ -66,14 +82,15 @@ def describe_world(name: str, scene: str, family: str) -> dict[str, Any]:
                            "installed": (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()}
     if not row["installed"]:
         return {**row, **dict.fromkeys(("preset", "params", "bytes", "tokenizer")), "training": [],
-                "validation": {}, **dict.fromkeys(FIGURES)}
+                "validation": {}, **dict.fromkeys(FIGURES), "scored_on": None}
     meta = json.loads((folder / CONFIG_FILE).read_text())
     extra = meta.get("extra") or {}
-    return {**row, "preset": (meta.get("config") or {}).get("preset"), "params": _params(folder / WEIGHTS_FILE),
+    return {**row, "preset": (meta.get("config") or {}).get("preset"), "params": _params(folder),
             "bytes": sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
             "tokenizer": extra.get("tokenizer_ref"), "training": training_runs(extra),
             "validation": {k: v for k, v in extra.items() if k.startswith("val_")},
-            **{k: (extra.get("eval") or {}).get(k, extra.get(k)) for k in FIGURES}}
+            **{k: (extra.get("eval") or {}).get(k, extra.get(k)) for k in FIGURES},
+            "scored_on": _scored_on(extra.get("eval"))}
 
 
 def list_models() -> dict[str, Any]:
@@ -92,25 +109,39 @@ def _figure(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
+def _init_text(init: str | None) -> str:
+    """Where a run started: shipped weights by their ref; a folder by its name alone, since the path is
+    one on the machine the world was trained on."""
+    if not init:
+        return ""
+    return f" from {init}" if init.startswith(PACKAGE_REF) else f" from {Path(init).name} (a local run)"
+
+
+def _scored_text(scored: dict[str, Any] | None) -> str:
+    if not scored or scored.get("policy") is None:
+        return "-"
+    return f"{scored['policy']}, {_figure(scored.get('horizon'))} steps"
+
+
 def _training_text(runs: list[dict[str, Any]]) -> str:
     parts = []
     for run in runs:
         data = ", ".join(Path(p).name for p in run["data"] + [p for p in run["state_data"] if p not in run["data"]])
-        init = f" from {run['init']}" if run["init"] else ""
+        init = _init_text(run["init"])
         parts.append(f"{run['stage'] or 'run'} {_figure(run['steps'])}{init}" + (f" ({data})" if data else ""))
     return "; ".join(parts) or "-"
 
 
 def _print_table(listing: dict[str, Any]) -> None:
     print(f"{'world':<15}{'scene':<21}{'family':<13}{'preset':<9}{'params':>9}{'MiB':>7}{'PCS':>6}{'horizon':>9}"
-          f"  training (steps, last run first; data)")
+          f"  {'scored on':<21}training (steps, last run first; data)")
     for w in listing["worlds"]:
         if not w["installed"]:
             print(f"{w['name']:<15}{w['scene']:<21}{w['family']:<13}missing from this install")
             continue
         print(f"{w['name']:<15}{w['scene']:<21}{w['family']:<13}{w['preset'] or '-':<9}{w['params'] / 1e6:>8.2f}M"
               f"{w['bytes'] / 2**20:>7.1f}{_figure(w['pcs']):>6}{_figure(w['valid_horizon']):>9}  "
-              f"{_training_text(w['training'])}")
+              f"{_scored_text(w['scored_on']):<21}{_training_text(w['training'])}")
     for scene, s in listing["scenes"].items():
         if s["world"] is None and not s["baselines"]:
             tokenizer = f" (shipped tokenizer: {s['tokenizer']})" if s["tokenizer"] else ""
@@ -118,9 +149,9 @@ def _print_table(listing: dict[str, Any]) -> None:
     tokenizers = sorted({w["tokenizer"] for w in listing["worlds"] if w["tokenizer"]})
     if tokenizers:
         print(f"\nThe worlds read the shipped tokenizer {', '.join(tokenizers)}, whose weights are not counted above.")
-    if any(w[k] is None for w in listing["worlds"] for k in FIGURES):
-        print(f"'-': not in the world's config.json; the shipped worlds' scores (PCS, valid horizon) are in "
-              f"{listing['figures_doc']}.")
+    print(f"PCS and horizon: the `worldsim eval` report each world was exported with, under the policy and episode "
+          f"length in 'scored on' ('-': not in the world's config.json); the scores under other policies are in "
+          f"{listing['figures_doc']}.")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

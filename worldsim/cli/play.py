@@ -7,21 +7,24 @@ record a session headless to mp4.
 
 Both sides start from the initial state of MuJoCo's `reset(seed)` and take the same actions; the
 policy acts on the world's state, so the world runs closed loop and MuJoCo shows what those actions
-do for real. Keys: arrows, WASD, IJKL, comma/period push action components 0-6 to their bounds; Space
+do for real. An episode ends when both sides have terminated or at the scene's time limit; each
+side's return counts its rewards up to its own end. Headless, the next episode (the next seed) starts
+there. Keys: arrows, WASD, IJKL, comma/period push action components 0-6 to their bounds; Space
 pauses, R resets to the next seed, Esc or Q quits. The live window needs pygame (`pip install
-'worldsim[play]'`); headless needs nothing more.
+'worldsim[play]'`) and a display; headless needs neither.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
-from worldsim.cli.common import DEVICE_HELP
+from worldsim.cli.common import DEVICE_HELP, FORCE_FILE_HELP, positive_float, positive_int, world_frame_size
 from worldsim.core.extras import MissingExtra
-from worldsim.core.video import side_by_side, write_video
+from worldsim.core.video import check_video_target, side_by_side, write_video
 from worldsim.eval.paired_session import PairedSession
 from worldsim.eval.policy_eval import BUILT_IN, policy_from_spec
 
@@ -44,9 +47,10 @@ def keyboard_action(pressed: set[str], low: np.ndarray, high: np.ndarray) -> np.
 class Driver:
     """Who chooses the actions: a policy on the world's state, or the keyboard when there is none."""
 
-    def __init__(self, spec: str | None, session: PairedSession):
+    def __init__(self, spec: str | None, session: PairedSession, policy=None):
+        """`policy`: the policy `spec` names, when the caller has made it already."""
         self.session = session
-        self.policy = None if spec is None else policy_from_spec(spec, session.real.name)
+        self.policy = policy if policy is not None or spec is None else policy_from_spec(spec, session.real.name)
 
     def reset(self, seed: int) -> None:
         """Start an episode of `seed` for both sides and the policy: a seeded policy (noise, the scripted
@@ -64,38 +68,94 @@ class Driver:
         return np.asarray(self.policy(self.session.world_state[None]), dtype=np.float64)[0]
 
 
-def run_headless(args: argparse.Namespace, session: PairedSession) -> int:
-    driver = Driver(args.policy, session)
-    driver.reset(args.seed)
-    model, real = session.frames()
-    frames, ret = [side_by_side(model[None], real[None])[0]], {"real": 0.0, "world": 0.0}
-    for _ in range(args.steps):
-        r = session.step(driver.act(set()))
-        ret["real"] += r["real_reward"]
-        ret["world"] += r["world_reward"]
+def _side_text(ret: float, end: int | None, session: PairedSession) -> str:
+    if end is not None:
+        return f"{ret:.4g} (terminated at step {end})"
+    if session.t >= session.time_limit:
+        return f"{ret:.4g} (truncated at step {session.time_limit})"
+    return f"{ret:.4g} (unfinished at step {session.t})"
+
+
+def _episode_text(seed: int, session: PairedSession) -> str:
+    return (f"  seed {seed}: world {_side_text(session.returns['world'], session.world_end, session)}, "
+            f"MuJoCo {_side_text(session.returns['real'], session.real_end, session)}")
+
+
+def run_headless(args: argparse.Namespace, session: PairedSession, policy=None) -> int:
+    """Record `--steps` steps; an episode that ends starts the next seed's, as `rollout --episodes` does."""
+    driver = Driver(args.policy, session, policy)
+    seed, episodes = args.seed, []
+
+    def frame() -> np.ndarray:
         model, real = session.frames()
-        frames.append(side_by_side(model[None], real[None])[0])
+        return side_by_side(model[None], real[None])[0]
+
+    driver.reset(seed)
+    frames = [frame()]
+    for step in range(1, args.steps + 1):
+        session.step(driver.act(set()))
+        frames.append(frame())
+        if session.episode_over and step < args.steps:
+            episodes.append(_episode_text(seed, session))
+            seed += 1
+            driver.reset(seed)
+            frames.append(frame())
+    episodes.append(_episode_text(seed, session))
     out = write_video(args.out, np.stack(frames), fps=args.fps or 1.0 / session.real.dt, scale=args.scale)
-    ends = f"MuJoCo's episode ended at step {session.real_end}, the world's at {session.world_end}"
-    print(f"wrote {out}: {args.steps} steps of {session.real.name} (world | MuJoCo | difference), policy "
-          f"{args.policy}, seed {args.seed}; return world {ret['world']:.4g}, MuJoCo {ret['real']:.4g}; {ends}")
+    print(f"wrote {out}: {args.steps} steps of {session.real.name} in {len(episodes)} episode(s) (world | MuJoCo | "
+          f"difference), policy {args.policy}; returns:")
+    print("\n".join(episodes))
     return 0
+
+
+def check_display(pygame=None) -> None:
+    """Refuse at once a live window nobody would see: no display in the environment, or SDL about to
+    draw offscreen, where the session would run for ever invisibly.
+
+    Raises:
+        ValueError: saying so, and pointing to --headless.
+    """
+    hint = "record the session instead: worldsim play --headless --policy smooth --out play.mp4"
+    driver = os.environ.get("SDL_VIDEODRIVER", "")
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) and \
+            not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError(f"no display for the live window (DISPLAY and WAYLAND_DISPLAY are unset); {hint}")
+    if driver in ("offscreen", "dummy"):
+        raise ValueError(f"SDL_VIDEODRIVER={driver} draws the live window nowhere; {hint}")
+    if pygame is None:
+        return
+    try:
+        pygame.display.init()
+        driver = pygame.display.get_driver()
+    except pygame.error as exc:
+        raise ValueError(f"no display for the live window ({exc}); {hint}") from None
+    finally:
+        pygame.display.quit()
+    if driver in ("offscreen", "dummy"):
+        raise ValueError(f"SDL found no display (it chose its {driver} driver); {hint}")
 
 
 def run_play(args: argparse.Namespace) -> int:
     # Everything that can fail on the arguments fails before the world loads.
-    if args.steps < 1 or args.scale < 1:
-        raise ValueError(f"--steps and --scale must be >= 1, got {args.steps} and {args.scale}")
-    if args.headless and not str(args.out or "").lower().endswith(".mp4"):
-        raise ValueError(f"--headless records to --out, an .mp4 path; got {args.out!r}")
+    if args.headless and args.out is None:
+        raise ValueError("--headless records to --out, an .mp4 path; pass --out")
     if args.headless and args.policy is None:
         raise ValueError("--headless has no keyboard: pass --policy (e.g. smooth or scripted)")
-    pygame = None if args.headless else _pygame()
+    pygame = None
+    if args.headless:
+        side = world_frame_size(args.scene, args.checkpoint)
+        check_video_target(args.out, force=args.force, fps=args.fps, scale=args.scale,
+                           frame_size=None if side is None else (side, 3 * side))
+    else:
+        check_display()  # before pygame: without a display the extra would not help
+        pygame = _pygame()
+        check_display(pygame)
+    policy = None if args.policy is None else policy_from_spec(args.policy, args.scene)  # an agent loads here
     session = PairedSession(args.scene, args.checkpoint, args.device)
     try:
         if args.headless:
-            return run_headless(args, session)
-        PlayWindow(pygame, session, Driver(args.policy, session), args).run()
+            return run_headless(args, session, policy)
+        PlayWindow(pygame, session, Driver(args.policy, session, policy), args).run()
         return 0
     finally:
         session.close()
@@ -111,7 +171,10 @@ def _pygame():
 
 
 class PlayWindow:
-    """The live window: [world | MuJoCo] scaled up, a status line, the keyboard read every frame."""
+    """The live window: [world | MuJoCo] scaled up, a status line, the keyboard read every frame.
+
+    `run` closes the session before pygame quits: SDL may share the process's EGL display with
+    MuJoCo's renderers and terminates it on quit, after which their contexts cannot be freed."""
 
     def __init__(self, pygame, session: PairedSession, driver: Driver, args: argparse.Namespace):
         self.pg, self.session, self.driver, self.args = pygame, session, driver, args
@@ -124,15 +187,16 @@ class PlayWindow:
         keys = self.pg.key.get_pressed()
         return {name for pair in KEY_PAIRS for name in pair if keys[self.pg.key.key_code(name)]}
 
-    def _draw(self, screen, font, returns: dict[str, float]) -> None:
+    def _draw(self, screen, font) -> None:
         model, real = self.session.frames()
         for i, frame in enumerate((model, real)):
             big = frame.repeat(self.args.scale, 0).repeat(self.args.scale, 1)
             screen.blit(self.pg.surfarray.make_surface(big.swapaxes(0, 1)), (i * self.w, 0))
         s = self.session
         ends = "".join(f"  {who} ended at {t}" for who, t in (("MuJoCo", s.real_end), ("world", s.world_end)) if t)
-        text = (f"world | MuJoCo   seed {self.seed}  step {s.t}  return {returns['world']:.3g} | "
-                f"{returns['real']:.3g}{ends}{'  [paused]' if self.paused else ''}")
+        over = "  [episode over: R for the next]" if s.episode_over else ""
+        text = (f"world | MuJoCo   seed {self.seed}  step {s.t}  return {s.returns['world']:.3g} | "
+                f"{s.returns['real']:.3g}{ends}{over}{'  [paused]' if self.paused else ''}")
         screen.fill((0, 0, 0), (0, self.h, 2 * self.w, 24))
         screen.blit(font.render(text, True, (230, 230, 230)), (6, self.h + 4))
         self.pg.display.flip()
@@ -145,7 +209,7 @@ class PlayWindow:
             pg.display.set_caption(f"worldsim play: {self.session.real.name}")
             font, clock = pg.font.Font(None, 20), pg.time.Clock()
             self.driver.reset(self.seed)
-            returns, frame = {"real": 0.0, "world": 0.0}, 0
+            frame = 0
             while max_frames is None or frame < max_frames:
                 frame += 1
                 for event in pg.event.get():
@@ -156,13 +220,12 @@ class PlayWindow:
                     if event.type == pg.KEYDOWN and event.key == pg.K_r:
                         self.seed += 1
                         self.driver.reset(self.seed)
-                        returns = {"real": 0.0, "world": 0.0}
-                if not self.paused and self.session.t < self.args.steps:
-                    r = self.session.step(self.driver.act(self._pressed()))
-                    returns = {k: returns[k] + r[f"{k}_reward"] for k in returns}
-                self._draw(screen, font, returns)
+                if not self.paused and not self.session.episode_over and self.session.t < self.args.steps:
+                    self.session.step(self.driver.act(self._pressed()))
+                self._draw(screen, font)
                 clock.tick(self.fps)
         finally:
+            self.session.close()
             pg.quit()
 
 
@@ -173,10 +236,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one)")
     s.add_argument("--policy", default=None, help=f"a policy instead of the keyboard: {BUILT_IN}")
     s.add_argument("--seed", type=int, default=0, help="the first episode's seed (R moves to the next)")
-    s.add_argument("--steps", type=int, default=240, help="steps to record with --headless; live: steps per episode")
+    s.add_argument("--steps", type=positive_int, default=240,
+                   help="steps to record with --headless (episodes one after another, seeds SEED, SEED + 1, ...); "
+                        "live: steps per episode at most")
     s.add_argument("--headless", action="store_true", help="no window: record --steps steps to --out")
-    s.add_argument("--out", default=None, help="the .mp4 that --headless writes")
-    s.add_argument("--fps", type=float, default=None, help="frame rate (default: the scene's, 1 / dt)")
-    s.add_argument("--scale", type=int, default=6, help="repeat each pixel this many times")
+    s.add_argument("--out", default=None, help="the .mp4 that --headless writes (an existing file is refused "
+                                               "without --force)")
+    s.add_argument("--force", action="store_true", help=FORCE_FILE_HELP)
+    s.add_argument("--fps", type=positive_float, default=None, help="frame rate (default: the scene's, 1 / dt)")
+    s.add_argument("--scale", type=positive_int, default=6, help="repeat each pixel this many times")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.set_defaults(func=run_play)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
+from pathlib import Path
 
 from worldsim.cli.common import DEVICE_HELP, FORCE_HELP, add_required, config_or_print
 from worldsim.core.cli_config import add_config_file_flags, add_config_flags
@@ -23,7 +25,8 @@ from worldsim.train.parts import (
     train_pathway,
     train_renderer,
 )
-from worldsim.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+from worldsim.train.state import check_steps_not_past, state_dir_for
+from worldsim.train.tokenizer import TokenizerTrainConfig, check_tokenizer_for_data, train_tokenizer
 
 _TOKENIZER = TokenizerConfig()
 _DYNAMICS = DynamicsConfig()
@@ -35,6 +38,7 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     cfg = config_or_print(TokenizerTrainConfig, args)
     if cfg is None:
         return 0
+    check_steps_not_past(state_dir_for(args.out), cfg.steps)
     widths = None if args.decoder_channels is None else tuple(args.decoder_channels)
     model_cfg = TokenizerConfig(channels=tuple(args.channels), levels=tuple(args.levels), decoder_channels=widths)
     metrics = train_tokenizer(args.data, args.out, model_cfg, cfg, device=args.device, fp16=args.fp16,
@@ -49,6 +53,11 @@ def _cmd_train_dynamics(args: argparse.Namespace) -> int:
     cfg = config_or_print(DynamicsTrainConfig, args)
     if cfg is None:
         return 0
+    check_steps_not_past(state_dir_for(args.out), cfg.steps)
+    if (Path(args.data) / "manifest.json").is_file():  # else the trainer says what --data is, after --out's checks
+        warning = check_tokenizer_for_data(args.tokenizer, args.data)
+        if warning:
+            print(f"worldsim: warning: {warning}", file=sys.stderr)
     metrics = train_dynamics(args.data, args.tokenizer, args.out, preset=args.preset, cfg=cfg, device=args.device,
                              context=args.context, progress=not args.quiet, bias_gamma=args.bias_gamma,
                              capacity=args.capacity, state_data=args.state_data,
@@ -78,6 +87,7 @@ def _cmd_train_part(args: argparse.Namespace) -> int:
     cfg = config_or_print(cls, args)
     if cfg is None:
         return 0
+    check_steps_not_past(state_dir_for(args.out), cfg.steps)
     metrics = trainer(args.checkpoint, getattr(args, data), args.out, cfg, device=args.device,
                       progress=not args.quiet, force=args.force)
     print(f"wrote {args.out}: {report(metrics, cfg)}")

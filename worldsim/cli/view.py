@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
 from pathlib import Path
@@ -15,11 +16,18 @@ import torch
 
 from worldsim import envs
 from worldsim._version import __version__
-from worldsim.cli.common import DEVICE_HELP, FORCE_HELP
+from worldsim.cli.common import (
+    DEVICE_HELP,
+    FORCE_FILE_HELP,
+    FORCE_HELP,
+    positive_float,
+    positive_int,
+    world_frame_size,
+)
 from worldsim.core.checkpoint import load_checkpoint
-from worldsim.core.registry import SHIPPED, resolve_checkpoint
+from worldsim.core.registry import PACKAGE_REF, SHIPPED, resolve_checkpoint
 from worldsim.core.runtime import resolve_device
-from worldsim.core.video import write_video
+from worldsim.core.video import check_video_target, write_video
 from worldsim.envs import SCENE_DESCRIPTIONS, list_scenes
 from worldsim.envs.policies import make_policy
 from worldsim.eval.rollout_video import POLICIES, paired_rollout, write_rollout_video
@@ -27,10 +35,13 @@ from worldsim.model.stats import world_model_info
 from worldsim.model.world_model import WorldModel
 from worldsim.train.export import export_world_model
 
-try:
-    import triton  # optional dependency: absent off Linux
-except ImportError:
-    triton = None
+
+def _triton_version() -> str | None:
+    """Triton's installed version, read from its metadata: importing it costs seconds and a CPU run never needs it."""
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:  # an optional dependency, absent off Linux
+        return None
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
@@ -54,7 +65,10 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
 
 def _info_target(name: str) -> tuple[Path, str | None]:
     """The checkpoint `worldsim info NAME` describes, and the scene when NAME is one: its shipped world
-    model, or its shipped tokenizer for a scene that ships no world model (Pusher-v5)."""
+    model, or its shipped tokenizer for a scene that ships no world model (Pusher-v5). "worldsim:NAME"
+    (the `ref` that `worldsim models --json` prints) is the shipped weights' folder NAME."""
+    if name.startswith(PACKAGE_REF):
+        return resolve_checkpoint(name, "world_model"), None
     if name not in list_scenes():
         return Path(name), None
     if name not in SHIPPED.get("world_model", {}) and name in SHIPPED.get("tokenizer", {}):
@@ -81,7 +95,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info = {"worldsim": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "mujoco": mujoco.__version__, "gymnasium": gymnasium.__version__,
                 "device_auto": str(resolve_device("auto")), "cuda_available": torch.cuda.is_available(),
-                "triton": None if triton is None else triton.__version__}
+                "triton": _triton_version()}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
@@ -91,6 +105,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    out = check_video_target(args.out, force=args.force, scale=args.scale, frame_size=(args.size, args.size))
     # Looked up on the module when run, so a test (or a caller) can stand in for it.
     scene = envs.make_scene(args.scene, args.size, args.size)
     policy = make_policy(args.policy)
@@ -107,17 +122,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 break
     finally:
         scene.close()
-    out = write_video(args.out, np.stack(frames), fps=1 / scene.dt, scale=args.scale)
+    write_video(out, np.stack(frames), fps=1 / scene.dt, scale=args.scale)
     print(f"wrote {out}: {len(frames)} frames of {args.scene} at {1 / scene.dt:.1f} fps, "
           f"policy {args.policy}, seed {args.seed}, task return {ret:.2f}")
     return 0
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    if not str(args.out).lower().endswith(".mp4"):
-        raise ValueError(f"--out must be an .mp4 path, got {args.out!r}")
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    side = world_frame_size(args.scene, args.checkpoint)
+    check_video_target(args.out, force=args.force, fps=args.fps, scale=args.scale,
+                       frame_size=None if side is None else (side, side * (3 if args.side_by_side else 1)))
     rolls = [paired_rollout(args.scene, args.steps, args.policy, args.seed + i, args.checkpoint, args.device,
                             ground_truth=args.side_by_side, temperature=args.temperature, progress=not args.quiet)
              for i in range(args.episodes)]
@@ -150,8 +166,9 @@ def _add_inspect_parsers(sub: argparse._SubParsersAction) -> None:
                                    "the shipped world model of a scene (its shipped tokenizer where no world "
                                    "model is shipped).")
     s.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT_OR_SCENE",
-                   help="a checkpoint directory, or a scene name (see `worldsim scenes`; write ./NAME for a "
-                        "folder of that name) (default: none, versions and devices)")
+                   help="a checkpoint directory, worldsim:NAME for shipped weights (the refs `worldsim models "
+                        "--json` prints), or a scene name (see `worldsim scenes`; write ./NAME for a folder of "
+                        "that name) (default: none, versions and devices)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_info)
 
@@ -162,8 +179,9 @@ def _add_inspect_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="episode seed")
     s.add_argument("--steps", type=int, default=None, help="steps (default: the scene's episode length)")
     s.add_argument("--size", type=int, default=64, help="frame size in pixels (a multiple of 16)")
-    s.add_argument("--scale", type=int, default=4, help="repeat each pixel this many times in the video")
-    s.add_argument("--out", required=True, help="output .mp4 path")
+    s.add_argument("--scale", type=positive_int, default=4, help="repeat each pixel this many times in the video")
+    s.add_argument("--out", required=True, help="output .mp4 path (an existing file is refused without --force)")
+    s.add_argument("--force", action="store_true", help=FORCE_FILE_HELP)
     s.set_defaults(func=_cmd_render)
 
 
@@ -175,17 +193,18 @@ def _add_rollout_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scene", default="Reacher-v5", help="scene name (see `worldsim scenes`)")
     s.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one)")
     s.add_argument("--steps", type=int, default=240, help="steps to roll out")
-    s.add_argument("--fps", type=float, default=None, help="video frame rate (default: the scene's, 1 / dt)")
+    s.add_argument("--fps", type=positive_float, default=None, help="video frame rate (default: the scene's, 1 / dt)")
     s.add_argument("--policy", default="smooth", choices=POLICIES,
                    help="behaviour policy acting in MuJoCo (scripted: the scene's controller with its noise)")
     s.add_argument("--seed", type=int, default=0, help="episode seed (the real env's reset seed)")
     s.add_argument("--episodes", type=int, default=1, help="episodes one after another, seeds SEED, SEED + 1, ...")
     s.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (0 = argmax)")
-    s.add_argument("--scale", type=int, default=4, help="repeat each pixel this many times in the video")
+    s.add_argument("--scale", type=positive_int, default=4, help="repeat each pixel this many times in the video")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--side-by-side", action="store_true", help="model | MuJoCo | |difference|")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--out", required=True, help="output .mp4 path")
+    s.add_argument("--out", required=True, help="output .mp4 path (an existing file is refused without --force)")
+    s.add_argument("--force", action="store_true", help=FORCE_FILE_HELP)
     s.set_defaults(func=_cmd_rollout)
 
     s = sub.add_parser("export", help="write a world model for shipping (fp16, shared tokenizer)",
@@ -198,7 +217,7 @@ def _add_rollout_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.add_argument("--tokenizer-ref", default=None,
                    help="reference the tokenizer instead of copying its weights: worldsim:NAME for shipped "
-                        "weights (worldsim:tokenizer), or a tokenizer checkpoint folder inside --out "
+                        "weights (e.g. worldsim:tokenizer-reacher), or a tokenizer checkpoint folder inside --out "
                         "(default: none, copy it)")
     s.add_argument("--static-from", default=None,
                    help="dataset directory: hold the state dimensions constant within its episodes fixed, and "

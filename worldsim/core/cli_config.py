@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import re
 import textwrap
 import types
 import typing
@@ -36,6 +37,17 @@ try:
     import yaml  # optional dependency: `pip install worldsim[yaml]` for YAML config files
 except ImportError:
     yaml = None
+
+if yaml is not None:
+    class _ConfigLoader(yaml.SafeLoader):
+        """PyYAML's safe loader, reading floats as YAML 1.2 does: YAML 1.1 wants a dot in a float, so
+        `lr: 1e-3` would come as the string "1e-3" and be refused as a float field's value."""
+
+    _ConfigLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
 
 
 @functools.cache
@@ -128,13 +140,16 @@ def add_config_file_flags(parser: argparse.ArgumentParser) -> None:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The object in a JSON (`.json`) or YAML (`.yaml`, `.yml`) config file."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: " + ("is a directory, not a config file" if path.is_dir() else
+                                                  "no such file"))
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         if yaml is None:
             raise ValueError(f"--config {path}: reading YAML needs pyyaml (pip install 'worldsim[yaml]'), "
                              f"or write the file as JSON")
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506  (a SafeLoader)
         except yaml.YAMLError as exc:
             raise ValueError(f"--config {path}: not valid YAML ({exc})") from exc
     else:

@@ -64,8 +64,11 @@ def nearest_existing(path: Path) -> Path:
 
 def check_writable(path: str | Path, what: str = "--out") -> None:
     """Refuse, before any work, an output path that cannot be written: a real probe file is created
-    and removed in `path` (a directory) or in its nearest existing ancestor."""
+    and removed in `path` (a directory), in the directory of `path` (an existing file, to be replaced),
+    or in its nearest existing ancestor."""
     base = nearest_existing(Path(path))
+    if base.is_file() and base == Path(os.path.abspath(path)):
+        base = base.parent
     if not base.is_dir():
         return  # a file in the way: the caller's own check names it
     try:
@@ -129,6 +132,18 @@ def exchange_dirs(new: Path, target: Path, aside: Path) -> None:
     kill_point("moved-aside")
     os.replace(new, target)
     kill_point("swapped")
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the whole directory `new` (fsynced by the caller) at `target`, which is absent or the earlier
+    output the caller has checked may go; the earlier one is removed after the switch."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    exchange_dirs(new, target, aside / "x")  # the old directory ends at `new`'s name, or under `aside`
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def remove_tree(path: Path) -> None:

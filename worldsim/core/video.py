@@ -1,13 +1,54 @@
-"""Writing frames to mp4, atomically (a temporary file renamed into place), and composing them."""
+"""Writing frames to mp4, atomically (a temporary file renamed into place), and composing them.
+
+A command that writes a video checks its target first (`check_video_target`): an existing file is
+replaced only when the user says so (`--force`), and the frame rate, the scale and the frame size the
+encoder takes are checked before any frame is made.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 
-from worldsim.core.outputs import replacing
+from worldsim.core.outputs import check_writable, replacing
+
+# libx264 refuses a frame with a side past this, and imageio then leaves an empty file without an error.
+MAX_VIDEO_SIDE = 16384
+
+
+def check_video_target(out: str | Path, *, force: bool = False, fps: float | None = None, scale: int = 1,
+                       frame_size: tuple[int, int] | None = None, what: str = "--out") -> Path:
+    """Refuse, before any work, a video output that would be lost or could not be written: a path not
+    ending in .mp4, a directory, an existing file (unless `force`), an unwritable place, a frame rate
+    that is not > 0, a scale that is not an int >= 1, or frames (`frame_size`, (H, W) before scaling)
+    larger than the encoder takes once scaled.
+
+    Raises:
+        ValueError: naming the flag and what was wrong.
+        OSError: when the place cannot be written.
+    """
+    out = Path(out)
+    where = f"{what} {str(out)!r}"
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"{where} must be an .mp4 path")
+    if out.is_dir():
+        raise ValueError(f"{where} is a directory; refusing to replace it (choose another {what})")
+    if out.exists() and not force:
+        raise ValueError(f"{where} exists; refusing to overwrite it (choose another {what}, or pass --force to "
+                         f"replace it)")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a number > 0, got {fps!r}")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"--scale must be an int >= 1, got {scale!r}")
+    if frame_size is not None and max(frame_size) * scale > MAX_VIDEO_SIDE:
+        h, w = frame_size
+        raise ValueError(f"--scale {scale} makes {h * scale}x{w * scale} px frames; the H.264 encoder takes at most "
+                         f"{MAX_VIDEO_SIDE} px a side: use --scale {MAX_VIDEO_SIDE // max(frame_size)} or less")
+    check_writable(out, what)
+    return out
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1) -> Path:
@@ -19,10 +60,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}")
-    if not fps > 0 or not isinstance(scale, int) or scale < 1:
+    if not fps > 0 or isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"fps must be > 0 and scale an int >= 1, got fps={fps!r} scale={scale!r}")
-    if scale > 1:
-        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    if max(frames.shape[1:3]) * scale > MAX_VIDEO_SIDE:
+        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} px at scale {scale} pass the encoder's "
+                         f"{MAX_VIDEO_SIDE} px a side")
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"video path must end in .mp4, got {str(path)!r}")
@@ -30,8 +72,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, scale: int = 1
     with replacing(path) as tmp:
         with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=16,
                                 ffmpeg_log_level="error") as w:
+            # Scaled one frame at a time: the whole clip scaled up at once can take gigabytes.
             for f in frames:
-                w.append_data(f)
+                w.append_data(f.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else f)
     return path
 
 

@@ -10,12 +10,15 @@ K-step open-loop losses, with and without frames: `worldsim.model.rollout_loss`)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+from worldsim.core.checkpoint import load_checkpoint_extra
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
 from worldsim.envs.loader import EpisodeDataset, WindowSampler, split_episodes
@@ -24,10 +27,13 @@ from worldsim.model.dynamics import PRESETS, DynamicsConfig, preset_config
 from worldsim.model.moe import load_stats
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import PART_PRESETS, WorldModel, WorldModelConfig
+from worldsim.train.data_stats import state_bounds, static_state_dims
 from worldsim.train.distributed import Ranks, all_reduce_, setup_distributed
 from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
+from worldsim.train.open_loop import OpenLoopProbe
 from worldsim.train.parts import check_datasets
 from worldsim.train.samplers import Sequences, encode_dataset
+from worldsim.train.stages import FRAMED_STAGES, STAGES, Objective, stage_loss
 from worldsim.train.state import checkpoint_identity, data_identity
 
 
@@ -76,6 +82,18 @@ class DynamicsTrainConfig(ConfigBase):
     """transitions per step that fit the state pathway alone (presets with one)"""
     state_pretrain: int = 0
     """steps fitting the state pathway alone before the first transformer step"""
+    stage: Literal["mixed", "physics", "rollout", "frames"] = "mixed"
+    """what the run trains (worldsim.train.stages): physics (teacher-forced windows without frames, batch-size
+    of them), rollout (the K-step open-loop loss without frames on batch-size windows, K ramped up over
+    --rollout-ramp steps, beside state-only-batch teacher-forced ones), frames (windows with frames, the
+    frameless teacher-forced loss kept on state-only-batch windows), or mixed (frames on every loss turned on)"""
+    rollout_ramp: int = 0
+    """steps over which K of the open-loop loss grows from 1 to rollout-steps (0: K from the start)"""
+    open_loop_horizon: int = 50
+    """steps of the held-out open-loop rollout scored at every validation; the run's output is its best
+    checkpoint by that score (0: no score, the output is the last step)"""
+    open_loop_episodes: int = 64
+    """held-out episodes the open-loop score rolls out"""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -85,32 +103,18 @@ class DynamicsTrainConfig(ConfigBase):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("state_batch", "state_pretrain", "rollout_steps", "state_only_batch", "state_rollout_steps",
-                     "rollout_batch"):
+                     "rollout_batch", "rollout_ramp", "open_loop_horizon", "open_loop_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.state_noise >= 0:
             raise ValueError(f"DynamicsTrainConfig.state_noise must be >= 0, got {self.state_noise}")
-
-
-def static_state_dims(data, tol: float = 1e-9) -> tuple[int, ...]:
-    """State dimensions that stay constant within every episode of `data` (to `tol` times their
-    spread across episodes), e.g. Reacher's target position."""
-    st = data.arrays["states"]
-    spread = np.maximum(st.max(0) - st.min(0), 1e-12)
-    within = np.zeros(st.shape[1])
-    for o, n in zip(data.offsets, data.lengths):
-        ep = st[o : o + n]
-        within = np.maximum(within, ep.max(0) - ep.min(0))
-    return tuple(int(d) for d in np.flatnonzero(within <= tol * spread))
-
-
-def state_bounds(data, widen: float = 0.5) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """`WorldModelConfig.state_low`/`state_high` from `data`: each state dimension's range over the
-    dataset, widened by `widen` times itself on each side."""
-    st = data.arrays["states"].astype(np.float64)
-    lo, hi = st.min(0), st.max(0)
-    pad = widen * (hi - lo)
-    return tuple(float(v) for v in lo - pad), tuple(float(v) for v in hi + pad)
+        if self.stage not in STAGES:
+            raise ValueError(f"DynamicsTrainConfig.stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.stage == "rollout" and self.rollout_steps < 1:
+            raise ValueError("the rollout stage needs rollout_steps >= 1 (the K of its open-loop loss)")
+        if self.stage == "frames" and self.state_only_batch < 1:
+            raise ValueError("the frames stage keeps the physics loss on frameless windows: it needs "
+                             "state_only_batch >= 1")
 
 
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
@@ -120,36 +124,6 @@ def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrai
     open-loop settings."""
     return wm.loss(batch, rng, force_rollout, corrupt_prob=cfg.corrupt_prob, state_noise=cfg.state_noise,
                    rollout_prob=cfg.rollout_prob)
-
-
-class Objective(torch.nn.Module):
-    """The training loss as one module, so DDP sees exactly one forward per backward (the open-loop
-    second pass included)."""
-
-    def __init__(self, wm: WorldModel):
-        super().__init__()
-        self.wm = wm
-
-    def forward(self, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig, rollout: bool,
-                rng: torch.Generator | None, transitions: dict[str, torch.Tensor] | None = None,
-                unrolled: dict[str, torch.Tensor] | None = None, state_only: dict[str, torch.Tensor] | None = None):
-        loss, logs = batch_loss(self.wm, batch, cfg, rng, force_rollout=rollout)
-        if state_only is not None:  # windows without frames: action and state tokens alone
-            if cfg.state_rollout_steps:
-                aux, aux_logs = self.wm.rollout_loss(state_only, prefix="state_only")
-            else:
-                aux, aux_logs = self.wm.state_only_loss(state_only)
-            logs.update(aux_logs)
-            loss = loss + aux
-        if unrolled is not None:  # the K-step open-loop loss on windows of K + 1 steps
-            aux, aux_logs = self.wm.rollout_loss(unrolled)
-            logs.update(aux_logs)
-            loss = loss + aux
-        if transitions is not None:  # the pathway alone, one step from recorded states (no clamp)
-            aux = self.wm.pathway_loss(transitions, clamp=False)[0]
-            logs["pathway_mse"] = aux.item()
-            loss = loss + aux
-        return loss, logs
 
 
 @torch.no_grad()
@@ -164,8 +138,8 @@ def evaluate_batches(wm: WorldModel, batches, cfg: DynamicsTrainConfig) -> dict[
     moe = wm.dynamics.moe_layers()
     loads = [torch.zeros(m.experts) for m in moe]
     for batch in batches:
-        b = len(batch["codes"])
-        _, lg = batch_loss(wm, batch, cfg)
+        b = len(batch["states"])
+        _, lg = batch_loss(wm, batch, cfg) if "codes" in batch else wm.state_only_loss(batch)
         for k, v in lg.items():
             sums[k] = sums.get(k, 0.0) + v * b
         n += b
@@ -193,8 +167,8 @@ def validate(wm: WorldModel, sampler, cfg: DynamicsTrainConfig, batches: int = 8
     return out
 
 
-def _dynamics_config(preset: str, m: dict, tok: Tokenizer, context: int, bias_gamma: float | None,
-                     capacity: float | None, state_residual: bool | None) -> DynamicsConfig:
+def _dynamics_config(preset: str, m: dict, tok: Tokenizer, context: int, bias_gamma: float | None = None,
+                     capacity: float | None = None, state_residual: bool | None = None) -> DynamicsConfig:
     """The transformer's config: `preset`'s, sized for the dataset (manifest `m`) and the tokenizer,
     with the overrides that were given."""
     extra = {} if bias_gamma is None else {"bias_gamma": bias_gamma}  # the MoE bias step (preset's otherwise)
@@ -208,10 +182,10 @@ def _dynamics_config(preset: str, m: dict, tok: Tokenizer, context: int, bias_ga
                          codebook_size=tok.cfg.codebook_size, context=context, **extra)
 
 
-def _world_model(m: dict, preset: str, tok: Tokenizer, dyn_cfg: DynamicsConfig, train_data, val_data
-                 ) -> WorldModel:
+def _world_model(m: dict, preset: str, tok: Tokenizer, dyn_cfg: DynamicsConfig, train_data, val_data,
+                 codes: bool = True) -> WorldModel:
     """A new world model over the frozen `tok`, its state and reward statistics and state bounds from
-    `train_data`; both datasets gain the tokenizer's `codes`."""
+    `train_data`; with `codes`, both datasets gain the tokenizer's `codes`."""
     low, high = state_bounds(train_data)
     wm_cfg = WorldModelConfig(scene=m["scene"], preset=preset, tokenizer=tok.cfg, dynamics=dyn_cfg,
                               static_state_dims=static_state_dims(train_data), state_low=low, state_high=high,
@@ -219,7 +193,7 @@ def _world_model(m: dict, preset: str, tok: Tokenizer, dyn_cfg: DynamicsConfig, 
     wm = WorldModel(wm_cfg)
     wm.tokenizer.load_state_dict(tok.state_dict())
     wm.tokenizer.requires_grad_(False)
-    for d in (train_data, val_data):
+    for d in (train_data, val_data) if codes else ():
         d.add_array("codes", encode_dataset(d, tok))
     wm.state_mean.copy_(torch.from_numpy(train_data.state_mean))
     wm.state_std.copy_(torch.from_numpy(np.maximum(train_data.state_std, 1e-3)))
@@ -272,51 +246,6 @@ def pretrain_pathway(wm: WorldModel, cfg: DynamicsTrainConfig, draw, ranks: Rank
         print(f"state pathway: {cfg.state_pretrain} steps, mse {loop.logs['mse'].item():.3g}", flush=True)
 
 
-def _state_only_draws(cfg: DynamicsTrainConfig, train_data, state_sets, context: int, rank: int):
-    """`draw(step)`: `cfg.state_only_batch` windows without frames from one of the training data and
-    `state_sets` (picked in proportion to their windows), seeded by the step; None when off."""
-    if not cfg.state_only_batch:
-        return None
-    T = (cfg.state_rollout_steps or context) + 1
-    samplers = [WindowSampler(d, T=T, keys=()) for d in (train_data, *state_sets)]
-    share = np.array([s.num_windows for s in samplers], dtype=np.float64)
-
-    def draw(step: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([cfg.seed, rank, 5, step])
-        pick = samplers[int(rng.choice(len(samplers), p=share / share.sum()))]
-        return pick.windows(rng.integers(pick.num_windows, size=cfg.state_only_batch))
-
-    return draw
-
-
-def _window_loss(objective: torch.nn.Module, train_data, context: int, rng: np.random.Generator,
-                 cfg: DynamicsTrainConfig, draw, ranks: Ranks, state_sets=()):
-    """`loss(step)`: the objective on a batch of windows of `train_data` (and the pathway's transitions,
-    windows of `cfg.rollout_steps + 1` steps for the K-step loss, and windows without frames)."""
-    state_only = _state_only_draws(cfg, train_data, state_sets, context, ranks.rank)
-    # The window sampler draws from the loop's stream `rng`, saved with every checkpoint, so a resumed
-    # run sees the same windows an uninterrupted one would; the unrolled windows are drawn by step seeds.
-    sampler = WindowSampler(train_data, T=context + 1, keys=("codes",), rng=rng)
-    unrolled = WindowSampler(train_data, T=cfg.rollout_steps + 1, keys=("codes",)) if cfg.rollout_steps else None
-    gen = torch.Generator(device=ranks.device)
-
-    def loss(step: int) -> tuple[torch.Tensor, dict]:
-        batch = sampler.sample(cfg.batch_size)
-        # Seeded by the step: the same open-loop decision on every rank (so all ranks run the same
-        # graph), and the same code corruption and unrolled windows after a resume.
-        rollout = bool(np.random.default_rng([cfg.seed, step]).random() < cfg.rollout_prob)
-        gen.manual_seed(int(np.random.SeedSequence([cfg.seed, ranks.rank, step]).generate_state(1)[0]))
-        windows = None
-        if unrolled is not None:
-            pick = np.random.default_rng([cfg.seed, ranks.rank, 3, step]).integers(
-                unrolled.num_windows, size=cfg.rollout_batch or cfg.batch_size)
-            windows = unrolled.windows(pick)
-        return objective(batch, cfg, rollout, gen, None if draw is None else draw(step), windows,
-                         None if state_only is None else state_only(step))
-
-    return loss
-
-
 def _check_state_data(state_data, preset: str, cfg: DynamicsTrainConfig, m: dict, data_dir) -> None:
     """Refuse `state_data` that nothing would read, or that holds another scene than the manifest `m`."""
     if state_data and not (PART_PRESETS.get(preset, {}).get("pathway") and cfg.state_batch) \
@@ -339,6 +268,56 @@ def _run_records(wm: WorldModel, cfg: DynamicsTrainConfig, data_dir, state_data,
     return run, {"train_config": cfg.to_dict(), "data": str(data_dir), **provenance}
 
 
+def _open(data_dir: str, tokenizer: str, preset: str, cfg: DynamicsTrainConfig, context: int, ranks: Ranks,
+          overrides: dict, state_data, init) -> tuple[WorldModel, EpisodeDataset, EpisodeDataset]:
+    """The run's world model (fresh, or its transformer from `init`) on `ranks.device`, and the training
+    and held-out splits of `data_dir` (with the tokenizer's codes when the stage reads frames)."""
+    m = read_manifest(data_dir)
+    framed = cfg.stage in FRAMED_STAGES
+    if framed and not m.get("frames", True):
+        raise ValueError(f"dataset {data_dir} has no frames (generated with --no-frames); the {cfg.stage} stage "
+                         f"trains frames: give a dataset with frames, or --stage physics / rollout")
+    tok = Tokenizer.from_pretrained(tokenizer, device=ranks.device)
+    dyn_cfg = _dynamics_config(preset, m, tok, context, **overrides)
+    _check_state_data(state_data, preset, cfg, m, data_dir)  # before any work
+    train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
+    train_data = EpisodeDataset(data_dir, train_ep, frames=framed)
+    val_data = EpisodeDataset(data_dir, val_ep, verify=False, frames=framed)
+    wm = _world_model(m, preset, tok, dyn_cfg, train_data, val_data, codes=framed)
+    if init is not None:
+        start = start_from(wm, init)
+        if ranks.rank == 0:
+            print(f"init {init}: {start['copied']} tensors copied, {start['fresh']} fresh", flush=True)
+    wm = wm.to(ranks.device)
+    for layer in wm.dynamics.moe_layers():
+        layer.balance = cfg.balance
+    return wm, train_data, val_data
+
+
+class HeldOut:
+    """`held_out(final)`: the run's held-out figures (teacher-forced losses, and with a probe the
+    open-loop score), writing the model to `out` whenever the score beats the best so far (`write`)."""
+
+    def __init__(self, wm: WorldModel, val_data, cfg: DynamicsTrainConfig, context: int, loop: TrainLoop, write,
+                 out: str | Path):
+        framed = cfg.stage in FRAMED_STAGES
+        self.wm, self.cfg, self.loop, self.write, self.framed = wm, cfg, loop, write, framed
+        self.sampler = WindowSampler(val_data, T=context + 1, keys=("codes",) if framed else ())
+        self.probe = OpenLoopProbe(val_data, cfg.open_loop_horizon, cfg.open_loop_episodes, codes=framed) \
+            if cfg.open_loop_horizon else None
+        self.best = _best_so_far(out) if loop.resumed else {}
+
+    def __call__(self, final: bool) -> dict[str, float]:
+        figures = validate(self.wm, self.sampler, self.cfg, (2 if final else 1) * self.cfg.val_batches)
+        if self.probe is not None:
+            figures |= self.probe(self.wm, frames=self.framed)
+            if figures["open_score"] > self.best.get("open_score", -math.inf):  # the best so far is the output
+                self.best = {**figures, "best_step": self.loop.step}
+                self.write(self.loop.step, self.best)
+            figures["best_open_score"] = self.best["open_score"]
+        return figures
+
+
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
@@ -347,53 +326,64 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                    ) -> dict[str, float]:
     """Train (or resume) a world model's dynamics on `data_dir` with the frozen `tokenizer`.
 
-    `state_data`: more datasets of the same scene whose transitions (states and actions only) also
-    fit the state pathway of presets that have one; their frames are not used. `init`: a world checkpoint
-    whose transformer weights start the run (`start_from`). `out` must be absent,
-    empty or a world-model checkpoint (`force`: any checkpoint); a resume continues only the same run
-    (same data, tokenizer, model and training configs; `cfg.steps` may change).
+    `cfg.stage` says what the run trains (`worldsim.train.stages`); the frameless stages read no frames,
+    so `data_dir` may be a dataset made with `--no-frames`. `state_data`: more datasets of the same
+    scene whose transitions (states and actions only) also fit the state pathway of presets that have
+    one, and feed the frameless windows; their frames are not used. `init`: a world checkpoint whose
+    transformer weights start the run (`start_from`). With `cfg.open_loop_horizon`, every validation
+    rolls held-out episodes out open loop (`worldsim.train.open_loop`) and `out` is the checkpoint
+    with the best score so far (the starting weights of a run from `init` included). `out` must be
+    absent, empty or a world-model checkpoint (`force`: any checkpoint); a resume continues only the
+    same run (same data, tokenizer, model and training configs; `cfg.steps` may change).
     """
+    if cfg.stage in ("rollout", "frames") and init is None:
+        raise ValueError(f"the {cfg.stage} stage continues a trained world: give --init (the previous stage's output)")
     ranks = setup_distributed(device)
     state_dir = prepare_run(out, "world_model", ranks, force=force)
     seed_everything(cfg.seed)
-    m = read_manifest(data_dir)
-    tok = Tokenizer.from_pretrained(tokenizer, device=ranks.device)
-    dyn_cfg = _dynamics_config(preset, m, tok, context, bias_gamma, capacity, state_residual)
-    _check_state_data(state_data, preset, cfg, m, data_dir)  # before any work
-    train_ep, val_ep = split_episodes(m["episodes"], cfg.val_fraction)
-    train_data, val_data = EpisodeDataset(data_dir, train_ep), EpisodeDataset(data_dir, val_ep, verify=False)
-    wm = _world_model(m, preset, tok, dyn_cfg, train_data, val_data)
-    if init is not None:
-        start = start_from(wm, init)
-        if ranks.rank == 0:
-            print(f"init {init}: {start['copied']} tensors copied, {start['fresh']} fresh", flush=True)
-    wm = wm.to(ranks.device)
-    for layer in wm.dynamics.moe_layers():
-        layer.balance = cfg.balance
+    overrides = dict(bias_gamma=bias_gamma, capacity=capacity, state_residual=state_residual)
+    wm, train_data, val_data = _open(data_dir, tokenizer, preset, cfg, context, ranks, overrides, state_data, init)
     params = [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
     run, record = _run_records(wm, cfg, data_dir, state_data, tokenizer, init)
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay,
                                             betas=(0.9, 0.95), clip=1.0),
                      state_dir=state_dir, kind="world_model", run=run, extra=record, seed=[cfg.seed, ranks.rank],
-                     ranks=ranks, desc=f"dynamics {preset}", progress=progress)
-    # Experts that receive no token on a rank get no gradient there.
-    objective = loop.ddp(Objective(wm), find_unused=dyn_cfg.moe)
+                     ranks=ranks, desc=f"dynamics {preset} ({cfg.stage})", progress=progress)
+    objective = loop.ddp(Objective(wm), find_unused=wm.cfg.dynamics.moe)  # an expert may get no token on a rank
     state_sets = [EpisodeDataset(d, frames=False) for d in state_data]  # read once, for both uses
     draw = _pathway_draws(wm, cfg, train_data, state_sets, ranks.rank)
     if draw is not None and loop.step == 0 and cfg.state_pretrain:
         pretrain_pathway(wm, cfg, draw, ranks, progress)
-    loss = _window_loss(objective, train_data, context, loop.rng, cfg, draw, ranks, state_sets)
-    val_sampler = WindowSampler(val_data, T=context + 1, keys=("codes",))  # drawn from by `validate` alone
+    loss = stage_loss(objective, train_data, context, loop.rng, cfg, draw, ranks, state_sets)
 
     def update_bias(step: int) -> None:
         for layer in wm.dynamics.moe_layers():
             all_reduce_(layer.load_acc, ranks)
             layer.update_bias()
 
-    def save(step: int, metrics: dict[str, float], seconds: float) -> None:
-        wm.save(out, force=force, extra={"steps": step, **record, **metrics, "train_seconds_this_run": seconds})
+    def write(step: int, metrics: dict[str, float], seconds: float | None = None) -> None:
+        extra = {"steps": step, **record, **metrics}
+        if seconds is not None:
+            extra["train_seconds_this_run"] = seconds
+        wm.save(out, force=force, extra=extra)
 
+    held_out = HeldOut(wm, val_data, cfg, context, loop, write, out)
     wm.train()
     wm.tokenizer.eval()
-    return loop.run(loss, lambda final: validate(wm, val_sampler, cfg, (2 if final else 1) * cfg.val_batches),
-                    save, on_step=update_bias, postfix="loss={loss:.3f}, acc={token_acc:.3f}")
+    if held_out.probe is not None and init is not None and not loop.resumed and ranks.rank == 0:
+        # The starting weights are the first candidate: a stage that never beats them outputs them.
+        first = held_out(False)
+        print(f"init {init}: held-out open-loop valid horizon {first['open_valid_horizon']:g}, "
+              f"score {first['open_score']:.4g}", flush=True)
+    postfix = "loss={loss:.3f}, acc={token_acc:.3f}" if held_out.framed else "loss={loss:.4g}"
+    save = (lambda step, metrics, seconds: write(step, metrics, seconds)) if held_out.probe is None else None
+    return loop.run(loss, held_out, save, on_step=update_bias, postfix=postfix)
+
+
+def _best_so_far(out: str | Path) -> dict[str, float]:
+    """The held-out figures of the checkpoint a resumed run wrote to `out` as its best so far ({} when none)."""
+    path = Path(out)
+    if not (path / "config.json").is_file():
+        return {}
+    extra = load_checkpoint_extra(path, kind="world_model")
+    return {"open_score": extra["open_score"]} if "open_score" in extra else {}

@@ -17,7 +17,7 @@ from worldsim.envs.loader import EpisodeDataset, split_episodes
 from worldsim.envs.manifest import read_manifest
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel
-from worldsim.train.dynamics import state_bounds, static_state_dims
+from worldsim.train.data_stats import state_bounds, static_state_dims
 
 
 def with_static_from(wm: WorldModel, static_from: str | Path) -> WorldModel:

@@ -145,6 +145,9 @@ class TrainLoop:
                                                       run=self.run_identity)
             if self.ranks.distributed:
                 self.rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), self.step])
+            if self.step > cfg.steps:  # nothing would train, and the output would record the smaller budget
+                raise ValueError(f"{state_dir}: the run is at step {self.step}, past the {cfg.steps} steps asked "
+                                 f"for; rerun with --steps {self.step} or more to resume it")
 
     def ddp(self, module: torch.nn.Module, find_unused: bool = False) -> torch.nn.Module:
         """`module` wrapped for DDP in a torchrun job (itself in a single process): the loss calls it."""

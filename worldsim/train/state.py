@@ -27,6 +27,7 @@ from worldsim.core.checkpoint import (
     WEIGHTS_FILE,
     check_checkpoint_target,
     load_checkpoint,
+    load_checkpoint_extra,
     load_state_into,
     read_tensors,
     recover_checkpoint,
@@ -83,6 +84,24 @@ def checkpoint_identity(name_or_path: str | Path, kind: str) -> str:
 
 def has_train_state(state_dir: str | Path) -> bool:
     return (Path(state_dir) / WEIGHTS_FILE).is_file()
+
+
+def check_steps_not_past(state_dir: str | Path, steps: int) -> None:
+    """Refuse a rerun asking for fewer steps than its training state has taken: nothing would train,
+    and the model would be rewritten recording `steps` beside the state's larger step.
+
+    Raises:
+        ValueError: naming the state's step and the steps asked for.
+    """
+    if not has_train_state(state_dir):
+        return
+    try:
+        done = int(load_checkpoint_extra(state_dir)["step"])
+    except (ValueError, KeyError, TypeError):
+        return  # not a readable state: the trainer's resume names what is wrong with it
+    if steps < done:
+        raise ValueError(f"{state_dir} is already at step {done}, past --steps {steps}: rerun with --steps {done} or "
+                         f"more to resume it (or choose a new --out to train from the start)")
 
 
 def _plain(x: Any) -> Any:

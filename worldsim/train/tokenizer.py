@@ -21,9 +21,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from worldsim.core.checkpoint import load_checkpoint_config, load_checkpoint_extra
 from worldsim.core.config import ConfigBase
+from worldsim.core.registry import SHIPPED, WEIGHTS_DIR, resolve_checkpoint
 from worldsim.core.runtime import seed_everything
 from worldsim.envs.loader import FramePool, load_frames
+from worldsim.envs.manifest import read_manifest
 from worldsim.model.decoders import narrowed
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.train.distributed import setup_distributed
@@ -131,7 +134,9 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     run = {"model_config": model_cfg.to_dict(), "train_config": run_config(cfg), "data": data_identity(data_dirs),
            "init": None if init is None else checkpoint_identity(init, "tokenizer"),
            **({"decoder_only": True} if decoder_only else {})}
-    record = {"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs]}
+    # The scenes go with the weights: a world trained later on them can be checked against other data.
+    record = {"train_config": cfg.to_dict(), "data": [str(d) for d in data_dirs],
+              "scenes": sorted({read_manifest(d)["scene"] for d in data_dirs})}
     seed_everything(cfg.seed)
     model = Tokenizer(model_cfg).to(ranks.device)
     train_pool, val_pool = load_frames(data_dirs, cfg.val_fraction, model_cfg.image_size)
@@ -165,3 +170,45 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     return loop.run(loss, held_out, save, postfix="loss={loss:.4f}, psnr={psnr:.1f}",
                     report=lambda step, logs: f"step {step}: train psnr {logs['psnr']:.2f} dB, "
                                               f"val psnr {logs['val_psnr']:.2f} dB")
+
+
+def tokenizer_scenes(name_or_path: str | Path) -> list[str] | None:
+    """The scenes a tokenizer was trained on: a shipped one's scenes (by the registry), else the
+    `scenes` its training recorded, else those of its recorded datasets still on this machine; None
+    when nothing says (it came from elsewhere, before tokenizers recorded their scenes)."""
+    path = resolve_checkpoint(name_or_path, "tokenizer")
+    if path.parent.resolve() == WEIGHTS_DIR.resolve():
+        shipped = sorted(scene for scene, folder in SHIPPED.get("tokenizer", {}).items() if folder == path.name)
+        if shipped:
+            return shipped
+    extra = load_checkpoint_extra(path, kind="tokenizer")
+    if isinstance(extra.get("scenes"), list):
+        return [str(x) for x in extra["scenes"]]
+    try:
+        return sorted({read_manifest(d)["scene"] for d in extra.get("data") or []}) or None
+    except (ValueError, TypeError):
+        return None
+
+
+def check_tokenizer_for_data(tokenizer: str | Path, data_dir: str | Path) -> str | None:
+    """Check, before training a world on `data_dir`'s frames with `tokenizer`, that the tokenizer takes
+    frames of that size; returns a warning when it was trained on other scenes (its codes may not tell
+    these frames' details apart, and its decoder draws what it learnt), None when all is known to fit.
+
+    Raises:
+        ValueError: when the tokenizer's frame size is not the dataset's.
+    """
+    m = read_manifest(data_dir)
+    size = int(load_checkpoint_config(resolve_checkpoint(tokenizer, "tokenizer"), kind="tokenizer")["image_size"])
+    if (m["height"], m["width"]) != (size, size):
+        raise ValueError(f"--tokenizer {tokenizer} takes {size}x{size} frames, and --data {data_dir} holds "
+                         f"{m['height']}x{m['width']} frames of {m['scene']}: pass a tokenizer trained on them")
+    scenes = tokenizer_scenes(tokenizer)
+    if scenes is None:
+        return (f"--tokenizer {tokenizer} records no scene, so nothing checks that it was trained on frames of "
+                f"{m['scene']} (--data {data_dir})")
+    if m["scene"] not in scenes:
+        return (f"--tokenizer {tokenizer} was trained on frames of {', '.join(scenes)}, and --data {data_dir} holds "
+                f"{m['scene']}: its codes may miss this scene's details and its decoder draws the other scenes; "
+                f"pass {m['scene']}'s own tokenizer if there is one")
+    return None
