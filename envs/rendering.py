@@ -85,6 +85,7 @@ def _live_egl_contexts(egl) -> int:
 
 
 def _release_gl_before_fork() -> None:
+    """Free our GL contexts, and MuJoCo's EGL display when no context is left on it (see the module doc)."""
     for r in list(_LIVE_RENDERERS):
         r.release()
     egl = sys.modules.get("mujoco.egl")

@@ -33,11 +33,12 @@ def targets(wm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def masked_terms(wm: nn.Module, out: dict[str, torch.Tensor], state_err: torch.Tensor, t: dict[str, torch.Tensor],
-                 steps: slice) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 steps: slice, state_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss terms of predictions `out` for the window steps `steps` of targets `t` (each step
     predicts the next): the next codes' cross-entropy (when `out` has frame logits), the state's
     squared error `state_err` [B, T, S], the reward's squared error and the termination's binary
-    cross-entropy, each averaged over the steps whose episode has an action there."""
+    cross-entropy, each averaged over the steps whose episode has an action there; the loss weighs the
+    state's term by `state_weight` (the terms are returned unweighted)."""
     nxt = slice(steps.start + 1, steps.stop + 1)
     m = t["act_mask"][:, steps].float()
     denom = m.sum().clamp_min(1)
@@ -48,16 +49,17 @@ def masked_terms(wm: nn.Module, out: dict[str, torch.Tensor], state_err: torch.T
     terms["reward_mse"] = ((out["reward"] - t["rewards"][:, steps]).pow(2) * m).sum() / denom
     bce = F.binary_cross_entropy_with_logits(out["term_logit"], t["term"][:, steps], reduction="none")
     terms["term_bce"] = (bce * m).sum() / denom
-    return sum(terms.values()), terms
+    return sum(terms.values()) + (state_weight - 1) * terms["state_mse"], terms
 
 
-def _one_pass(wm: nn.Module, t: dict[str, torch.Tensor], inp_codes: torch.Tensor, inp_states: torch.Tensor
-              ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+def _one_pass(wm: nn.Module, t: dict[str, torch.Tensor], inp_codes: torch.Tensor, inp_states: torch.Tensor,
+              state_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
     """The teacher-forced loss of one pass from inputs `inp_codes`, `inp_states` against the window's
     targets `t`; returns (loss, logs, the predictions with the predicted codes)."""
     K = wm.cfg.dynamics.context
     out = wm.predict(inp_codes, inp_states, t["actions"][:, :K])
-    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - inp_states), t, slice(0, K))
+    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - inp_states), t, slice(0, K),
+                               state_weight)
     with torch.no_grad():
         pred = wm.dynamics.predict_codes(out["code_logits"])
         m = t["act_mask"][:, :K].float()
@@ -68,7 +70,7 @@ def _one_pass(wm: nn.Module, t: dict[str, torch.Tensor], inp_codes: torch.Tensor
 
 def window_loss(wm: nn.Module, batch: dict[str, torch.Tensor], rng: torch.Generator | None = None,
                 force_rollout: bool | None = None, *, corrupt_prob: float = 0.0, state_noise: float = 0.0,
-                rollout_prob: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                rollout_prob: float = 0.0, state_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of the world model `wm` on a window batch (codes [B, K+1, N], states, actions, rewards,
     terminated, act_mask).
 
@@ -87,7 +89,7 @@ def window_loss(wm: nn.Module, batch: dict[str, torch.Tensor], rng: torch.Genera
         if wm.cfg.static_state_dims:  # held fixed in rollouts, so never perturbed
             noise[..., list(wm.cfg.static_state_dims)] = 0
         inp_states = inp_states + noise
-    loss, logs, out = _one_pass(wm, t, inp, inp_states)
+    loss, logs, out = _one_pass(wm, t, inp, inp_states, state_weight)
     if force_rollout is None:
         coin = torch.rand((), generator=rng).item()
         force_rollout = training and rollout_prob > 0 and coin < rollout_prob
@@ -96,7 +98,7 @@ def window_loss(wm: nn.Module, batch: dict[str, torch.Tensor], rng: torch.Genera
         pred_states = (inp_states + out["state_delta"]).detach()
         roll_codes = torch.cat([inp[:, :1], out["codes"][:, : K - 1]], 1)
         roll_states = torch.cat([t["states"][:, :1], pred_states[:, : K - 1]], 1)
-        loss2, logs2, _ = _one_pass(wm, t, roll_codes, roll_states)
+        loss2, logs2, _ = _one_pass(wm, t, roll_codes, roll_states, state_weight)
         loss = loss + loss2
         logs["rollout_ce"] = logs2["ce"]
         logs["rollout_state_mse"] = logs2["state_mse"]
@@ -105,7 +107,8 @@ def window_loss(wm: nn.Module, batch: dict[str, torch.Tensor], rng: torch.Genera
 
 
 def state_only_loss(wm: nn.Module, batch: dict[str, torch.Tensor], state_noise: float = 0.0,
-                    rng: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    rng: torch.Generator | None = None, state_weight: float = 1.0
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """The teacher-forced state, reward and termination loss of the world model `wm` on a batch of
     windows of K + 1 steps without frames (states, actions, rewards, terminated, act_mask; K its context).
     In training mode, `state_noise` adds Gaussian noise of that std (in dataset stds, drawn from `rng`)
@@ -119,5 +122,5 @@ def state_only_loss(wm: nn.Module, batch: dict[str, torch.Tensor], state_noise: 
             noise[..., list(wm.cfg.static_state_dims)] = 0
         inp = inp + noise
     out = wm.predict(None, inp, t["actions"][:, :K])
-    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - inp), t, slice(0, K))
+    loss, terms = masked_terms(wm, out, out["state_delta"] - (t["states"][:, 1:] - inp), t, slice(0, K), state_weight)
     return loss, {"state_only_loss": loss.item(), "state_only_state_mse": terms["state_mse"].item()}

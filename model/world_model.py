@@ -220,22 +220,23 @@ class WorldModel(PretrainedMixin, nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor], rng: torch.Generator | None = None,
              force_rollout: bool | None = None, *, corrupt_prob: float = 0.0, state_noise: float = 0.0,
-             rollout_prob: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+             rollout_prob: float = 0.0, state_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """The window loss of the transformer (and the pathway inside its state prediction): see
         `worldsim.model.window_loss.window_loss`."""
         return window_loss(self, batch, rng, force_rollout, corrupt_prob=corrupt_prob, state_noise=state_noise,
-                           rollout_prob=rollout_prob)
+                           rollout_prob=rollout_prob, state_weight=state_weight)
 
     def state_only_loss(self, batch: dict[str, torch.Tensor], state_noise: float = 0.0,
-                        rng: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                        rng: torch.Generator | None = None, state_weight: float = 1.0
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
         """The transformer's teacher-forced loss on windows without frames (`window_loss.state_only_loss`)."""
-        return state_only_loss(self, batch, state_noise, rng)
+        return state_only_loss(self, batch, state_noise, rng, state_weight)
 
-    def rollout_loss(self, batch: dict[str, torch.Tensor], prefix: str = "unrolled"
-                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    def rollout_loss(self, batch: dict[str, torch.Tensor], prefix: str = "unrolled", detach: bool = False,
+                     state_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """The transformer's K-step open-loop loss on windows of K + 1 steps (with or without frames),
         through the cached step (see `worldsim.model.rollout_loss`)."""
-        return rollout_loss(self, batch, prefix)
+        return rollout_loss(self, batch, prefix, detach, state_weight)
 
     def pathway_loss(self, batch: dict[str, torch.Tensor], clamp: bool = True
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ import pytest
 
 import worldsim.cli.train as cli_train
 from worldsim.cli import build_parser, main
-from worldsim.core.cli_config import add_config_file_flags, add_config_flags, field_docs, resolve_config
+from worldsim.core.cli_config import add_config_file_flags, add_config_flags, field_docs, resolve_config, resolve_run
 from worldsim.core.config import ConfigBase
 from worldsim.core.registry import SHIPPED
 from worldsim.eval.harness import EvalConfig
@@ -103,7 +103,8 @@ def test_config_file_then_flags(tmp_path, capsys):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"steps": 7, "lr": 0.01, "mix": "replace"}))
     got = _print_config(["train", "renderer", "--config", str(f), "--steps", "9", "--print-config"], capsys)
-    assert got == {**RendererTrainConfig().to_dict(), "steps": 9, "lr": 0.01, "mix": "replace"}
+    run = {"checkpoint": None, "data": None, "out": None, "device": "auto"}  # the run's other flags, unset here
+    assert got == {**run, **RendererTrainConfig().to_dict(), "steps": 9, "lr": 0.01, "mix": "replace"}
     # The printed config is a file to start from: read back, it gives the same config.
     f.write_text(json.dumps(got))
     assert _print_config(["train", "renderer", "--config", str(f), "--print-config"], capsys) == got
@@ -169,8 +170,8 @@ def test_old_flags_keep_working():
     p = build_parser()
     args = p.parse_args(["train", "dynamics", "--data", "D", "--tokenizer", "T", "--out", "O", "--no-balance",
                          "--state-batch", "4", "--capacity", "0.25", "--state-residual"])
-    assert resolve_config(DynamicsTrainConfig, args) == DynamicsTrainConfig(balance=False, state_batch=4)
-    assert args.capacity == 0.25 and args.context == 4 and args.preset == "v4"
+    assert resolve_run(DynamicsTrainConfig, args)[0] == DynamicsTrainConfig(balance=False, state_batch=4)
+    assert args.capacity == 0.25 and args.context == 4 and args.preset == "v4" and args.state_residual
     args = p.parse_args(["train", "renderer", "--checkpoint", "C", "--data", "D", "--out", "O", "--mix", "replace",
                          "--width", "8"])
     assert resolve_config(RendererTrainConfig, args) == RendererTrainConfig(mix="replace", width=8)
@@ -189,3 +190,74 @@ def test_info_of_a_scene_describes_its_shipped_world(scene, kind, world, capsys,
 def test_python_dash_m_runs():
     r = subprocess.run([sys.executable, "-m", "worldsim", "eval", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--config FILE" in r.stdout and "(default: 32)" in r.stdout
+
+
+def _fake_trainer(monkeypatch, name: str) -> dict:
+    """Replace `worldsim.cli.train`'s `name` with a recorder of its arguments (positional as `args`)."""
+    seen: dict = {}
+
+    def fake(*args, **kwargs):
+        seen.clear()
+        seen.update(kwargs, args=args)
+        return {}
+
+    monkeypatch.setattr(cli_train, name, fake)
+    return seen
+
+
+def test_a_tokenizer_runs_config_file_holds_every_argument_and_reruns_it(tmp_path, monkeypatch):
+    seen = _fake_trainer(monkeypatch, "train_tokenizer")
+    assert main(["train", "tokenizer", "--data", "D1", "D2", "--out", "O", "--channels", "8", "8", "8", "--levels",
+                 "7", "5", "--init", "T0", "--fp16", "--device", "cpu", "--steps", "5", "--quiet", "--force"]) == 0
+    first = dict(seen)
+    record = first["log_config"]
+    assert record == {"data": ["D1", "D2"], "out": "O", "device": "cpu", "channels": [8, 8, 8], "levels": [7, 5],
+                      "decoder_channels": None, "decoder_only": False, "fp16": True, "init": "T0",
+                      **TokenizerTrainConfig(steps=5).to_dict()}  # --quiet and --force are not the run's
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(record))
+    assert main(["train", "tokenizer", "--config", str(f)]) == 0
+    assert seen["args"] == first["args"] and seen["args"][2].channels == (8, 8, 8)
+    assert {k: seen[k] for k in ("device", "fp16", "init", "log_config")} == \
+        {k: first[k] for k in ("device", "fp16", "init", "log_config")}
+    assert seen["force"] is False and seen["progress"] is True
+    # The command line still wins over the file.
+    assert main(["train", "tokenizer", "--config", str(f), "--out", "O2", "--channels", "16", "16", "16"]) == 0
+    assert seen["args"][1] == "O2" and seen["args"][2].channels == (16, 16, 16)
+
+
+def test_dynamics_and_part_runs_take_every_argument_from_the_config_file(tmp_path, monkeypatch, capsys):
+    seen = _fake_trainer(monkeypatch, "train_dynamics")
+    f = tmp_path / "c.json"
+    run = {"data": "D", "tokenizer": "T", "out": "O", "preset": "dense", "context": 3, "capacity": 0.5,
+           "bias_gamma": None, "state_residual": True, "state_data": ["S1"], "init": "W", "device": "cpu", "steps": 4}
+    f.write_text(json.dumps(run))
+    assert main(["train", "dynamics", "--config", str(f)]) == 0
+    assert seen["args"][:3] == ("D", "T", "O") and seen["cfg"] == DynamicsTrainConfig(steps=4)
+    assert {k: seen[k] for k in ("preset", "context", "capacity", "state_data", "init", "device")} == \
+        {"preset": "dense", "context": 3, "capacity": 0.5, "state_data": ["S1"], "init": "W", "device": "cpu"}
+    assert seen["state_residual"] is True
+    assert _print_config(["train", "dynamics", "--config", str(f), "--print-config"], capsys) == \
+        {**run, **DynamicsTrainConfig(steps=4).to_dict()}
+    seen = _fake_trainer(monkeypatch, "train_pathway")
+    monkeypatch.setitem(cli_train._PARTS, "pathway", (PathwayTrainConfig, cli_train.train_pathway, "state_data",
+                                                      lambda m, cfg: "fitted"))
+    f.write_text(json.dumps({"checkpoint": "C", "state_data": ["S1", "S2"], "out": "O", "unroll": 3}))
+    assert main(["train", "pathway", "--config", str(f)]) == 0
+    assert seen["args"][:3] == ("C", ["S1", "S2"], "O") and seen["args"][3].unroll == 3
+    assert seen["log_config"]["checkpoint"] == "C" and seen["log_config"]["unroll"] == 3
+
+
+@pytest.mark.parametrize("content, match", [
+    ({"channels": [8, 8]}, r"channels: expected a list of 3 values, got \[8, 8\]"),
+    ({"levels": ["8"]}, r"levels: expected an int, got '8'"),
+    ({"fp16": "yes"}, "fp16: expected true or false"),
+    ({"out": 3}, "out: expected a string, got 3"),
+    ({"chanels": [8, 8, 8]}, r"unknown key\(s\) \['chanels'\] for TokenizerTrainConfig; known keys are .*'channels'"),
+])
+def test_bad_run_flags_in_a_config_file_are_clear_errors(tmp_path, capsys, content, match):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(content))
+    assert main(["train", "tokenizer", "--config", str(f), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from worldsim.cli import main
-from worldsim.core.registry import BASELINES, SHIPPED
+from worldsim.core.checkpoint import weights_sha256
+from worldsim.core.registry import BASELINES, SHIPPED, resolve_checkpoint
 from worldsim.envs import list_scenes
 from worldsim.envs.world_batch import NoShippedWorld, load_world_model
 
@@ -93,16 +94,29 @@ def test_no_shipped_world_speaks_python_to_python_and_flags_to_the_cli(tmp_path,
 @pytest.mark.slow
 def test_an_export_carries_its_eval_reports_headline_figures(tmp_path, tiny_world, capsys, monkeypatch):
     """`export --eval-report` copies PCS and the valid horizon of the world's own report into its config,
-    where `worldsim models` reads them; a report of another scene is refused."""
+    where `worldsim models` reads them. The report records the checkpoint it scored (its weights' SHA-256),
+    and a report of another world (the mlp baseline's PCS once went into a transformer's config), of no
+    recorded world, or of another scene is refused."""
     src = tiny_world(tmp_path / "w")
     assert main(["eval", "--scene", "Reacher-v5", "--checkpoint", str(src), "--episodes", "2", "--horizon", "6",
                  "--out", str(tmp_path / "rep"), "--no-video", "--quiet", "--device", "cpu"]) == 0
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["checkpoint"] == {"name": str(src), "path": str(src.resolve()), "weights_sha256": weights_sha256(src)}
     assert main(["export", str(src), "--out", str(tmp_path / "out"), "--eval-report", str(tmp_path / "rep")]) == 0
     figures = json.loads((tmp_path / "out" / "config.json").read_text())["extra"]["eval"]
     assert figures["pcs"] == report["pcs"] and figures["horizon"] == 6 and figures["episodes"] == 2
     assert figures["valid_horizon"] == report["metrics"]["valid_horizon"]["6"]
-    report["scene"] = "bounce"
-    (tmp_path / "rep" / "report.json").write_text(json.dumps(report))
-    assert main(["export", str(src), "--out", str(tmp_path / "out2"), "--eval-report", str(tmp_path / "rep")]) == 2
-    assert "not 'Reacher-v5'" in capsys.readouterr().err
+    assert figures["weights_sha256"] == weights_sha256(src)
+    # The shipped mlp baseline's own report: figures of other weights, for the same scene.
+    other = dict(report, checkpoint={"name": "worldsim:mlp-reacher", "path": "/x/mlp-reacher",
+                                     "weights_sha256": weights_sha256(resolve_checkpoint("worldsim:mlp-reacher",
+                                                                                         "world_model"))})
+    for bad, match in [(other, r"scored another world: 'worldsim:mlp-reacher' \(/x/mlp-reacher, weights SHA-256"),
+                       ({k: v for k, v in report.items() if k != "checkpoint"}, "does not record which world it "
+                                                                                "scored"),
+                       ({**report, "scene": "bounce"}, "not 'Reacher-v5'")]:
+        (tmp_path / "rep" / "report.json").write_text(json.dumps(bad))
+        assert main(["export", str(src), "--out", str(tmp_path / "out2"), "--eval-report", str(tmp_path / "rep")]) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err), err
+        assert not (tmp_path / "out2").exists()  # refused before anything is written

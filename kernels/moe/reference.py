@@ -59,7 +59,7 @@ def moe_ffn_sorted(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_
         start += c
     y = torch.cat(ys) if ys else xs.new_zeros(0, x.shape[1])
     y = y * expert_weight.reshape(-1)[order, None].to(y.dtype)
-    return torch.zeros_like(x).index_add_(0, tok, y)
+    return torch.zeros_like(x).index_add_(0, tok, y.to(x.dtype))  # autocast computes y in bf16
 
 
 def hierarchical_topk_ref(affinity: torch.Tensor, bias: torch.Tensor, groups: int, top_groups: int,

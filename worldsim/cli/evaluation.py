@@ -15,12 +15,23 @@ import json
 import math
 
 from worldsim.cli.common import DEVICE_HELP, add_required, config_or_print
+from worldsim.core.checkpoint import weights_sha256
 from worldsim.core.cli_config import add_config_file_flags, add_config_flags
+from worldsim.core.registry import resolve_checkpoint
 from worldsim.envs.world_batch import load_world_model
 from worldsim.eval.harness import EvalConfig, evaluate
 from worldsim.eval.policy_eval import BUILT_IN, evaluate_policies, policy_from_spec
 from worldsim.eval.policy_report import policy_markdown, write_policy_report
 from worldsim.eval.report import check_out_dir, jsonable, summary, write_report
+
+
+def scored_checkpoint(scene: str, checkpoint: str | None) -> dict[str, str]:
+    """What a report records of the world it scored, so that `export --eval-report` can tell its own
+    report from another world's: the name as given (the scene, for its shipped world), the directory,
+    and the SHA-256 of its weights."""
+    name = scene if checkpoint is None else checkpoint
+    path = resolve_checkpoint(name, "world_model")
+    return {"name": str(name), "path": str(path.resolve()), "weights_sha256": weights_sha256(path)}
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -29,7 +40,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
         return 0
     check_out_dir(args.out)
     wm = load_world_model(cfg.scene, args.checkpoint, args.device)
+    scored = scored_checkpoint(cfg.scene, args.checkpoint)
     result = evaluate(wm, cfg, progress=not args.quiet)
+    result.report["checkpoint"] = scored
     out = write_report(result, args.out, videos=not args.no_video)
     if args.json:
         print(json.dumps(summary(result.report), indent=2))

@@ -227,8 +227,9 @@ def _add_rollout_parsers(sub: argparse._SubParsersAction) -> None:
                    help="swap in this tokenizer (a checkpoint directory or worldsim:NAME), which must have the "
                         "world's encoder: a new decoder for the same codes (default: none, keep the world's)")
     s.add_argument("--eval-report", default=None,
-                   help="a `worldsim eval --out` directory of this world: its PCS and valid horizon go into the "
-                        "config, where `worldsim models` shows them (default: none)")
+                   help="a `worldsim eval --out` directory that scored this very checkpoint (its report records "
+                        "the weights' SHA-256; another world's report is refused): its PCS and valid horizon go "
+                        "into the config, where `worldsim models` shows them (default: none)")
     s.set_defaults(func=_cmd_export)
 
 

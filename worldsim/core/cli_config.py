@@ -14,6 +14,11 @@ the field in the class source (inherited fields use the nearest class that docum
 the field's default. Bools are `--x/--no-x`, tuples take several values, `Literal`s are choices.
 A flag left off the command line is absent from the namespace (its argparse default is `SUPPRESS`), so
 `resolve_config` can tell it from a value in the file.
+
+A command's other flags (a trainer's `--data`, `--out`, `--channels`, `--preset`, `--init`, ...) are
+added with `add_run_flag`, which makes them settable by the same file: `resolve_run` returns the config
+and those flags' values, each from defaults < --config FILE < the command line, and `run_record` is
+the whole run as one flat object, the file that reruns it (a trainer's `OUT.log/config.json`).
 """
 
 from __future__ import annotations
@@ -128,13 +133,20 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[ConfigBase], *, 
                            help=f"{doc} ({shown.replace('%', '%%')})", **kwargs)
 
 
-def add_config_file_flags(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE` (JSON, or YAML with pyyaml installed) and `--print-config`."""
+def add_config_file_flags(parser: argparse.ArgumentParser, whole_run: bool = False) -> None:
+    """`--config FILE` (JSON, or YAML with pyyaml installed) and `--print-config`; `whole_run`: the file
+    may also give the command's run flags (`add_run_flag`), and `--print-config` prints them too."""
+    if whole_run:
+        what = ("read the run's flags from this JSON or YAML file (keys: the flag names with _ for -, any but "
+                "--quiet and --force; a run's OUT.log/config.json reruns it)")
+        shown = "the whole run"
+    else:
+        what, shown = "read the config fields from this JSON or YAML file", "the resolved config"
     parser.add_argument("--config", default=None, metavar="FILE",
-                        help="read the config fields from this JSON or YAML file; flags given on the command "
-                             "line override it (default: none, the defaults shown)")
+                        help=f"{what}; flags given on the command line override it (default: none, the defaults "
+                             f"shown)")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config as JSON (a file to start a --config from) and exit")
+                        help=f"print {shown} as JSON (a file to start a --config from) and exit")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -165,17 +177,109 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 def resolve_config(cls: type[ConfigBase], args: argparse.Namespace, required: tuple[str, ...] = ()) -> ConfigBase:
     """`cls` from its defaults, then `args.config`'s file, then the flags given on the command line.
 
-    Fields in `required` must come from the file or the command line, not from their defaults."""
+    Fields in `required` must come from the file or the command line, not from their defaults. The
+    file may also hold the command's run flags (`add_run_flag`), which `resolve_run` reads."""
     known = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    run_flags = getattr(args, "run_flags", None) or {}
     values: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         values = load_config_file(args.config)
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - set(known) - set(run_flags))
         if unknown:
             raise ValueError(f"--config {args.config}: unknown key(s) {unknown} for {cls.__name__}; "
-                             f"known keys are {known}")
+                             f"known keys are {sorted({*known, *run_flags})}")
+        values = {k: v for k, v in values.items() if k in known}
     values.update({name: getattr(args, name) for name in known if hasattr(args, name)})
     missing = [flag_name(name) for name in required if name not in values]
     if missing:
         raise ValueError(f"{', '.join(missing)} is required (on the command line or in a --config file)")
     return cls.from_dict(values)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFlag:
+    """A hand-written flag that `--config FILE` can also set (see `add_run_flag`)."""
+
+    flag: str
+    default: Any
+    required: bool
+    action: argparse.Action
+
+
+def add_run_flag(parser: argparse.ArgumentParser, *flags: str, default: Any = None, required: bool = False,
+                 shown: str | None = None, **kwargs: Any) -> None:
+    """Add a flag that a `--config` file may also give, as the config fields may (`resolve_run` fills it).
+
+    Left off the command line it is absent from the namespace, so a value in the file can be told from
+    the default. `required`: it must come from the command line or the file. `shown`: the help's
+    default text when the value alone would not say it (default: the value)."""
+    action = parser.add_argument(*flags, default=argparse.SUPPRESS, **kwargs)
+    if required:
+        shown = "required, here or in --config"
+    elif shown is None:
+        shown = "default: " + ("none" if default is None else _format_default(default))
+    action.help = f"{action.help} ({shown.replace('%', '%%')})"
+    run_flags = {**(parser.get_default("run_flags") or {}), action.dest: RunFlag(flags[0], default, required, action)}
+    parser.set_defaults(run_flags=run_flags, command_parser=parser)
+
+
+def _file_value(flag: RunFlag, value: Any, source: str) -> Any:
+    """A run flag's value from a config file, checked as the flag's own parser would check it."""
+    action = flag.action
+    where = f"--config {source}: {action.dest}"
+    if value is None and flag.default is None:  # unset, as `--print-config` writes a flag not given
+        return None
+    if action.nargs == 0:  # store_true
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    items = value if many else [value]
+    if many and not (isinstance(value, list) and value and
+                     (not isinstance(action.nargs, int) or len(value) == action.nargs)):
+        count = action.nargs if isinstance(action.nargs, int) else "one or more"
+        raise ValueError(f"{where}: expected a list of {count} values, got {value!r}")
+    kind = action.type or str
+    for item in items:
+        ok = isinstance(item, str) if kind is str else \
+            (isinstance(item, (int, float) if kind is float else kind) and not isinstance(item, bool))
+        if not ok or (action.choices is not None and item not in action.choices):
+            wanted = f"one of {list(action.choices)}" if action.choices is not None else \
+                {int: "an int", float: "a number"}.get(kind, "a string")
+            raise ValueError(f"{where}: expected {wanted}, got {item!r}")
+    items = [kind(item) for item in items]
+    return items if many else items[0]
+
+
+def resolve_run(cls: type[ConfigBase], args: argparse.Namespace) -> tuple[ConfigBase, dict[str, Any]]:
+    """The config `cls` (as `resolve_config`) and the command's run flags, each from its default, then
+    `args.config`'s file, then the command line. The run flags' values are also set on `args`.
+
+    Raises:
+        ValueError: for a bad or unknown value in the file.
+        SystemExit: (a usage error, status 2) when a required run flag is given nowhere, unless
+            `--print-config` only prints the run.
+    """
+    cfg = resolve_config(cls, args)
+    run_flags: dict[str, RunFlag] = getattr(args, "run_flags", None) or {}
+    file = load_config_file(args.config) if getattr(args, "config", None) is not None else {}
+    run: dict[str, Any] = {}
+    for dest, flag in run_flags.items():
+        if hasattr(args, dest):
+            run[dest] = getattr(args, dest)
+        elif dest in file:
+            run[dest] = _file_value(flag, file[dest], args.config)
+        else:
+            run[dest] = flag.default
+        setattr(args, dest, run[dest])
+    missing = [flag.flag for dest, flag in run_flags.items() if flag.required and run[dest] is None]
+    if missing and not getattr(args, "print_config", False):
+        args.command_parser.error(f"the following arguments are required: {', '.join(missing)} "
+                                  f"(on the command line or in --config)")
+    return cfg, run
+
+
+def run_record(cfg: ConfigBase, run: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of a run as one flat object, the run flags first: a file `--config` reruns it from."""
+    record = {k: list(v) if isinstance(v, tuple) else v for k, v in run.items()}
+    return {**record, **cfg.to_dict()}

@@ -89,6 +89,12 @@ class DynamicsTrainConfig(ConfigBase):
     frameless teacher-forced loss kept on state-only-batch windows), or mixed (frames on every loss turned on)"""
     rollout_ramp: int = 0
     """steps over which K of the open-loop loss grows from 1 to rollout-steps (0: K from the start)"""
+    state_weight: float = 1.0
+    """weight of the state's squared error against the reward and termination terms in every loss (the
+    state's error compounds over a rollout, the others do not)"""
+    rollout_detach: bool = False
+    """feed each unrolled step the model's own state without its gradient (the pushforward trick: no
+    gradient through the chain)"""
     open_loop_horizon: int = 50
     """steps of the held-out open-loop rollout scored at every validation; the run's output is its best
     checkpoint by that score (0: no score, the output is the last step)"""
@@ -106,6 +112,8 @@ class DynamicsTrainConfig(ConfigBase):
                      "rollout_batch", "rollout_ramp", "open_loop_horizon", "open_loop_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.state_weight > 0:
+            raise ValueError(f"DynamicsTrainConfig.state_weight must be > 0, got {self.state_weight}")
         if not self.state_noise >= 0:
             raise ValueError(f"DynamicsTrainConfig.state_noise must be >= 0, got {self.state_noise}")
         if self.stage not in STAGES:
@@ -322,8 +330,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
                    capacity: float | None = None, state_data: list[str] | tuple[str, ...] = (),
-                   state_residual: bool | None = None, init: str | Path | None = None, force: bool = False
-                   ) -> dict[str, float]:
+                   state_residual: bool | None = None, init: str | Path | None = None, force: bool = False,
+                   log_config: dict | None = None) -> dict[str, float]:
     """Train (or resume) a world model's dynamics on `data_dir` with the frozen `tokenizer`.
 
     `cfg.stage` says what the run trains (`worldsim.train.stages`); the frameless stages read no frames,
@@ -334,7 +342,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     rolls held-out episodes out open loop (`worldsim.train.open_loop`) and `out` is the checkpoint
     with the best score so far (the starting weights of a run from `init` included). `out` must be
     absent, empty or a world-model checkpoint (`force`: any checkpoint); a resume continues only the
-    same run (same data, tokenizer, model and training configs; `cfg.steps` may change).
+    same run (same data, tokenizer, model and training configs; `cfg.steps` may change). `log_config`:
+    the whole run's arguments, which `OUT.log/config.json` holds for `--config` (default: `cfg`'s).
     """
     if cfg.stage in ("rollout", "frames") and init is None:
         raise ValueError(f"the {cfg.stage} stage continues a trained world: give --init (the previous stage's output)")
@@ -348,7 +357,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay,
                                             betas=(0.9, 0.95), clip=1.0),
                      state_dir=state_dir, kind="world_model", run=run, extra=record, seed=[cfg.seed, ranks.rank],
-                     ranks=ranks, desc=f"dynamics {preset} ({cfg.stage})", progress=progress)
+                     ranks=ranks, desc=f"dynamics {preset} ({cfg.stage})", progress=progress, config=log_config)
     objective = loop.ddp(Objective(wm), find_unused=wm.cfg.dynamics.moe)  # an expert may get no token on a rank
     state_sets = [EpisodeDataset(d, frames=False) for d in state_data]  # read once, for both uses
     draw = _pathway_draws(wm, cfg, train_data, state_sets, ranks.rank)

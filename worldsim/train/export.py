@@ -18,6 +18,7 @@ from worldsim.envs.manifest import read_manifest
 from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.world_model import WorldModel
 from worldsim.train.data_stats import state_bounds, static_state_dims
+from worldsim.train.state import checkpoint_identity
 
 
 def with_static_from(wm: WorldModel, static_from: str | Path) -> WorldModel:
@@ -80,23 +81,38 @@ def compare_rollouts(wm: WorldModel, again: WorldModel, steps: int, episodes: in
     return {"token_agreement": float(np.mean(same)), "max_state_diff_std": worst}
 
 
-def headline_figures(report_dir: str | Path, scene: str) -> dict[str, Any]:
+def headline_figures(report_dir: str | Path, scene: str, checkpoint: str | Path) -> dict[str, Any]:
     """A world's headline figures from its `worldsim eval` report: PCS, and the valid horizon (steps,
     median over episodes) at the report's longest horizon, with what they were measured on.
 
+    The report must have scored `checkpoint` itself: the SHA-256 of the weights it records must be
+    `checkpoint`'s (a baseline's or another run's figures never go into this world's config).
+
     Raises:
-        ValueError: for a directory without a report, or a report of another scene.
+        ValueError: for a directory without a report, a report of another scene, of other weights, or
+            one that records no checkpoint (written before reports did).
     """
     path = Path(report_dir) / "report.json"
+    where = f"--eval-report {str(report_dir)!r}"
     if not path.is_file():
-        raise ValueError(f"{str(report_dir)!r} holds no report.json (expected a `worldsim eval --out` directory)")
+        raise ValueError(f"{where} holds no report.json (expected a `worldsim eval --out` directory)")
     report = json.loads(path.read_text())
     if report.get("scene") != scene:
         raise ValueError(f"the report at {str(report_dir)!r} scores scene {report.get('scene')!r}, not {scene!r}")
+    scored, own = report.get("checkpoint"), checkpoint_identity(checkpoint, "world_model")
+    rerun = f"score this world with `worldsim eval --scene {scene} --checkpoint {checkpoint} --out DIR`"
+    if not isinstance(scored, dict) or not isinstance(scored.get("weights_sha256"), str):
+        raise ValueError(f"{where} does not record which world it scored (written before reports did), so "
+                         f"nothing says its figures are {checkpoint}'s; {rerun}")
+    if scored["weights_sha256"] != own:
+        raise ValueError(f"{where} scored another world: {scored.get('name')!r} ({scored.get('path')}, weights "
+                         f"SHA-256 {scored['weights_sha256'][:16]}...), not {str(checkpoint)!r} "
+                         f"({own[:16]}...); {rerun}")
     horizons = {int(h): v for h, v in report["metrics"]["valid_horizon"].items()}
     h = max(horizons)
     return {"pcs": report["pcs"], "valid_horizon": horizons[h], "horizon": h, "episodes": report["episodes"],
-            "seed": report["config"]["seed"], "policy": report["config"]["policy"], "report": str(report_dir)}
+            "seed": report["config"]["seed"], "policy": report["config"]["policy"], "report": str(report_dir),
+            "weights_sha256": own}
 
 
 def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, tokenizer_ref: str | None = None,
@@ -112,12 +128,13 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
     dataset directory) sets `static_state_dims` and the state bounds from its training split, for
     checkpoints trained before the trainer recorded them. `tokenizer` swaps in another tokenizer with
     the same encoder (`with_tokenizer`), such as a new decoder trained on the world's codes.
-    `eval_report` (a `worldsim eval --out` directory of this world) puts its headline figures in the
-    config (`headline_figures`), where `worldsim models` reads them.
+    `eval_report` (a `worldsim eval --out` directory of this world, `src` itself) puts its headline
+    figures in the config (`headline_figures`), where `worldsim models` reads them.
     """
     recover_checkpoint(dst)
     check_checkpoint_target(dst, "world_model", force=force)  # before any work
     wm = WorldModel.from_pretrained(src)
+    figures = None if eval_report is None else headline_figures(eval_report, wm.cfg.scene, src)
     if static_from is not None:
         wm = with_static_from(wm, static_from)
     if tokenizer is not None:
@@ -127,8 +144,8 @@ def export_world_model(src: str | Path, dst: str | Path, fp16: bool = True, toke
         source_extra.pop(key, None)
     if tokenizer is not None:
         source_extra["tokenizer_from"] = str(tokenizer)
-    if eval_report is not None:
-        source_extra["eval"] = headline_figures(eval_report, wm.cfg.scene)
+    if figures is not None:
+        source_extra["eval"] = figures
     out = wm.save(dst, extra={**source_extra, "exported_from": str(src)}, dtype=torch.float16 if fp16 else None,
                   tokenizer_ref=tokenizer_ref, force=force)
     again = WorldModel.from_pretrained(out)

@@ -3,8 +3,8 @@ beside it when the `tensorboard` package is installed.
 
     OUT/        the model (written at the end)
     OUT.train/  the resumable training state (replaced whole at each save)
-    OUT.log/    metrics.jsonl, config.json (the resolved train config, for --config), and
-                events.out.tfevents.* with TensorBoard
+    OUT.log/    metrics.jsonl, config.json (every argument of the run, resolved: `--config` reruns
+                it), and events.out.tfevents.* with TensorBoard
 
 The log lives beside the checkpoint and the state rather than inside either, since both are
 replaced whole by every save and a log grows line by line. A line reads
@@ -122,7 +122,8 @@ def _numeric(v: Any) -> bool:
 
 
 def write_run_config(directory: Path, config: dict[str, Any]) -> Path:
-    """The run's resolved train config as `config.json`, a file `--config` reads back (written whole)."""
+    """The run's resolved arguments as `config.json`, a file `--config` reruns the run from (written whole):
+    from the CLI every argument (`worldsim.core.cli_config.run_record`), else the train config."""
     path = directory / CONFIG_FILE
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")

@@ -167,11 +167,13 @@ def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
 
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
-         train_loss, validate, extra: dict, desc: str, progress: bool, force: bool) -> dict[str, float]:
+         train_loss, validate, extra: dict, desc: str, progress: bool, force: bool,
+         log_config: dict | None) -> dict[str, float]:
     """The part trainers' run of the loop: AdamW on `params` alone (the rest of `wm` frozen), no
     weight decay or clipping, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run
     draws the same batches), `validate(batches)` a dict of held-out figures (8 batches at saves, 16
-    at the end); resumable from `out`.train."""
+    at the end); resumable from `out`.train. `log_config` is what `OUT.log/config.json` holds (the
+    CLI passes every argument of the run; None: `cfg`'s fields)."""
     wm.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
@@ -182,7 +184,7 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
            "data": data_identity(extra.get("state_data", extra.get("data", [])))}
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every),
                      state_dir=state_dir_for(out), kind="world_model", run=run, extra=extra, seed=cfg.seed,
-                     desc=desc, progress=progress, config=cfg.to_dict())
+                     desc=desc, progress=progress, config=log_config or cfg.to_dict())
 
     def loss(step: int) -> tuple[torch.Tensor, dict]:
         value = train_loss(step)
@@ -202,9 +204,11 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
 
 def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
                   cfg: PathwayTrainConfig = PathwayTrainConfig(), device: str = "auto",
-                  progress: bool = True, force: bool = False) -> dict[str, float]:
+                  progress: bool = True, force: bool = False, log_config: dict | None = None
+                  ) -> dict[str, float]:
     """Fit the state pathway of the world model `checkpoint` on the transitions of `state_data` (datasets
-    of its scene, with or without frames) and write the model to `out`; resumes from `out`.train."""
+    of its scene, with or without frames) and write the model to `out`; resumes from `out`.train.
+    `log_config`: what `OUT.log/config.json` holds (default: `cfg`'s fields)."""
     if not state_data:
         raise ValueError("train pathway needs at least one dataset (--state-data)")
     prepare_outputs(out, "world_model", force=force)  # before any work
@@ -235,7 +239,7 @@ def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "runs": len(train),
              "short_episodes": train.short_episodes}
     return _fit(wm, list(wm.pathway.parameters()), cfg, out, train_loss, validate, extra,
-                "state pathway", progress, force)
+                "state pathway", progress, force, log_config)
 
 
 def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
@@ -276,9 +280,11 @@ def with_renderer(wm: WorldModel, width: int, mix: str, seed: int = 0) -> WorldM
 
 def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], out: str | Path,
                    cfg: RendererTrainConfig = RendererTrainConfig(), device: str = "auto",
-                   progress: bool = True, force: bool = False) -> dict[str, float]:
+                   progress: bool = True, force: bool = False, log_config: dict | None = None
+                   ) -> dict[str, float]:
     """Give the world model `checkpoint` a state renderer fitted on the frames and states of `data`
-    (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train."""
+    (datasets of its scene, with frames) and write it to `out`; resumes from `out`.train.
+    `log_config`: what `OUT.log/config.json` holds (default: `cfg`'s fields)."""
     if not data:
         raise ValueError("train renderer needs at least one dataset with frames (--data)")
     prepare_outputs(out, "world_model", force=force)  # before any work
@@ -303,7 +309,7 @@ def train_renderer(checkpoint: str | Path, data: list[str] | tuple[str, ...], ou
 
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "frames": len(train)}
     return _fit(wm, list(renderer.parameters()), cfg, out, train_loss, validate, extra, "state renderer",
-                progress, force)
+                progress, force, log_config)
 
 
 def with_outcome(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
@@ -319,10 +325,12 @@ def with_outcome(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
 
 def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,
                   cfg: OutcomeTrainConfig = OutcomeTrainConfig(), device: str = "auto",
-                  progress: bool = True, force: bool = False) -> dict[str, float]:
+                  progress: bool = True, force: bool = False, log_config: dict | None = None
+                  ) -> dict[str, float]:
     """Give the world model `checkpoint` an outcome head fitted on the transitions of `state_data`
     (datasets of its scene, with or without frames) and write it to `out`, its rollout rewards held to
-    the range of the training rewards (`WorldModelConfig.reward_range`); resumes from `out`.train."""
+    the range of the training rewards (`WorldModelConfig.reward_range`); resumes from `out`.train.
+    `log_config`: what `OUT.log/config.json` holds (default: `cfg`'s fields)."""
     if not state_data:
         raise ValueError("train outcome needs at least one dataset (--state-data)")
     prepare_outputs(out, "world_model", force=force)  # before any work
@@ -345,4 +353,4 @@ def train_outcome(checkpoint: str | Path, state_data: list[str] | tuple[str, ...
     extra = {"base": str(checkpoint), "state_data": [str(d) for d in state_data], "transitions": len(train),
              "terminations": int(train.terminated.sum())}
     return _fit(wm, list(wm.outcome.parameters()), cfg, out, train_loss, validate, extra,
-                "outcome head", progress, force)
+                "outcome head", progress, force, log_config)

@@ -43,16 +43,17 @@ class Objective(torch.nn.Module):
         loss, logs = torch.zeros((), device=wm.device), {}
         if batch is not None:  # framed windows, teacher-forced (and the open-loop second pass when drawn)
             loss, logs = wm.loss(batch, rng, rollout, corrupt_prob=cfg.corrupt_prob, state_noise=cfg.state_noise,
-                                 rollout_prob=cfg.rollout_prob)
+                                 rollout_prob=cfg.rollout_prob, state_weight=cfg.state_weight)
         if state_only is not None:  # windows without frames: action and state tokens alone
             if cfg.stage == "mixed" and cfg.state_rollout_steps:
-                aux, aux_logs = wm.rollout_loss(state_only, prefix="state_only")
+                aux, aux_logs = wm.rollout_loss(state_only, prefix="state_only", state_weight=cfg.state_weight)
             else:
-                aux, aux_logs = wm.state_only_loss(state_only, state_noise=cfg.state_noise, rng=rng)
+                aux, aux_logs = wm.state_only_loss(state_only, state_noise=cfg.state_noise, rng=rng,
+                                                   state_weight=cfg.state_weight)
             logs.update(aux_logs)
             loss = loss + aux
         if unrolled is not None:  # the K-step open-loop loss on windows of K + 1 steps
-            aux, aux_logs = wm.rollout_loss(unrolled)
+            aux, aux_logs = wm.rollout_loss(unrolled, detach=cfg.rollout_detach, state_weight=cfg.state_weight)
             logs.update(aux_logs)
             loss = loss + aux
         if transitions is not None:  # the pathway alone, one step from recorded states (no clamp)

@@ -117,14 +117,16 @@ def validate(model: Tokenizer, pool: FramePool, n: int = 256, seed: int = 1234) 
 def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerConfig = TokenizerConfig(),
                     cfg: TokenizerTrainConfig = TokenizerTrainConfig(), device: str = "auto",
                     fp16: bool = False, progress: bool = True, init: str | Path | None = None,
-                    decoder_only: bool = False, force: bool = False) -> dict[str, float]:
+                    decoder_only: bool = False, force: bool = False,
+                    log_config: dict | None = None) -> dict[str, float]:
     """Train (or resume) a tokenizer; returns the final validation metrics.
 
     `init` starts a new run from another tokenizer's weights (fine-tuning); its config must match.
     With `decoder_only`, `init`'s encoder is kept frozen and only a decoder of `model_cfg`'s widths (at
     most `init`'s, the encoder config the same) is trained, from `init`'s decoder narrowed (`narrowed`).
     `out` must be absent, empty or a tokenizer checkpoint (`force`: any checkpoint); a resume continues
-    only the same run (same data, configs and init; `cfg.steps` may change).
+    only the same run (same data, configs and init; `cfg.steps` may change). `log_config` is what
+    `OUT.log/config.json` holds (the CLI passes every argument of the run; default: `cfg`'s fields).
     """
     if decoder_only and init is None:
         raise ValueError("decoder_only trains a decoder for another tokenizer's codes: pass init (--init TOKENIZER)")
@@ -146,7 +148,7 @@ def train_tokenizer(data_dirs: list[str], out: str | Path, model_cfg: TokenizerC
     loop = TrainLoop(model, [p for p in model.parameters() if p.requires_grad],
                      LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay, clip=1.0),
                      state_dir=state_dir, kind="tokenizer", run=run, extra=record, seed=[cfg.seed, ranks.rank],
-                     ranks=ranks, desc="tokenizer", progress=progress)
+                     ranks=ranks, desc="tokenizer", progress=progress, config=log_config)
     net = loop.ddp(model)
     coded = CodedFrames(train_pool, model, progress and ranks.rank == 0) if decoder_only else None
 
