@@ -247,13 +247,17 @@ class Dynamics(nn.Module):
         self.reward_head = nn.Linear(d, 1)
         self.term_head = nn.Linear(d, 1)
 
+    def _physics(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """states [B, T, S_dim] (normalised), actions [B, T, A] -> the action and state tokens [B, T, 2, D]."""
+        act = self.action_in(actions).unsqueeze(2) + self.type_emb[0]
+        st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
+        return torch.cat([act, st], dim=2)
+
     def embed(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """codes [B, T, N] long, states [B, T, S_dim] (normalised), actions [B, T, A] -> [B, T*(N+2), D]."""
         b, t, n = codes.shape
         frame = self.code_emb(codes) + self.pos_emb + self.type_emb[2]
-        act = self.action_in(actions).unsqueeze(2) + self.type_emb[0]
-        st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
-        return torch.cat([act, st, frame], dim=2).reshape(b, t * (n + 2), -1)
+        return torch.cat([self._physics(states, actions), frame], dim=2).reshape(b, t * (n + 2), -1)
 
     def heads(self, h: torch.Tensor, frames: bool = True) -> dict[str, torch.Tensor]:
         """Final hidden [B, T*S, D] -> predictions for each step's next frame (with `frames`), reward,
@@ -287,9 +291,7 @@ class Dynamics(nn.Module):
     def embed_state_only(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """states [B, T, S_dim] (normalised), actions [B, T, A] -> [B, T*2, D]: steps without a frame."""
         b, t = states.shape[:2]
-        act = self.action_in(actions).unsqueeze(2) + self.type_emb[0]
-        st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
-        return torch.cat([act, st], dim=2).reshape(b, t * 2, -1)
+        return self._physics(states, actions).reshape(b, t * 2, -1)
 
     def forward(self, codes: torch.Tensor | None, states: torch.Tensor, actions: torch.Tensor,
                 first_step: int = 0) -> dict[str, torch.Tensor]:

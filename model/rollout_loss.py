@@ -4,9 +4,9 @@ From the first real step of a window of K + 1 steps, the model steps K times as 
 each step through the key-value cache (in its differentiable mode), feeding back its own predicted
 state (continuous, with gradients through the whole chain, or without: `detach`) and its own
 predicted frame codes (argmax, without gradients through the discrete pick). Every unrolled step
-scores the next frame's codes, state, reward and termination against the recorded ones. This is what holds a rollout together over an
-episode: a one-step loss never shows the model the states its own errors lead to. At K = 1 it is the
-one-step loss from a real step.
+scores the next frame's codes, state, reward and termination against the recorded ones. This is what
+holds a rollout together over an episode: a one-step loss never shows the model the states its own
+errors lead to. At K = 1 it is the one-step loss from a real step.
 
 The state error is taken on the state itself (after `WorldModel.advance`: static dimensions held, the
 model's bounds applied), as a rollout carries it, in the model's normalised units.

@@ -17,6 +17,7 @@ from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
 from worldsim.model.world_model import WorldModel, WorldModelConfig
 from worldsim.train.dynamics import DynamicsTrainConfig, batch_loss, train_dynamics
+from worldsim.train.open_loop import OpenLoopProbe
 from worldsim.train.samplers import Sequences
 
 
@@ -311,14 +312,14 @@ def test_physics_first_stages_log_the_open_loop_score_and_keep_the_best(setup, t
         train_dynamics(data, tok, tmp_path / "r", cfg=DynamicsTrainConfig(stage="rollout", rollout_steps=3, **base), **kw)
     # A scripted score: best at step 2, so the output is step 2's weights whatever comes after.
     scores = iter([1.0, 5.0, 2.0, 2.0])
-    real_call = td.OpenLoopProbe.__call__
+    real_call = OpenLoopProbe.__call__
 
     def scripted(self, wm, frames=False):
         return real_call(self, wm, frames) | {"open_score": next(scores)}
 
-    monkeypatch.setattr(td.OpenLoopProbe, "__call__", scripted)
+    monkeypatch.setattr(OpenLoopProbe, "__call__", scripted)
     train_dynamics(data, tok, tmp_path / "phys", cfg=DynamicsTrainConfig(stage="physics", state_noise=0.01, **base), **kw)
-    monkeypatch.setattr(td.OpenLoopProbe, "__call__", real_call)
+    monkeypatch.setattr(OpenLoopProbe, "__call__", real_call)
     ck = load_checkpoint(tmp_path / "phys")
     assert ck.extra["best_step"] == ck.extra["steps"] == 2 and ck.extra["open_score"] == 5.0
     lines = [json.loads(x) for x in (tmp_path / "phys.log" / "metrics.jsonl").read_text().splitlines()]
@@ -333,5 +334,11 @@ def test_physics_first_stages_log_the_open_loop_score_and_keep_the_best(setup, t
     train_dynamics(data, tok, tmp_path / "frames", cfg=frames, init=str(tmp_path / "roll"), **kw)
     lines = [json.loads(x) for x in (tmp_path / "frames.log" / "metrics.jsonl").read_text().splitlines()]
     assert all("ce" in x and "state_only_loss" in x for x in lines) and "open_token_acc" in lines[-1]
+    # The frames stage keeps the best frame-token accuracy among checkpoints whose physics holds within
+    # physics_tolerance of the starting weights' (its first evaluation, at step 0).
+    ck = load_checkpoint(tmp_path / "frames")
+    held = [x for x in lines if x["open_valid_mean"] >= 0.95 * ck.extra["physics_reference"]]
+    want = max([x["open_token_acc"] for x in held], default=-1.0)
+    assert ck.extra["open_score"] == pytest.approx(ck.extra["open_token_acc"]) and ck.extra["open_token_acc"] >= want
     with pytest.raises(ValueError, match="state_only_batch"):
         DynamicsTrainConfig(stage="frames")

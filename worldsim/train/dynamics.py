@@ -10,7 +10,6 @@ K-step open-loop losses, with and without frames: `worldsim.model.rollout_loss`)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,10 +17,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from worldsim.core.checkpoint import load_checkpoint_extra
 from worldsim.core.config import ConfigBase
 from worldsim.core.runtime import seed_everything
-from worldsim.envs.loader import EpisodeDataset, WindowSampler, split_episodes
+from worldsim.envs.loader import EpisodeDataset, split_episodes
 from worldsim.envs.manifest import read_manifest
 from worldsim.model.dynamics import PRESETS, DynamicsConfig, preset_config
 from worldsim.model.moe import load_stats
@@ -30,7 +28,7 @@ from worldsim.model.world_model import PART_PRESETS, WorldModel, WorldModelConfi
 from worldsim.train.data_stats import state_bounds, static_state_dims
 from worldsim.train.distributed import Ranks, all_reduce_, setup_distributed
 from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
-from worldsim.train.open_loop import OpenLoopProbe
+from worldsim.train.open_loop import HeldOut
 from worldsim.train.parts import check_datasets
 from worldsim.train.samplers import Sequences, encode_dataset
 from worldsim.train.stages import FRAMED_STAGES, STAGES, Objective, stage_loss
@@ -100,6 +98,10 @@ class DynamicsTrainConfig(ConfigBase):
     checkpoint by that score (0: no score, the output is the last step)"""
     open_loop_episodes: int = 64
     """held-out episodes the open-loop score rolls out"""
+    physics_tolerance: float = 0.05
+    """frames stage: the share of the starting weights' open-loop valid horizon (mean over held-out
+    episodes) a checkpoint may lose; among those within it, the best open-loop frame-token accuracy is
+    the output"""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -112,6 +114,8 @@ class DynamicsTrainConfig(ConfigBase):
                      "rollout_batch", "rollout_ramp", "open_loop_horizon", "open_loop_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DynamicsTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.physics_tolerance < 1:
+            raise ValueError(f"DynamicsTrainConfig.physics_tolerance must be in [0, 1), got {self.physics_tolerance}")
         if not self.state_weight > 0:
             raise ValueError(f"DynamicsTrainConfig.state_weight must be > 0, got {self.state_weight}")
         if not self.state_noise >= 0:
@@ -302,30 +306,6 @@ def _open(data_dir: str, tokenizer: str, preset: str, cfg: DynamicsTrainConfig, 
     return wm, train_data, val_data
 
 
-class HeldOut:
-    """`held_out(final)`: the run's held-out figures (teacher-forced losses, and with a probe the
-    open-loop score), writing the model to `out` whenever the score beats the best so far (`write`)."""
-
-    def __init__(self, wm: WorldModel, val_data, cfg: DynamicsTrainConfig, context: int, loop: TrainLoop, write,
-                 out: str | Path):
-        framed = cfg.stage in FRAMED_STAGES
-        self.wm, self.cfg, self.loop, self.write, self.framed = wm, cfg, loop, write, framed
-        self.sampler = WindowSampler(val_data, T=context + 1, keys=("codes",) if framed else ())
-        self.probe = OpenLoopProbe(val_data, cfg.open_loop_horizon, cfg.open_loop_episodes, codes=framed) \
-            if cfg.open_loop_horizon else None
-        self.best = _best_so_far(out) if loop.resumed else {}
-
-    def __call__(self, final: bool) -> dict[str, float]:
-        figures = validate(self.wm, self.sampler, self.cfg, (2 if final else 1) * self.cfg.val_batches)
-        if self.probe is not None:
-            figures |= self.probe(self.wm, frames=self.framed)
-            if figures["open_score"] > self.best.get("open_score", -math.inf):  # the best so far is the output
-                self.best = {**figures, "best_step": self.loop.step}
-                self.write(self.loop.step, self.best)
-            figures["best_open_score"] = self.best["open_score"]
-        return figures
-
-
 def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str = "v4",
                    cfg: DynamicsTrainConfig = DynamicsTrainConfig(), device: str = "auto", context: int = 4,
                    progress: bool = True, bias_gamma: float | None = None,
@@ -376,7 +356,7 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
             extra["train_seconds_this_run"] = seconds
         wm.save(out, force=force, extra=extra)
 
-    held_out = HeldOut(wm, val_data, cfg, context, loop, write, out)
+    held_out = HeldOut(wm, val_data, cfg, context, loop, write, out, validate)
     wm.train()
     wm.tokenizer.eval()
     if held_out.probe is not None and init is not None and not loop.resumed and ranks.rank == 0:
@@ -387,12 +367,3 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     postfix = "loss={loss:.3f}, acc={token_acc:.3f}" if held_out.framed else "loss={loss:.4g}"
     save = (lambda step, metrics, seconds: write(step, metrics, seconds)) if held_out.probe is None else None
     return loop.run(loss, held_out, save, on_step=update_bias, postfix=postfix)
-
-
-def _best_so_far(out: str | Path) -> dict[str, float]:
-    """The held-out figures of the checkpoint a resumed run wrote to `out` as its best so far ({} when none)."""
-    path = Path(out)
-    if not (path / "config.json").is_file():
-        return {}
-    extra = load_checkpoint_extra(path, kind="world_model")
-    return {"open_score": extra["open_score"]} if "open_score" in extra else {}

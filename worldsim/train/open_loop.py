@@ -13,14 +13,21 @@ error first exceeds 0.1, bounded by the episode's length.
 
 `open_score` orders checkpoints: the mean valid horizon over episodes (finer-grained than the median
 the harness reports) less the mean state error at the last scored step, plus, for a run with frames,
-the mean open-loop frame-token accuracy (in [0, 1]: at most one step of horizon).
+the mean open-loop frame-token accuracy (in [0, 1]: at most one step of horizon). The frames stage
+(`HeldOut`) orders them by that accuracy instead, among those whose physics holds within
+`physics_tolerance` of the starting weights'.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from worldsim.core.checkpoint import load_checkpoint_extra
+from worldsim.envs.loader import WindowSampler
 from worldsim.eval import metrics as M
 from worldsim.model.world_model import WorldModel
 
@@ -109,3 +116,43 @@ class OpenLoopProbe:
         last = float(curve[-1]) if np.isfinite(curve[-1]) else 1e3
         out["open_score"] = float(vh.mean()) - min(last, 1e3)
         return out
+
+
+class HeldOut:
+    """`held_out(final)`: a dynamics run's held-out figures (`validate(wm, sampler, cfg, batches)`'s
+    teacher-forced losses and, with a probe, the open-loop score), writing the model (`write(step,
+    figures)`) whenever the score beats the best so far, so that `out` always holds the best checkpoint."""
+
+    def __init__(self, wm: WorldModel, val_data, cfg, context: int, loop, write, out: str | Path, validate):
+        framed = cfg.stage in ("mixed", "frames")
+        self.wm, self.cfg, self.loop, self.write, self.framed, self.validate = wm, cfg, loop, write, framed, validate
+        self.sampler = WindowSampler(val_data, T=context + 1, keys=("codes",) if framed else ())
+        self.probe = OpenLoopProbe(val_data, cfg.open_loop_horizon, cfg.open_loop_episodes, codes=framed) \
+            if cfg.open_loop_horizon else None
+        self.best: dict[str, float] = {}
+        if loop.resumed and (Path(out) / "config.json").is_file():
+            extra = load_checkpoint_extra(out, kind="world_model")
+            self.best = {k: extra[k] for k in ("open_score", "physics_reference") if k in extra}
+        # The frames stage: the starting weights' physics (their first evaluation), which it must hold.
+        self.reference = self.best.get("physics_reference")
+
+    def __call__(self, final: bool) -> dict[str, float]:
+        figures = self.validate(self.wm, self.sampler, self.cfg, (2 if final else 1) * self.cfg.val_batches)
+        if self.probe is not None:
+            figures |= self.probe(self.wm, frames=self.framed)
+            if self.cfg.stage == "frames":
+                figures |= self._frames_score(figures)
+            if figures["open_score"] > self.best.get("open_score", -math.inf):  # the best so far is the output
+                self.best = {**figures, "best_step": self.loop.step}
+                self.write(self.loop.step, self.best)
+            figures["best_open_score"] = self.best["open_score"]
+        return figures
+
+    def _frames_score(self, figures: dict[str, float]) -> dict[str, float]:
+        """The frames stage's score: the open-loop frame-token accuracy, less 1000 when the physics
+        (mean valid horizon) lost more than `physics_tolerance` of the starting weights'."""
+        if self.reference is None:
+            self.reference = figures["open_valid_mean"]
+        holds = figures["open_valid_mean"] >= (1 - self.cfg.physics_tolerance) * self.reference
+        return {"open_score": figures["open_token_acc"] - (0.0 if holds else 1000.0),
+                "physics_reference": self.reference}
