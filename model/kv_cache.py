@@ -130,6 +130,7 @@ class KVCache:
             self._valid = None
         self._publish()
         if self.frames is not None or other.frames is not None:
-            if self.frames is None or other.frames is None:
+            # A one-step context fills no cache at all; otherwise both are framed or neither.
+            if self.frames is None or (other.frames is None and other._k is not None):
                 raise ValueError("a framed rollout restarts from framed context steps, a frameless one from frameless")
-            self.frames.replace_rows(rows, other.frames)
+            self.frames.replace_rows(rows, other.frames if other.frames is not None else KVCache())

@@ -342,3 +342,24 @@ def test_physics_first_stages_log_the_open_loop_score_and_keep_the_best(setup, t
     assert ck.extra["open_score"] == pytest.approx(ck.extra["open_token_acc"]) and ck.extra["open_token_acc"] >= want
     with pytest.raises(ValueError, match="state_only_batch"):
         DynamicsTrainConfig(stage="frames")
+
+
+def test_frames_stage_with_frozen_physics_moves_only_the_frame_weights(setup, tmp_path):
+    base = dict(steps=3, batch_size=4, save_every=1, warmup=1, val_batches=1, open_loop_horizon=5, val_fraction=0.4,
+                weight_decay=0.0, lr=1e-2)
+    data, tok = str(setup / "data"), str(setup / "tok")
+    kw = dict(device="cpu", context=2, progress=False, preset="v4")  # pruned and MoE: scorers and a routing bias
+    train_dynamics(data, tok, tmp_path / "phys", cfg=DynamicsTrainConfig(stage="physics", **base), **kw)
+    frozen = DynamicsTrainConfig(stage="frames", freeze_physics=True, open_loop_episodes=4, **base)
+    # Every step's weights are the output (a score that only rises), so the last step is checked.
+    train_dynamics(data, tok, tmp_path / "frames", cfg=frozen.replace(physics_tolerance=0.99),
+                   init=str(tmp_path / "phys"), **kw)
+    a = WorldModel.from_pretrained(tmp_path / "phys").dynamics.state_dict()
+    b = load_checkpoint(tmp_path / "frames.train").tensors
+    frame_only = ("code_emb.", "pos_emb", "frame_head.", "scorer.")
+    # The MoE's load counters count routed tokens; its routing bias must not move.
+    moved = {k for k in a if "load_acc" not in k and not torch.equal(a[k].float(), b[f"dynamics.{k}"].float())}
+    assert moved and all(any(f in k for f in frame_only) or k == "type_emb" for k in moved), moved
+    torch.testing.assert_close(a["type_emb"][:2], b["dynamics.type_emb"][:2].to(a["type_emb"].dtype), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        DynamicsTrainConfig(stage="frames", freeze_physics=True, weight_decay=0.05)

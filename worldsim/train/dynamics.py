@@ -31,7 +31,7 @@ from worldsim.train.loop import LoopConfig, TrainLoop, prepare_run, run_config
 from worldsim.train.open_loop import HeldOut
 from worldsim.train.parts import check_datasets
 from worldsim.train.samplers import Sequences, encode_dataset
-from worldsim.train.stages import FRAMED_STAGES, STAGES, Objective, stage_loss
+from worldsim.train.stages import FRAMED_STAGES, STAGES, Objective, frame_parameters, stage_loss
 from worldsim.train.state import checkpoint_identity, data_identity
 
 
@@ -98,6 +98,10 @@ class DynamicsTrainConfig(ConfigBase):
     checkpoint by that score (0: no score, the output is the last step)"""
     open_loop_episodes: int = 64
     """held-out episodes the open-loop score rolls out"""
+    freeze_physics: bool = False
+    """frames stage: train only the frame tokens' own weights (code and position embeddings, the frame
+    type embedding, the pruning scorers, the frame head); every weight the physics tokens run through
+    stays as it is, so the physics is the starting weights', bit for bit"""
     physics_tolerance: float = 0.05
     """frames stage: the share of the starting weights' open-loop valid horizon (mean over held-out
     episodes) a checkpoint may lose; among those within it, the best open-loop frame-token accuracy is
@@ -124,9 +128,12 @@ class DynamicsTrainConfig(ConfigBase):
             raise ValueError(f"DynamicsTrainConfig.stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.stage == "rollout" and self.rollout_steps < 1:
             raise ValueError("the rollout stage needs rollout_steps >= 1 (the K of its open-loop loss)")
-        if self.stage == "frames" and self.state_only_batch < 1:
-            raise ValueError("the frames stage keeps the physics loss on frameless windows: it needs "
-                             "state_only_batch >= 1")
+        if self.stage == "frames" and self.state_only_batch < 1 and not self.freeze_physics:
+            raise ValueError("the frames stage keeps the physics loss on frameless windows (state_only_batch >= 1) "
+                             "or freezes the physics (freeze_physics)")
+        if self.freeze_physics and (self.stage != "frames" or self.weight_decay):
+            raise ValueError("freeze_physics belongs to the frames stage, with weight_decay 0 (the decay would move "
+                             "the type embedding's action and state rows, which the physics reads)")
 
 
 def batch_loss(wm: WorldModel, batch: dict[str, torch.Tensor], cfg: DynamicsTrainConfig,
@@ -332,7 +339,8 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     seed_everything(cfg.seed)
     overrides = dict(bias_gamma=bias_gamma, capacity=capacity, state_residual=state_residual)
     wm, train_data, val_data = _open(data_dir, tokenizer, preset, cfg, context, ranks, overrides, state_data, init)
-    params = [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
+    params = frame_parameters(wm.dynamics) if cfg.freeze_physics else \
+        [p for m in (wm.dynamics, *wm.parts().values()) for p in m.parameters() if p.requires_grad]
     run, record = _run_records(wm, cfg, data_dir, state_data, tokenizer, init)
     loop = TrainLoop(wm, params, LoopConfig(cfg.steps, cfg.lr, cfg.warmup, cfg.save_every, cfg.weight_decay,
                                             betas=(0.9, 0.95), clip=1.0),
@@ -344,11 +352,6 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
     if draw is not None and loop.step == 0 and cfg.state_pretrain:
         pretrain_pathway(wm, cfg, draw, ranks, progress)
     loss = stage_loss(objective, train_data, context, loop.rng, cfg, draw, ranks, state_sets)
-
-    def update_bias(step: int) -> None:
-        for layer in wm.dynamics.moe_layers():
-            all_reduce_(layer.load_acc, ranks)
-            layer.update_bias()
 
     def write(step: int, metrics: dict[str, float], seconds: float | None = None) -> None:
         extra = {"steps": step, **record, **metrics}
@@ -366,4 +369,18 @@ def train_dynamics(data_dir: str, tokenizer: str, out: str | Path, preset: str =
               f"score {first['open_score']:.4g}", flush=True)
     postfix = "loss={loss:.3f}, acc={token_acc:.3f}" if held_out.framed else "loss={loss:.4g}"
     save = (lambda step, metrics, seconds: write(step, metrics, seconds)) if held_out.probe is None else None
-    return loop.run(loss, held_out, save, on_step=update_bias, postfix=postfix)
+    return loop.run(loss, held_out, save, on_step=_bias_updater(wm, cfg, ranks), postfix=postfix)
+
+
+def _bias_updater(wm: WorldModel, cfg: DynamicsTrainConfig, ranks: Ranks):
+    """`update(step)`: the MoE load-balancing bias update after each step (its load summed over ranks);
+    None with frozen physics, whose tokens' routing reads the bias."""
+    if cfg.freeze_physics:
+        return None
+
+    def update(step: int) -> None:
+        for layer in wm.dynamics.moe_layers():
+            all_reduce_(layer.load_acc, ranks)
+            layer.update_bias()
+
+    return update

@@ -64,6 +64,22 @@ class Objective(torch.nn.Module):
         return loss, logs
 
 
+def frame_parameters(dyn: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights only frame tokens run through (`Dynamics`' code and position embeddings, the pruning
+    scorers, the frame head, and the frame row of the type embedding), every other weight of `dyn`
+    frozen: the physics tokens' computation cannot move. The type embedding's action and state rows
+    get no update (their gradient is zeroed)."""
+    dyn.requires_grad_(False)
+    params = [dyn.code_emb.weight, dyn.pos_emb, dyn.type_emb, *dyn.frame_head.parameters()]
+    params += [p for blk in dyn.blocks if blk.scorer is not None for p in blk.scorer.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    physics_rows = torch.ones_like(dyn.type_emb)
+    physics_rows[2] = 0  # rows: action, state, frame
+    dyn.type_emb.register_hook(lambda g: g * (1 - physics_rows))
+    return params
+
+
 def rollout_k(cfg, step: int) -> int:
     """K of the open-loop loss at `step`: `rollout_steps`, reached linearly from 1 over `rollout_ramp` steps."""
     if not cfg.rollout_ramp:
