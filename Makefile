@@ -21,9 +21,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 # four of its 50-step episodes under the scripted reaching controller, the pendulum under its balancing
 # controller (under random actions the real pole falls within about 10 steps), bounce for 240 steps.
 demo: setup
-	$(VENV)/bin/worldsim rollout --scene Reacher-v5 --steps 50 --episodes 4 --policy scripted --seed 0 --side-by-side --quiet --out demo/reacher.mp4
-	$(VENV)/bin/worldsim rollout --scene InvertedPendulum-v5 --steps 240 --policy scripted --seed 0 --side-by-side --quiet --out demo/pendulum.mp4
-	$(VENV)/bin/worldsim rollout --scene bounce --steps 240 --policy smooth --seed 0 --side-by-side --quiet --out demo/bounce.mp4
+	$(VENV)/bin/worldsim rollout --scene Reacher-v5 --steps 50 --episodes 4 --policy scripted --seed 0 --side-by-side --quiet --force --out demo/reacher.mp4
+	$(VENV)/bin/worldsim rollout --scene InvertedPendulum-v5 --steps 240 --policy scripted --seed 0 --side-by-side --quiet --force --out demo/pendulum.mp4
+	$(VENV)/bin/worldsim rollout --scene bounce --steps 240 --policy smooth --seed 0 --side-by-side --quiet --force --out demo/bounce.mp4
 
 test: setup
 	$(PY) -m pytest -q

@@ -9,7 +9,7 @@
 # One CPU thread a run, two runs side by side on a 2-core machine; every command resumes after a kill.
 # Usage: bash benchmarks/train_decoders.sh [DATA_DIR] [RUN_DIR] [PHASE...]
 #   phases: shared reacher pendulum bounce pusher eval (default: all, in that order); the data are
-#   train_tokenizer.sh's and train_transformer_worlds.sh's
+#   train_tokenizer.sh's and train_world.sh's
 set -euo pipefail
 DATA=${1:-data}
 RUN=${2:-runs}

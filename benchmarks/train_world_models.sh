@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the `mlp` baseline worlds (worldsim/weights/mlp-*; the shipped transformer worlds are
-# train_transformer_worlds.sh's): the datasets (the tokenizer's own,
+# train_world.sh's): the datasets (the tokenizer's own,
 # see train_tokenizer.sh), the dynamics training runs on the shipped tokenizer, and the export
 # (fp16 weights, the tokenizer referenced rather than copied). Every step resumes after a kill.
 # Each run uses one CPU thread, so two run side by side on a 2-core machine.

@@ -136,7 +136,10 @@ class WorldModel(PretrainedMixin, nn.Module):
         # The state's way in and out of the transformer: a few thousand weights that carry the state
         # to a fraction of fp16's resolution each step.
         state_io = ("dynamics.state_in.", "dynamics.state_head.")
-        return self.stats_fp32 + state_io + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32)
+        # The MoE's routed-token counters: integers past fp16's range after a few hundred steps.
+        counters = tuple(f"dynamics.blocks.{i}.ffn.load_acc" for i, b in enumerate(self.dynamics.blocks)
+                         if hasattr(b.ffn, "load_acc"))
+        return self.stats_fp32 + state_io + counters + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32)
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
              tokenizer_ref: str | None = None, force: bool = False):
