@@ -10,6 +10,10 @@ from worldsim.eval.paired import model_rollout, record_truth
 from worldsim.model import WorldModel
 
 
+# Measured 2026-12-07: the shipped bounce world's frames, trained on its frozen physics, lose a ball in
+# every frame of the demo; strict, so a world that keeps its balls makes this test fail until the
+# marker goes.
+@pytest.mark.xfail(strict=True, reason="the shipped bounce world's frames lose its red and green balls")
 @pytest.mark.slow
 def test_no_ball_vanishes_or_splits_in_the_bounce_demo():
     wm = WorldModel.from_pretrained("bounce").eval()
