@@ -16,7 +16,7 @@ import torch
 
 from worldsim._version import __version__
 from worldsim.cli import agent, data, evaluation, models, play, runs, tokenizer, train, view
-from worldsim.cli.common import HelpFormatter
+from worldsim.cli.common import HelpFormatter, positive_int
 from worldsim.core.extras import MissingExtra
 from worldsim.envs.world_batch import NoShippedWorld
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="worldsim", description="A learned world-model simulator for robotics and RL.")
     p.add_argument("--version", action="version", version=f"worldsim {__version__}")
     p.add_argument("--debug", action="store_true", help="print the traceback of a failure instead of one line")
-    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads for torch (default: torch's own, one per core; one is often faster for "
                         "single rollouts and on a loaded machine)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,16 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_parsers(sub)
     play.add_parsers(sub)
     return p
-
-
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
-    return n
 
 
 def _resumes(args: argparse.Namespace) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import matplotlib
 
-from worldsim.core.outputs import check_writable, replacing
+from worldsim.core.outputs import check_new_file, replacing
 from worldsim.train.metrics_log import metrics_path, read_metrics
 
 # No display: the figure only goes to a file.
@@ -30,16 +30,7 @@ _COLUMNS = 3
 def check_png_target(out: str | Path, force: bool) -> Path:
     """Refuse, before any reading, an --out that is not a .png, is a directory, or is a file (unless
     `force`); the place must be writable."""
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {str(out)!r} must end in .png")
-    if out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a directory; refusing to replace it (choose another --out)")
-    if out.exists() and not force:
-        raise ValueError(f"--out {str(out)!r} exists; refusing to overwrite it (choose another --out, or pass "
-                         f"--force to replace it)")
-    check_writable(out.parent, "--out")
-    return out
+    return check_new_file(out, ".png", force=force)
 
 
 def metric_names(runs: dict[str, list[dict[str, Any]]]) -> list[str]:

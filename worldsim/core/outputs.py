@@ -79,6 +79,27 @@ def check_writable(path: str | Path, what: str = "--out") -> None:
         raise OSError(exc.errno, f"{what} {str(path)!r} cannot be written ({base}: {reason})") from None
 
 
+def check_new_file(out: str | Path, suffix: str, *, force: bool = False, what: str = "--out") -> Path:
+    """Refuse, before any work, a file output that would be lost: a path not ending in `suffix`, a
+    directory, an existing file (unless `force`), or a place that cannot be written.
+
+    Raises:
+        ValueError: naming the flag `what` and what was wrong.
+        OSError: when the place cannot be written.
+    """
+    out = Path(out)
+    where = f"{what} {str(out)!r}"
+    if out.suffix.lower() != suffix:
+        raise ValueError(f"{where} must end in {suffix}")
+    if out.is_dir():
+        raise ValueError(f"{where} is a directory; refusing to replace it (choose another {what})")
+    if out.exists() and not force:
+        raise ValueError(f"{where} exists; refusing to overwrite it (choose another {what}, or pass --force to "
+                         f"replace it)")
+    check_writable(out, what)
+    return out
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, as hex, read in 1 MiB blocks."""
     h = hashlib.sha256()

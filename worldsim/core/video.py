@@ -13,7 +13,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from worldsim.core.outputs import check_writable, replacing
+from worldsim.core.outputs import check_new_file, replacing
 
 # libx264 refuses a frame with a side past this, and imageio then leaves an empty file without an error.
 MAX_VIDEO_SIDE = 16384
@@ -30,15 +30,7 @@ def check_video_target(out: str | Path, *, force: bool = False, fps: float | Non
         ValueError: naming the flag and what was wrong.
         OSError: when the place cannot be written.
     """
-    out = Path(out)
-    where = f"{what} {str(out)!r}"
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"{where} must be an .mp4 path")
-    if out.is_dir():
-        raise ValueError(f"{where} is a directory; refusing to replace it (choose another {what})")
-    if out.exists() and not force:
-        raise ValueError(f"{where} exists; refusing to overwrite it (choose another {what}, or pass --force to "
-                         f"replace it)")
+    out = check_new_file(out, ".mp4", force=force, what=what)
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"--fps must be a number > 0, got {fps!r}")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
@@ -47,7 +39,6 @@ def check_video_target(out: str | Path, *, force: bool = False, fps: float | Non
         h, w = frame_size
         raise ValueError(f"--scale {scale} makes {h * scale}x{w * scale} px frames; the H.264 encoder takes at most "
                          f"{MAX_VIDEO_SIDE} px a side: use --scale {MAX_VIDEO_SIDE // max(frame_size)} or less")
-    check_writable(out, what)
     return out
 
 
