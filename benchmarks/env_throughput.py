@@ -2,7 +2,7 @@
 Gymnasium env of the same scene rendering 64x64 frames, stepped the same way, in one run; and the
 tokenizer's decoder against one at the encoder's widths (the decoder it replaced).
 
-    python benchmarks/env_throughput.py --scene Reacher-v5 --batches 1 16 64 256 [--threads N]
+    python benchmarks/env_throughput.py --scene Reacher-v5 --batches 1 16 64 256 [--threads N] [--precision fp32 bf16]
 
 Row "gym.make": one `gym.make("DSV4World-v0")` against one `gym.make(scene, render_mode="rgb_array")`
 with a `render()` after every step. Row N: one `DSV4WorldVector(num_envs=N)` (one batched model call
@@ -11,6 +11,8 @@ per step) against `gymnasium.make_vec(scene, N, "sync", render_mode="rgb_array",
 each; the sequential loop's rate does not depend on N). Same random actions for both. The env picks
 its own threads (one for up to 16 rows) unless `--threads` is given; the decoder table runs on the
 process's threads. Figures are medians over repeats; the ratio is world steps/s over real steps/s.
+Each world row is timed in each `--precision` (the env's `precision=`), and the profile splits a pixel
+step into the model's step, the frame decode and the env's own work, in each precision.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 # first GL context (Triton segfaults when loaded after Mesa's EGL driver).
 import worldsim  # noqa: E402
 import worldsim.envs  # noqa: E402,F401
+from worldsim.core.precision import bf16_native  # noqa: E402
 from worldsim.envs.world_env import DSV4WorldVector  # noqa: E402
 from worldsim.model.tokenizer import Tokenizer, TokenizerConfig  # noqa: E402
 from worldsim.model.world_model import WorldModel  # noqa: E402
@@ -53,10 +56,10 @@ def time_steps(step, reset, n_envs: int, steps: int, repeats: int) -> float:
 
 
 def world_rate(scene: str, checkpoint: str | None, n: int | None, obs_type: str, steps: int, repeats: int,
-               threads: int | None) -> float:
+               threads: int | None, precision: str = "fp32") -> float:
     """Steps/s of one `gym.make` env (`n` None) or of a vector env of `n`."""
     kwargs = dict(scene=scene, checkpoint=checkpoint, obs_type=obs_type, device="cpu", max_episode_steps=10**9,
-                  num_threads=threads)
+                  num_threads=threads, precision=precision)
     env = gym.make("DSV4World-v0", **kwargs) if n is None else DSV4WorldVector(num_envs=n, **kwargs)
     rng = np.random.default_rng(0)
     space = env.action_space if n is None else env.single_action_space
@@ -106,10 +109,12 @@ def decoder_rate(cfg: TokenizerConfig, batch: int, repeats: int) -> tuple[float,
     return counter.get_total_flops() / 1e6, statistics.median(rates)
 
 
-def profile_pixel_step(scene: str, checkpoint: str | None, n: int, threads: int | None, repeats: int) -> None:
-    """Where a batch-`n` pixel step's time goes: the model's step, the frame decode, and the env around them."""
+def profile_pixel_step(scene: str, checkpoint: str | None, n: int, threads: int | None, repeats: int,
+                       precision: str) -> None:
+    """Where a batch-`n` pixel step's time goes: the model's step, the frame decode, and the env around them
+    (Python, the scene's reward and termination on the predicted state, the observation copies)."""
     env = DSV4WorldVector(num_envs=n, scene=scene, checkpoint=checkpoint, obs_type="pixels", device="cpu",
-                          max_episode_steps=10**9, num_threads=threads)
+                          max_episode_steps=10**9, num_threads=threads, precision=precision)
     b = env.batch
     a = np.zeros((n,) + env.single_action_space.shape)
     env.reset(seed=0)
@@ -129,8 +134,8 @@ def profile_pixel_step(scene: str, checkpoint: str | None, n: int, threads: int 
     model = median_ms(lambda: b.wm.step(b.handle, act))
     decode = median_ms(lambda: b.wm.decode(b.codes[:, None]))
     env.close()
-    print(f"\none batch-{n} pixel step: {total:.1f} ms = model step {model:.1f} ms ({model / total:.0%}) + "
-          f"frame decode {decode:.1f} ms ({decode / total:.0%}) + env {total - model - decode:.1f} ms")
+    print(f"one batch-{n} pixel step, {precision}: {total:.2f} ms = model step {model:.2f} ms ({model / total:.0%}) + "
+          f"frame decode {decode:.2f} ms ({decode / total:.0%}) + env {total - model - decode:.2f} ms")
 
 
 def decoder_table(scene: str, checkpoint: str | None, repeats: int) -> None:
@@ -155,11 +160,18 @@ def main() -> None:
     p.add_argument("--no-single", action="store_true", help="skip the gym.make row")
     p.add_argument("--profile", type=int, nargs="*", default=[1, 64], metavar="N",
                    help="batch sizes whose pixel step is split into model step, decode and env")
+    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=None,
+                   help="the world's inference precisions to time (default: fp32, and bf16 where this CPU has bf16 "
+                        "matrix units; elsewhere bf16 is emulated and slow)")
+    p.add_argument("--no-decoder", action="store_true", help="skip the decoder table")
     args = p.parse_args()
+    precisions = args.precision or (["fp32", "bf16"] if bf16_native("cpu") else ["fp32"])
     print(f"# {args.scene}, worldsim {worldsim.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads in the process, env num_threads={args.threads}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
-    print(f"{'N':>8} {'real env/s':>11} {'world state/s':>14} {'x real':>7} {'world pixels/s':>15} {'x real':>7}")
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, bf16 matrix units: "
+          f"{bf16_native('cpu')}, {time.strftime('%Y-%m-%d')}")
+    print(f"{'N':>8} {'precision':>9} {'real env/s':>11} {'world state/s':>14} {'x real':>7} {'world pixels/s':>15} "
+          f"{'x real':>7}")
     rows = ([] if args.no_single else [None]) + list(args.batches)
     for n in rows:
         steps = max(3, args.steps if (n or 1) <= 64 else args.steps // 4)
@@ -168,13 +180,18 @@ def main() -> None:
         # The real envs step one after another, so their rate does not depend on N; past 64 the
         # renderers' GL contexts alone exhaust memory, so N > 64 reuses the rate measured at 64.
         real = real_rate(args.scene, None if n is None else min(n, REAL_MAX), steps, args.repeats)
-        st = world_rate(args.scene, args.checkpoint, n, "state", steps, args.repeats, args.threads)
-        px = world_rate(args.scene, args.checkpoint, n, "pixels", steps, args.repeats, args.threads)
-        label = "gym.make" if n is None else str(n)
-        print(f"{label:>8} {real:>11.0f} {st:>14.0f} {st / real:>7.2f} {px:>15.0f} {px / real:>7.2f}", flush=True)
+        for precision in precisions:
+            st = world_rate(args.scene, args.checkpoint, n, "state", steps, args.repeats, args.threads, precision)
+            px = world_rate(args.scene, args.checkpoint, n, "pixels", steps, args.repeats, args.threads, precision)
+            label = "gym.make" if n is None else str(n)
+            print(f"{label:>8} {precision:>9} {real:>11.0f} {st:>14.0f} {st / real:>7.2f} {px:>15.0f} "
+                  f"{px / real:>7.2f}", flush=True)
+    print()
     for n in args.profile:
-        profile_pixel_step(args.scene, args.checkpoint, n, args.threads, args.repeats)
-    decoder_table(args.scene, args.checkpoint, args.repeats)
+        for precision in precisions:
+            profile_pixel_step(args.scene, args.checkpoint, n, args.threads, args.repeats, precision)
+    if not args.no_decoder:
+        decoder_table(args.scene, args.checkpoint, args.repeats)
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def main() -> None:
     gpu_impls = {"attn": {"flash", "sdpa", "reference", "triton"}, "moe": {"loop", "grouped_mm", "triton"},
                  "gather": {"reference", "triton"}}
     for name in args.presets:
-        cfg = preset_config(name)
+        cfg = preset_config(name, frame_head="joint")  # the frame head's form changes no kernel's shape
         caps = sorted({*args.capacities, cfg.capacity, 1.0}, reverse=True)
         impls = gpu_impls if ON_CUDA else torch_impls
         print(f"preset {name}: width {cfg.width}, {cfg.heads} heads, {cfg.tokens_per_step} tokens a step, context "

@@ -72,8 +72,19 @@ time worldsim train renderer --checkpoint "$RUN/bounce-pw-early" --data "$DATA/b
 time worldsim train outcome --checkpoint "$RUN/bounce-r2" --state-data "$DATA/bounce-states" \
     "$DATA/bounce-states-early" --out "$RUN/bounce-final" --quiet
 
+# Pusher's baseline: the transformer of the `mlp` preset on the scene's framed set (train_world.sh's
+# data phase makes both sets), its state pathway fitted on the frameless set first and then refitted
+# with the 8-step unrolled loss, and an outcome head.
+time worldsim train dynamics --data "$DATA/pusher2" --state-data "$DATA/pusher-states" --tokenizer Pusher-v5 \
+    --preset mlp --out "$RUN/pusher-lite" --steps 600 --state-pretrain 10000 --quiet
+time worldsim train pathway --checkpoint "$RUN/pusher-lite" --state-data "$DATA/pusher-states" "$DATA/pusher2" \
+    --out "$RUN/pusher-pw" --steps 8000 --unroll 8 --quiet
+time worldsim train outcome --checkpoint "$RUN/pusher-pw" --state-data "$DATA/pusher-states" "$DATA/pusher2" \
+    --out "$RUN/pusher-out" --quiet
+
 W=$(python -c "import worldsim.core.registry as p; print(p.WEIGHTS_DIR)")
 # --static-from: the shipped runs predate the trainer recording state bounds; it adds them from the data.
 worldsim export "$RUN/reacher-out" --out "$W/mlp-reacher" --tokenizer-ref worldsim:tokenizer-reacher --static-from "$DATA/reacher2"
 worldsim export "$RUN/pendulum-out" --out "$W/mlp-pendulum" --tokenizer-ref worldsim:tokenizer-pendulum --static-from "$DATA/pendulum"
 worldsim export "$RUN/bounce-final" --out "$W/mlp-bounce" --tokenizer-ref worldsim:tokenizer-bounce --static-from "$DATA/bounce"
+worldsim export "$RUN/pusher-out" --out "$W/mlp-pusher" --tokenizer-ref worldsim:tokenizer-pusher

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.core.precision import resolve_precision
 from worldsim.core.registry import SHIPPED
 from worldsim.core.runtime import resolve_device
 from worldsim.envs.registry import list_scenes, make_scene
@@ -115,7 +116,7 @@ class WorldBatch:
 
     def __init__(self, scene: str, num_envs: int, checkpoint: str | None = None, device: str = "auto",
                  context_frames: int = 1, temperature: float = 0.0, reward: str = "model", frames: bool = True,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, precision: str = "auto"):
         if scene not in list_scenes():
             raise ValueError(f"unknown scene {scene!r}; known scenes: {', '.join(list_scenes())}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -126,8 +127,9 @@ class WorldBatch:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         self.device = resolve_device(device)
         self.threads = ThreadScope(pick_threads(num_threads, int(num_envs), self.device))
+        resolve_precision(precision, self.device)  # a bad name is refused before the model loads
         with self.threads:
-            self.wm = load_world_model(scene, checkpoint, self.device)
+            self.wm = load_world_model(scene, checkpoint, self.device).set_precision(precision)
         ctx = self.wm.cfg.dynamics.context
         if isinstance(context_frames, bool) or not isinstance(context_frames, (int, np.integer)) \
                 or not 1 <= context_frames <= ctx:

@@ -53,7 +53,7 @@ class WorldEnvBase:
 
     def _setup(self, scene: str, checkpoint: str | None, obs_type: str, render_mode: str | None, device: str,
                context_frames: int, temperature: float, reward: str, max_episode_steps: int | None,
-               num_envs: int, num_threads: int | None) -> None:
+               num_envs: int, num_threads: int | None, precision: str = "auto") -> None:
         _check_obs_type(obs_type)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -61,7 +61,7 @@ class WorldEnvBase:
         # tokens alone, at a fraction of a framed step's cost.
         frames = obs_type != "state" or render_mode is not None
         self.batch = WorldBatch(scene, num_envs, checkpoint, device, context_frames, temperature, reward, frames,
-                                num_threads)
+                                num_threads, precision)
         if max_episode_steps is None:
             max_episode_steps = self.batch.real.max_episode_steps
         if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)) \
@@ -72,6 +72,11 @@ class WorldEnvBase:
         self.render_mode = render_mode
         self._spaces = observation_spaces(self.batch)
         self._obs_space = (spaces.Dict(self._spaces) if obs_type == "dict" else self._spaces[obs_type])
+
+    @property
+    def precision(self) -> str:
+        """The world model's inference precision, "fp32" or "bf16" (what `precision="auto"` resolved to)."""
+        return self.batch.wm.precision
 
     def _obs_rows(self) -> dict[str, np.ndarray] | np.ndarray:
         """Observations of all rows, batched."""

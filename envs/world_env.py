@@ -93,7 +93,10 @@ class DSV4World(WorldEnvBase, gym.Env):
     every reset from the env's `np_random`, so `reset(seed=...)` fixes all episodes after it),
     `reward="model" | "task"`, `max_episode_steps=None`, `num_threads=None` (the torch threads of the
     env's own work: None is one thread, the fastest for a single env and free of stalls on a loaded
-    machine; the caller's setting is restored after each call; always one in a forked worker).
+    machine; the caller's setting is restored after each call; always one in a forked worker),
+    `precision="auto" | "fp32" | "bf16"` (the model's inference precision,
+    `WorldModel.set_precision`: "auto" is bf16 where the device has bf16 matrix units, such as a CPU
+    with AMX or a recent GPU, and fp32 elsewhere; `env.unwrapped.precision` says which it took).
 
     ## Version History
     - v0: first release.
@@ -104,11 +107,11 @@ class DSV4World(WorldEnvBase, gym.Env):
     def __init__(self, scene: str = "Reacher-v5", checkpoint: str | None = None, obs_type: str = "state",
                  render_mode: str | None = None, device: str = "auto", context_frames: int = 1,
                  temperature: float = 0.0, reward: str = "model", max_episode_steps: int | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, precision: str = "auto"):
         self._spec = None
         self._own_max_episode_steps = max_episode_steps is not None
         self._setup(scene, checkpoint, obs_type, render_mode, device, context_frames, temperature, reward,
-                    max_episode_steps, num_envs=1, num_threads=num_threads)
+                    max_episode_steps, num_envs=1, num_threads=num_threads, precision=precision)
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.batch.dt)}
         self.action_space = self.batch.action_space
         self.observation_space = self._obs_space

@@ -40,7 +40,7 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
                  obs_type: str = "state", render_mode: str | None = None, device: str = "auto",
                  context_frames: int = 1, temperature: float = 0.0, reward: str = "model",
                  max_episode_steps: int | None = None, autoreset_mode: str | AutoresetMode = "next_step",
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, precision: str = "auto"):
         try:
             mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, AutoresetMode) else \
                 {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[autoreset_mode]
@@ -49,7 +49,7 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode must be 'next_step' or 'same_step'")
         self._setup(scene, checkpoint, obs_type, render_mode, device, context_frames, temperature, reward,
-                    max_episode_steps, num_envs=num_envs, num_threads=num_threads)
+                    max_episode_steps, num_envs=num_envs, num_threads=num_threads, precision=precision)
         self.num_envs = self.batch.num_envs
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.batch.dt), "autoreset_mode": mode}
         self.single_action_space = self.batch.action_space

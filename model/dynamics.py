@@ -180,9 +180,12 @@ class Block(nn.Module):
 
     def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, prefix: Keys | None = None
               ) -> tuple[torch.Tensor, Keys]:
-        a, keys = self.attn(self.norm1(x), step, cache, self.cfg.context, prefix)
-        h = x + a
-        return h + self.ffn(self.norm2(h)), keys
+        # The matrices compute in their weights' dtype (bfloat16 under `WorldModel.set_precision("bf16")`);
+        # the residual stream and the norms stay in x's, so the state it carries keeps fp32's resolution.
+        dt = self.attn.qkv.weight.dtype
+        a, keys = self.attn(self.norm1(x).to(dt), step, cache, self.cfg.context, prefix)
+        h = x + a.to(x.dtype)
+        return h + self.ffn(self.norm2(h).to(dt)).to(x.dtype), keys
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None,
                 frames: bool = True) -> torch.Tensor:

@@ -20,16 +20,20 @@ def active_params(dyn: Dynamics) -> int:
 
 
 @torch.no_grad()
-def flops_per_step(wm: WorldModel, batch: int = 1, seed: int = 0) -> int:
-    """FLOPs of one KV-cached step with a full context window behind it, the side models included
-    (counted by torch's FlopCounterMode: matmuls and attention), per environment."""
+def flops_per_step(wm: WorldModel, batch: int = 64, seed: int = 0, frames: bool = True) -> int:
+    """FLOPs of one KV-cached step (with frames, or action and state tokens alone) with a full context
+    window behind it, the side models included (counted by torch's FlopCounterMode: matmuls and
+    attention), per environment. At the default batch the MoE runs only the experts each token is
+    routed to; at a few tokens a call runs all of them (`worldsim.model.moe.FUSED_MAX_TOKENS`), and a
+    count at batch 1 counts that."""
     dyn, cfg = wm.dynamics, wm.cfg.dynamics
     g = torch.Generator().manual_seed(seed)
     dev = next(dyn.parameters()).device
     caches = [KVCache() for _ in dyn.blocks]
 
     def one(t: int) -> None:
-        codes = torch.randint(0, cfg.codebook_size, (batch, 1, cfg.tokens_per_frame), generator=g).to(dev)
+        codes = torch.randint(0, cfg.codebook_size, (batch, 1, cfg.tokens_per_frame), generator=g).to(dev) \
+            if frames else None
         states = torch.randn(batch, 1, cfg.state_dim, generator=g).to(dev)
         actions = torch.randn(batch, 1, cfg.action_dim, generator=g).to(dev)
         wm.predict_next(wm.predict(codes, states, actions, caches, t), states, actions[:, 0])

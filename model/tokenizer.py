@@ -120,6 +120,11 @@ class Tokenizer(PretrainedMixin, nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        """The dtype `decode` computes in: float32, or bfloat16 under `WorldModel.set_precision("bf16")`."""
+        return next(self.decoder.parameters()).dtype
+
     # --- tensors in [-1, 1], channels first ------------------------------------------------------
 
     def _to_input(self, frames: torch.Tensor) -> torch.Tensor:
@@ -190,7 +195,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         frames = []
         for i in range(0, len(flat), batch_size):
             q = self.fsq.codes_to_latents(flat[i : i + batch_size]).permute(0, 3, 1, 2)
-            x = self.decoder(q).clamp(-1, 1)
+            x = self.decoder(q.to(self.decoder_dtype)).float().clamp(-1, 1)
             frames.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
         s = self.cfg.image_size
         out = torch.cat(frames) if frames else torch.zeros(0, s, s, 3, dtype=torch.uint8)

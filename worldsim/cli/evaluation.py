@@ -17,6 +17,7 @@ import math
 from worldsim.cli.common import DEVICE_HELP, add_required, config_or_print
 from worldsim.core.checkpoint import weights_sha256
 from worldsim.core.cli_config import add_config_file_flags, add_config_flags
+from worldsim.core.precision import PRECISIONS
 from worldsim.core.registry import resolve_checkpoint
 from worldsim.envs.world_batch import load_world_model
 from worldsim.eval.harness import EvalConfig, evaluate
@@ -39,10 +40,11 @@ def run_eval_command(args: argparse.Namespace) -> int:
     if cfg is None:
         return 0
     check_out_dir(args.out)
-    wm = load_world_model(cfg.scene, args.checkpoint, args.device)
+    wm = load_world_model(cfg.scene, args.checkpoint, args.device).set_precision(args.precision)
     scored = scored_checkpoint(cfg.scene, args.checkpoint)
     result = evaluate(wm, cfg, progress=not args.quiet)
     result.report["checkpoint"] = scored
+    result.report["precision"] = wm.precision
     out = write_report(result, args.out, videos=not args.no_video)
     if args.json:
         print(json.dumps(summary(result.report), indent=2))
@@ -82,6 +84,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                   "report)")
     add_config_file_flags(s)
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="the model's inference precision (WorldModel.set_precision); the scores of record are fp32's")
     s.add_argument("--no-video", action="store_true", help="skip the side-by-side videos")
     s.add_argument("--json", action="store_true", help="print the report summary as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
