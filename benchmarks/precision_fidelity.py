@@ -3,13 +3,13 @@
     python benchmarks/precision_fidelity.py [--scenes Reacher-v5 InvertedPendulum-v5 bounce Pusher-v5]
         [--episodes 32] [--seed 1000] [--policy scripted]
 
-Each world is scored twice on the same MuJoCo episodes (framed rollouts; the frameless rollout's physics
-is the framed one's, in either precision): in fp32 and after `WorldModel.set_precision("bf16")`. The table
-gives the valid horizon, the state nRMSE at step 50 (or the episode's last step), the frame PSNR there,
-the bf16/fp32 ratio of the nRMSE, and the seconds each evaluation took (the model's rollout is a part of
-it; on a CPU without bf16 matrix units bf16 is emulated and slow, so read speed from
-benchmarks/env_throughput.py on a machine that has them). The issue's bar: the same valid horizon and the
-nRMSE within 2% of fp32's.
+Each world is scored twice on the same MuJoCo episodes (framed rollouts): in fp32 and after
+`WorldModel.set_precision("bf16")`, which runs the frame tokens and the decoder in bf16 and the physics
+tokens in fp32, so the state columns must match fp32's exactly and the PSNR column shows what bf16 costs
+the frames. The table gives the valid horizon, the state nRMSE at step 50 (or the episode's last step),
+its bf16/fp32 ratio, the frame PSNR there, and the seconds each evaluation took (on a CPU without bf16
+matrix units bf16 is emulated and slow, so read speed from benchmarks/env_throughput.py on a machine
+that has them). The issue's bar: the same valid horizon and the nRMSE within 2% of fp32's.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from worldsim.core.config import ConfigBase
+from worldsim.core.precision import inference_copy
 from worldsim.kernels import gather_tokens, pruned_attention, scatter_tokens, select_tokens
 from worldsim.model.codes import CodeDigits, code_loss, predict_codes
 from worldsim.model.kv_cache import KVCache
@@ -155,6 +156,8 @@ class Attention(nn.Module):
             cache.extend(k, v, step, window)
             own = (cache.k, cache.v, cache.step, cache.valid)
         k, v, k_step, k_valid = own if prefix is None else _join_keys(prefix, own)
+        if k.dtype != q.dtype:  # frame queries in bf16 reading the physics tokens' fp32 keys
+            k, v = k.to(q.dtype), v.to(q.dtype)
         y = pruned_attention(q, k, v, step, k_step, k_valid=k_valid)
         return self.out(y.transpose(1, 2).reshape(b, l, d)), own
 
@@ -177,15 +180,25 @@ class Block(nn.Module):
             self.ffn = SwiGLU(d, cfg.ffn_hidden)
         self.scorer = nn.Linear(d, 1) if pruned else None
         self.last_kept: torch.Tensor | None = None
+        # (attention, FFN) copies in a reduced precision that the frame tokens run on (`set_frame_dtype`);
+        # a plain tuple, so they are not parameters, saved, or trained.
+        self.frame_modules: tuple[nn.Module, nn.Module] | None = None
 
-    def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, prefix: Keys | None = None
-              ) -> tuple[torch.Tensor, Keys]:
-        # The matrices compute in their weights' dtype (bfloat16 under `WorldModel.set_precision("bf16")`);
-        # the residual stream and the norms stay in x's, so the state it carries keeps fp32's resolution.
-        dt = self.attn.qkv.weight.dtype
-        a, keys = self.attn(self.norm1(x).to(dt), step, cache, self.cfg.context, prefix)
+    def set_frame_dtype(self, dtype: torch.dtype) -> None:
+        """Run the frame tokens' attention and FFN matrices in `dtype` (float32: on the trained weights
+        themselves); the physics tokens, the norms, the MoE router and the scorer stay as trained."""
+        self.frame_modules = None if dtype == torch.float32 else (
+            inference_copy(self.attn, dtype), inference_copy(self.ffn, dtype, keep=("router",)))
+
+    def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, prefix: Keys | None = None,
+              frame: bool = False) -> tuple[torch.Tensor, Keys]:
+        # Frame tokens take the reduced-precision copies when there are any; the matrices compute in
+        # their weights' dtype, the residual stream and the norms in x's.
+        attn, ffn = self.frame_modules if frame and self.frame_modules is not None else (self.attn, self.ffn)
+        dt = attn.qkv.weight.dtype
+        a, keys = attn(self.norm1(x).to(dt), step, cache, self.cfg.context, prefix)
         h = x + a.to(x.dtype)
-        return h + self.ffn(self.norm2(h).to(dt)).to(x.dtype), keys
+        return h + ffn(self.norm2(h).to(dt)).to(x.dtype), keys
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None,
                 frames: bool = True) -> torch.Tensor:
@@ -205,7 +218,7 @@ class Block(nn.Module):
         frame = steps[:, :, 2:].reshape(b, T * N, d)
         frame_cache = None if cache is None else cache.frame_cache()
         if not self.pruned:
-            frame = self._core(frame, t_step[:, 2:].reshape(-1), frame_cache, keys)[0]
+            frame = self._core(frame, t_step[:, 2:].reshape(-1), frame_cache, keys, frame=True)[0]
         elif self.cfg.kept_frame_tokens:  # capacity 0: frame tokens skip the layer
             frame = self._pruned_frames(frame, t_step[:, 2], frame_cache, keys)
         return torch.cat([phys.view(b, T, 2, d), frame.view(b, T, N, d)], dim=2).view(b, L, d)
@@ -221,7 +234,7 @@ class Block(nn.Module):
         top, index = select_tokens(score, k, lead=0)  # [B, T, k] in grid order; [B, T*k] stream positions
         self.last_kept = index
         kept = gather_tokens(frame, index)
-        out = self._core(kept, t_step.repeat_interleave(k), cache, keys)[0]
+        out = self._core(kept, t_step.repeat_interleave(k), cache, keys, frame=True)[0]
         gate = torch.sigmoid(score.gather(-1, top)).reshape(b, -1)
         return scatter_tokens(frame, index, out, gate=gate, kept=kept)  # kept + gate * (out - kept) at index
 

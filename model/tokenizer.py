@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldsim.core.config import ConfigBase
+from worldsim.core.precision import inference_copy
 from worldsim.model.decoders import ConvDecoder, ResBlock
 from worldsim.model.fsq import FSQ
 from worldsim.model.saving import PretrainedMixin
@@ -115,15 +116,20 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.levels)
         self.decoder = ConvDecoder(len(cfg.levels), cfg.decoder_widths, cfg.res_blocks, cfg.groups)
+        self._low_decoder: list[nn.Module] = []
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def set_decoder_dtype(self, dtype: torch.dtype) -> None:
+        """`decode` on a copy of the decoder in `dtype` (float32: on the decoder itself). The copy sits in
+        a list, so it is not a parameter, saved, or trained."""
+        self._low_decoder = [] if dtype == torch.float32 else [inference_copy(self.decoder, dtype)]
+
     @property
-    def decoder_dtype(self) -> torch.dtype:
-        """The dtype `decode` computes in: float32, or bfloat16 under `WorldModel.set_precision("bf16")`."""
-        return next(self.decoder.parameters()).dtype
+    def low_decoder(self) -> nn.Module | None:
+        return self._low_decoder[0] if self._low_decoder else None
 
     # --- tensors in [-1, 1], channels first ------------------------------------------------------
 
@@ -195,7 +201,8 @@ class Tokenizer(PretrainedMixin, nn.Module):
         frames = []
         for i in range(0, len(flat), batch_size):
             q = self.fsq.codes_to_latents(flat[i : i + batch_size]).permute(0, 3, 1, 2)
-            x = self.decoder(q.to(self.decoder_dtype)).float().clamp(-1, 1)
+            decoder = self.low_decoder or self.decoder
+            x = decoder(q.to(next(decoder.parameters()).dtype)).float().clamp(-1, 1)
             frames.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
         s = self.cfg.image_size
         out = torch.cat(frames) if frames else torch.zeros(0, s, s, 3, dtype=torch.uint8)

@@ -127,41 +127,25 @@ class WorldModel(PretrainedMixin, nn.Module):
         self.register_buffer("state_high", torch.tensor(cfg.state_high, dtype=f32) if bounded else None,
                              persistent=False)
         self.precision = "fp32"
-        self._fp32_master: dict[str, torch.Tensor] | None = None  # the cast weights' fp32 values under bf16
-
-    def _cast_parameters(self):
-        """(name, parameter) of the weights a reduced precision casts: the transformer blocks' attention
-        and FFN (expert) matrices, and the frame decoder. What stays fp32, and why: the residual stream
-        and its norms, the state's and action's way in and out of the transformer and the reward and
-        termination heads (together they carry the state, which bf16's 8-bit mantissa would round
-        each step), the MoE routers and the pruning scorers (a rounded score would pick other experts
-        and tokens), the embeddings and frame head (lookups and one small matmul), the side models
-        and the statistics."""
-        for name, p in self.dynamics.blocks.named_parameters(prefix="dynamics.blocks"):
-            if name.split(".")[3] in ("attn", "ffn") and ".router." not in name:
-                yield name, p
-        yield from self.tokenizer.decoder.named_parameters(prefix="tokenizer.decoder")
 
     @torch.no_grad()
     def set_precision(self, precision: str) -> WorldModel:
-        """Run inference in "fp32" (the weights as trained), "bf16" (`_cast_parameters` cast to bfloat16:
-        the transformer's attention and FFN matmuls and the frame decoder compute in it) or "auto"
-        (`worldsim.core.precision.resolve_precision` on this model's device). Back to "fp32" restores
-        the weights bit for bit. Call it after moving the model to its device; a model in bf16 is
-        for inference: `save` refuses it. Returns the model."""
+        """Run inference in "fp32" (the weights as trained), "bf16" or "auto"
+        (`worldsim.core.precision.resolve_precision` on this model's device). Returns the model.
+
+        bf16 is for the frames: the frame tokens' pass through every block (attention and FFN matrices)
+        and the frame decoder run on bfloat16 copies of their weights, with the residual stream and
+        norms in fp32. The physics tokens (action and state) keep the fp32 weights, so states, rewards
+        and terminations are fp32's bit for bit: bf16's 8-bit mantissa, rounding the state every step,
+        moved Reacher's 50-step error by 4% (benchmarks/precision_fidelity.py), and the physics
+        tokens are 2 of a framed step's 66. The trained weights are never changed, so "fp32" drops the
+        copies and `save` writes the weights as trained. Call it after moving the model to its device.
+        """
         precision = resolve_precision(precision, self.device)
-        if precision == self.precision:
-            return self
-        params = dict(self._cast_parameters())
-        if precision == "fp32":
-            assert self._fp32_master is not None
-            for name, p in params.items():
-                p.data = self._fp32_master[name]
-            self._fp32_master = None
-        else:
-            self._fp32_master = {name: p.data for name, p in params.items()}
-            for p in params.values():
-                p.data = p.data.to(DTYPES[precision])
+        dtype = DTYPES[precision]
+        for block in self.dynamics.blocks:
+            block.set_frame_dtype(dtype)
+        self.tokenizer.set_decoder_dtype(dtype)
         self.precision = precision
         return self
 
@@ -186,9 +170,6 @@ class WorldModel(PretrainedMixin, nn.Module):
         tokenizer, or a tokenizer checkpoint directory inside `path`), the tokenizer's weights are not
         copied: loading reads them from there (checked against the SHA-256 recorded here), so shipped
         world models share one tokenizer."""
-        if self.precision != "fp32":
-            raise ValueError(f"this world model runs in {self.precision} for inference; set_precision('fp32') "
-                             f"restores its trained weights before saving")
         extra = dict(extra or {})
         state = self.state_dict()
         if tokenizer_ref is not None:

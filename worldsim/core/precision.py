@@ -7,7 +7,10 @@ fraction of fp32's speed. `WorldModel.set_precision` says which weights each pre
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -36,3 +39,13 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     if precision == "auto":
         return "bf16" if bf16_native(device) else "fp32"
     return precision
+
+
+def inference_copy(module: nn.Module, dtype: torch.dtype, keep: tuple[str, ...] = ()) -> nn.Module:
+    """A frozen copy of `module` for inference, its parameters cast to `dtype` except those whose name
+    holds one of `keep` (buffers keep their dtype)."""
+    twin = copy.deepcopy(module).eval().requires_grad_(False)
+    for name, p in twin.named_parameters():
+        if not any(k in name for k in keep):
+            p.data = p.data.to(dtype)
+    return twin
