@@ -23,8 +23,9 @@ class PairedSession:
     episode's return is; `episode_over` says when both have ended or the scene's time limit is reached.
     """
 
-    def __init__(self, scene: str, checkpoint: str | None = None, device: str = "auto", temperature: float = 0.0):
-        self.batch = WorldBatch(scene, 1, checkpoint, device, temperature=temperature)
+    def __init__(self, scene: str, checkpoint: str | None = None, device: str = "auto", temperature: float = 0.0,
+                 precision: str = "auto"):
+        self.batch = WorldBatch(scene, 1, checkpoint, device, temperature=temperature, precision=precision)
         self.real = self.batch.real  # the batch's own MuJoCo scene: it renders at the model's frame size
         self.action_space = self.real.action_space
         self.t, self.real_end, self.world_end = 0, None, None

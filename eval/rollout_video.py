@@ -35,7 +35,7 @@ class PairedRollout:
 
 def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0, checkpoint: str | None = None,
                    device: str = "auto", ground_truth: bool = True, temperature: float = 0.0,
-                   progress: bool = True) -> PairedRollout:
+                   progress: bool = True, precision: str = "auto") -> PairedRollout:
     """Roll the world model (and MuJoCo, with `ground_truth`) for `steps` steps from the real initial
     state of `reset(seed)`, under actions the behaviour `policy` takes in MuJoCo.
 
@@ -46,7 +46,7 @@ def paired_rollout(scene: str, steps: int, policy: str = "smooth", seed: int = 0
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-    session = PairedSession(scene, checkpoint, device, temperature=temperature)
+    session = PairedSession(scene, checkpoint, device, temperature=temperature, precision=precision)
     pol = make_policy(policy)
     try:
         session.reset(seed)

@@ -116,3 +116,18 @@ def test_env_precision_argument(tiny_world, tmp_path):
     env = gym.make("DSV4World-v0", scene="Reacher-v5", checkpoint=str(path), precision="auto")
     assert env.unwrapped.precision == resolve_precision("auto", "cpu")
     env.close()
+
+
+def test_eval_and_rollout_take_precision(tiny_world, tmp_path):
+    import json
+
+    from worldsim.cli import main
+
+    path = str(tiny_world(tmp_path / "w"))
+    out = tmp_path / "report"
+    assert main(["eval", "--scene", "Reacher-v5", "--checkpoint", path, "--episodes", "2", "--horizon", "3",
+                 "--no-video", "--quiet", "--precision", "bf16", "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["precision"] == "bf16"
+    assert main(["rollout", "--scene", "Reacher-v5", "--checkpoint", path, "--steps", "3", "--quiet",
+                 "--precision", "bf16", "--out", str(tmp_path / "r.mp4")]) == 0
+    assert (tmp_path / "r.mp4").stat().st_size > 0

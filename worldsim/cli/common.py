@@ -13,6 +13,8 @@ from worldsim.core.config import ConfigBase
 from worldsim.core.registry import resolve_checkpoint
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+PRECISION_HELP = ("the world's inference precision: bf16 runs its frames (not its physics) in bfloat16; auto picks it "
+                  "where the device has bf16 matrix units (WorldModel.set_precision)")
 FORCE_HELP = ("replace a checkpoint of another kind at --out (a directory holding anything but a checkpoint is "
               "never replaced)")
 

@@ -22,8 +22,16 @@ import sys
 
 import numpy as np
 
-from worldsim.cli.common import DEVICE_HELP, FORCE_FILE_HELP, positive_float, positive_int, world_frame_size
+from worldsim.cli.common import (
+    DEVICE_HELP,
+    FORCE_FILE_HELP,
+    PRECISION_HELP,
+    positive_float,
+    positive_int,
+    world_frame_size,
+)
 from worldsim.core.extras import MissingExtra
+from worldsim.core.precision import PRECISIONS
 from worldsim.core.video import check_video_target, side_by_side, write_video
 from worldsim.eval.paired_session import PairedSession
 from worldsim.eval.policy_eval import BUILT_IN, policy_from_spec
@@ -151,7 +159,7 @@ def run_play(args: argparse.Namespace) -> int:
         pygame = _pygame()
         check_display(pygame)
     policy = None if args.policy is None else policy_from_spec(args.policy, args.scene)  # an agent loads here
-    session = PairedSession(args.scene, args.checkpoint, args.device)
+    session = PairedSession(args.scene, args.checkpoint, args.device, precision=args.precision)
     try:
         if args.headless:
             return run_headless(args, session, policy)
@@ -246,4 +254,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fps", type=positive_float, default=None, help="frame rate (default: the scene's, 1 / dt)")
     s.add_argument("--scale", type=positive_int, default=6, help="repeat each pixel this many times")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     s.set_defaults(func=run_play)

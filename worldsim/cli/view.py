@@ -20,11 +20,13 @@ from worldsim.cli.common import (
     DEVICE_HELP,
     FORCE_FILE_HELP,
     FORCE_HELP,
+    PRECISION_HELP,
     positive_float,
     positive_int,
     world_frame_size,
 )
 from worldsim.core.checkpoint import load_checkpoint
+from worldsim.core.precision import PRECISIONS
 from worldsim.core.registry import PACKAGE_REF, SHIPPED, resolve_checkpoint
 from worldsim.core.runtime import resolve_device
 from worldsim.core.video import check_video_target, write_video
@@ -135,7 +137,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     check_video_target(args.out, force=args.force, fps=args.fps, scale=args.scale,
                        frame_size=None if side is None else (side, side * (3 if args.side_by_side else 1)))
     rolls = [paired_rollout(args.scene, args.steps, args.policy, args.seed + i, args.checkpoint, args.device,
-                            ground_truth=args.side_by_side, temperature=args.temperature, progress=not args.quiet)
+                            ground_truth=args.side_by_side, temperature=args.temperature, progress=not args.quiet,
+                            precision=args.precision)
              for i in range(args.episodes)]
     out = write_rollout_video(args.out, rolls, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
     msg = f"wrote {out}: {sum(len(r.model_frames) for r in rolls)} frames of {args.scene} (world model"
@@ -201,6 +204,7 @@ def _add_rollout_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (0 = argmax)")
     s.add_argument("--scale", type=positive_int, default=4, help="repeat each pixel this many times in the video")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     s.add_argument("--side-by-side", action="store_true", help="model | MuJoCo | |difference|")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--out", required=True, help="output .mp4 path (an existing file is refused without --force)")
