@@ -108,12 +108,23 @@ class DynamicsConfig(ConfigBase):
         return 0 if self.capacity == 0 else max(1, math.ceil(self.capacity * self.tokens_per_frame))
 
 
+_ROTARY_FREQ: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def rotary_freq(hd: int, device: torch.device) -> torch.Tensor:
+    """The rotary embedding's frequencies [hd/2], made once per head size and device (a rollout step
+    would otherwise spend four ops a layer remaking them)."""
+    key = (hd, device)
+    if key not in _ROTARY_FREQ:
+        _ROTARY_FREQ[key] = 1.0 / (100.0 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
+    return _ROTARY_FREQ[key]
+
+
 def rotary(x: torch.Tensor, step: torch.Tensor, dim: int = 2) -> torch.Tensor:
     """Rotate x [..., hd] by angles of the time step [L], which indexes x's dimension `dim` (rotary
     embedding over time only): [B, H, L, hd] by default."""
     hd = x.shape[-1]
-    freq = 1.0 / (100.0 ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
-    ang = step.float()[:, None] * freq[None]  # [L, hd/2]
+    ang = step.float()[:, None] * rotary_freq(hd, x.device)[None]  # [L, hd/2]
     rot = torch.polar(torch.ones_like(ang), ang).view(-1, *([1] * (x.ndim - 2 - dim % x.ndim)), hd // 2)
     # Pairs (x[2i], x[2i+1]) rotate by ang[i]: one complex multiply (x1 cos - x2 sin, x1 sin + x2 cos).
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], hd // 2, 2))
@@ -214,14 +225,25 @@ class Block(nn.Module):
         S = self.cfg.tokens_per_step
         T, N = L // S, S - 2
         steps, t_step = x.view(b, T, S, d), step.view(T, S)
-        phys, keys = self._core(steps[:, :, :2].reshape(b, T * 2, d), t_step[:, :2].reshape(-1), cache)
-        frame = steps[:, :, 2:].reshape(b, T * N, d)
+        phys, frame = self.streams(steps[:, :, :2].reshape(b, T * 2, d), steps[:, :, 2:].reshape(b, T * N, d),
+                                   t_step[:, 0], cache)
+        return torch.cat([phys.view(b, T, 2, d), frame.view(b, T, N, d)], dim=2).view(b, L, d)
+
+    def streams(self, phys: torch.Tensor, frame: torch.Tensor | None, t_step: torch.Tensor,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward` on the two streams held apart, as `Dynamics` runs them: phys [B, T*2, D] (each
+        step's action and state tokens), frame [B, T*N, D] (each step's frame tokens; None for steps
+        without frames), t_step [T] the steps' time indices. Returns both streams."""
+        phys, keys = self._core(phys, t_step.repeat_interleave(2), cache)
+        if frame is None:
+            return phys, None
         frame_cache = None if cache is None else cache.frame_cache()
         if not self.pruned:
-            frame = self._core(frame, t_step[:, 2:].reshape(-1), frame_cache, keys, frame=True)[0]
+            n = frame.shape[1] // len(t_step)
+            frame = self._core(frame, t_step.repeat_interleave(n), frame_cache, keys, frame=True)[0]
         elif self.cfg.kept_frame_tokens:  # capacity 0: frame tokens skip the layer
-            frame = self._pruned_frames(frame, t_step[:, 2], frame_cache, keys)
-        return torch.cat([phys.view(b, T, 2, d), frame.view(b, T, N, d)], dim=2).view(b, L, d)
+            frame = self._pruned_frames(frame, t_step, frame_cache, keys)
+        return phys, frame
 
     def _pruned_frames(self, frame: torch.Tensor, t_step: torch.Tensor, cache: KVCache | None, keys: Keys
                        ) -> torch.Tensor:
@@ -269,26 +291,31 @@ class Dynamics(nn.Module):
         st = self.state_in(states).unsqueeze(2) + self.type_emb[1]
         return torch.cat([act, st], dim=2)
 
-    def embed(self, codes: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """codes [B, T, N] long, states [B, T, S_dim] (normalised), actions [B, T, A] -> [B, T*(N+2), D]."""
-        b, t, n = codes.shape
+    def embed_streams(self, codes: torch.Tensor | None, states: torch.Tensor, actions: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """codes [B, T, N] long (None: steps without frames), states [B, T, S_dim] (normalised), actions
+        [B, T, A] -> the physics stream [B, T*2, D] (each step's action and state tokens) and the frame
+        stream [B, T*N, D] (None without codes). The blocks and heads keep the streams apart, so
+        nothing copies them into one sequence and back."""
+        b, t = states.shape[:2]
+        phys = self._physics(states, actions).reshape(b, t * 2, -1)
+        if codes is None:
+            return phys, None
         frame = self.code_emb(codes) + self.pos_emb + self.type_emb[2]
-        return torch.cat([self._physics(states, actions), frame], dim=2).reshape(b, t * (n + 2), -1)
+        return phys, frame.reshape(b, t * codes.shape[2], -1)
 
-    def heads(self, h: torch.Tensor, frames: bool = True) -> dict[str, torch.Tensor]:
-        """Final hidden [B, T*S, D] -> predictions for each step's next frame (with `frames`), reward,
-        termination and (with a state head) state change. The physics tokens are normalised apart
-        from the frame tokens, as in a frameless pass."""
-        b, L = h.shape[:2]
-        per_step = self.cfg.tokens_per_step if frames else 2
-        steps = h.view(b, L // per_step, per_step, -1)
-        phys = self.norm(steps[:, :, :2].reshape(b, -1, h.shape[-1]) if frames else h).view(b, -1, 2, h.shape[-1])
+    def stream_heads(self, phys: torch.Tensor, frame: torch.Tensor | None, t: int) -> dict[str, torch.Tensor]:
+        """Final physics stream [B, T*2, D] and frame stream [B, T*N, D] (or None) -> predictions for each
+        of the T steps: its next frame (with a frame stream), reward, termination and (with a state
+        head) state change. The two streams are normalised apart."""
+        b, d = phys.shape[0], phys.shape[-1]
+        phys = self.norm(phys).view(b, t, 2, d)
         out = {
             "reward": self.reward_head(phys[:, :, 0]).squeeze(-1),  # [B, T]
             "term_logit": self.term_head(phys[:, :, 0]).squeeze(-1),  # [B, T]
         }
-        if frames:  # [B, T, N, V] (joint) or [B, T, N, sum(levels)]
-            out["code_logits"] = self.frame_head(self.norm(steps[:, :, 2:]))
+        if frame is not None:  # [B, T, N, V] (joint) or [B, T, N, sum(levels)]
+            out["code_logits"] = self.frame_head(self.norm(frame.view(b, t, -1, d)))
         if self.state_head is not None:
             out["state_delta"] = self.state_head(phys[:, :, 1])  # [B, T, S_dim]
         return out
@@ -304,11 +331,6 @@ class Dynamics(nn.Module):
         sample of softmax(logits / temperature) (per channel for a factorized head)."""
         return predict_codes(logits, temperature, generator, self.code_digits)
 
-    def embed_state_only(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """states [B, T, S_dim] (normalised), actions [B, T, A] -> [B, T*2, D]: steps without a frame."""
-        b, t = states.shape[:2]
-        return self._physics(states, actions).reshape(b, t * 2, -1)
-
     def forward(self, codes: torch.Tensor | None, states: torch.Tensor, actions: torch.Tensor,
                 first_step: int = 0) -> dict[str, torch.Tensor]:
         """Teacher-forced pass over T steps (T <= context): predictions for every step. With `codes`
@@ -317,26 +339,22 @@ class Dynamics(nn.Module):
         b, t = states.shape[:2]
         if t > self.cfg.context:
             raise ValueError(f"window of {t} steps exceeds the context of {self.cfg.context}")
-        frames = codes is not None
-        per_step = self.cfg.tokens_per_step if frames else 2
-        step = torch.arange(first_step, first_step + t, device=states.device).repeat_interleave(per_step)
-        h = self.embed(codes, states, actions) if frames else self.embed_state_only(states, actions)
+        t_step = torch.arange(first_step, first_step + t, device=states.device)
+        phys, frame = self.embed_streams(codes, states, actions)
         for blk in self.blocks:
-            h = blk(h, step, frames=frames)
-        return self.heads(h, frames)
+            phys, frame = blk.streams(phys, frame, t_step)
+        return self.stream_heads(phys, frame, t)
 
     def step_with_cache(self, caches: list[KVCache], codes: torch.Tensor | None, states: torch.Tensor,
                         actions: torch.Tensor, step_index: int) -> dict[str, torch.Tensor]:
         """One new step (codes [B, 1, N], ...) against the caches, which it extends. With `codes` None
         the step has no frame (its action and state tokens alone, as in `forward`); a cache holds
         steps of one kind, so a rollout is framed or frameless throughout."""
-        frames = codes is not None
-        n = codes.shape[-1] + 2 if frames else 2
-        step = torch.full((n,), step_index, device=states.device, dtype=torch.long)
-        h = self.embed(codes, states, actions) if frames else self.embed_state_only(states, actions)
+        t_step = torch.full((1,), step_index, device=states.device, dtype=torch.long)
+        phys, frame = self.embed_streams(codes, states, actions)
         for blk, cache in zip(self.blocks, caches):
-            h = blk(h, step, cache, frames=frames)
-        return self.heads(h, frames)
+            phys, frame = blk.streams(phys, frame, t_step, cache)
+        return self.stream_heads(phys, frame, 1)
 
     def moe_layers(self) -> list[HierarchicalMoE]:
         return [b.ffn for b in self.blocks if isinstance(b.ffn, HierarchicalMoE)]
