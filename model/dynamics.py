@@ -157,16 +157,20 @@ class Attention(nn.Module):
                 prefix: Keys | None = None) -> tuple[torch.Tensor, Keys]:
         """x [B, L, D] with step [L]; with a cache, x is the new step's tokens and keys include the cache.
         `prefix`: keys of another stream that x's queries read too (frame tokens read the physics
-        tokens'), never the other way round. Returns the output and x's own keys (with the cache's)."""
+        tokens'), never the other way round: the keys of the same steps as x's, which a cache stores
+        in front of x's own (`KVCache.extend(lead=)`), holding the earlier steps' already. Returns
+        the output and x's own new keys (what a frame pass takes as its `prefix`)."""
         b, l, d = x.shape
         qkv = self.qkv(x).view(b, l, 3, self.heads, d // self.heads)
         qk = rotary(qkv[:, :, :2], step, dim=1).permute(2, 0, 3, 1, 4)  # q and k in one rotation
         q, k, v = qk[0], qk[1], qkv[:, :, 2].transpose(1, 2)
         own: Keys = (k, v, step, None)
         if cache is not None:
-            cache.extend(k, v, step, window)
-            own = (cache.k, cache.v, cache.step, cache.valid)
-        k, v, k_step, k_valid = own if prefix is None else _join_keys(prefix, own)
+            cache.extend(k, v, step, window, lead=None if prefix is None else prefix[:2])
+            keys = (cache.k, cache.v, cache.step, cache.valid)
+        else:
+            keys = own if prefix is None else _join_keys(prefix, own)
+        k, v, k_step, k_valid = keys
         if k.dtype != q.dtype:  # frame queries in bf16 reading the physics tokens' fp32 keys
             k, v = k.to(q.dtype), v.to(q.dtype)
         y = pruned_attention(q, k, v, step, k_step, k_valid=k_valid)

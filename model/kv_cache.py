@@ -1,5 +1,6 @@
 """The dynamics transformer's key-value cache: one ring buffer of the last `window` steps per layer,
-for the physics tokens, and beside it (`frame_cache`) one for the frame tokens of a framed rollout."""
+for the physics tokens, and beside it (`frame_cache`) one for the frame tokens of a framed rollout,
+whose slots hold each step's physics keys in front of its frame keys."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ class KVCache:
         self.frames: KVCache | None = None  # the frame tokens' keys, kept apart: physics never reads them
 
     def frame_cache(self) -> KVCache:
-        """The cache of this layer's frame-token keys (made on first use): frame tokens read the physics
-        keys here and their own there, while the physics tokens read only these."""
+        """The cache the frame tokens of this layer read (made on first use). Each slot holds the step's
+        physics keys and then its frame keys (`extend(..., lead=)`), so the frame queries read one
+        buffer, with nothing concatenated per step; the physics tokens read only this cache."""
         if self.frames is None:
             self.frames = KVCache(self.differentiable)
         return self.frames
@@ -42,23 +44,33 @@ class KVCache:
     def _slot(self, s: int) -> int:
         return s % len(self._steps)
 
-    def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int) -> None:
+    def extend(self, k: torch.Tensor, v: torch.Tensor, step: torch.Tensor, window: int,
+               lead: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Add one step's keys and values k, v [B, H, n, hd] (step [n], one value); the step that
-        falls out of the window is dropped."""
+        falls out of the window is dropped. `lead`: keys and values [B, H, m, hd] of the same step
+        stored in front of k and v (a frame cache's physics keys); the slot then holds m + n keys,
+        in the dtype of the first step's k."""
         if self.differentiable:
+            if lead is not None:
+                k, v = torch.cat([lead[0], k], 2), torch.cat([lead[1], v], 2)
+                step = step[:1].expand(k.shape[2])
             self._extend_by_concat(k, v, step, window)
             return
         s = int(step[0])
+        m = 0 if lead is None else lead[0].shape[2]
         if self._k is None:
             b, h, n, hd = k.shape
-            self._k = k.new_empty(b, h, window, n, hd)
-            self._v = v.new_empty(b, h, window, n, hd)
+            self._k = k.new_empty(b, h, window, m + n, hd)
+            self._v = v.new_empty(b, h, window, m + n, hd)
             self._steps = [None] * window
         elif len(self._steps) != window:
             raise ValueError(f"cache holds a window of {len(self._steps)} steps, asked for {window}")
         slot = self._slot(s)
-        self._k[:, :, slot] = k
-        self._v[:, :, slot] = v
+        if lead is not None:
+            self._k[:, :, slot, :m] = lead[0]
+            self._v[:, :, slot, :m] = lead[1]
+        self._k[:, :, slot, m:] = k
+        self._v[:, :, slot, m:] = v
         self._steps = [None if t is None or t <= s - window else t for t in self._steps]
         self._steps[slot] = s
         if self._valid is not None:

@@ -77,9 +77,10 @@ def test_kv_cache_window_slides(model):
             assert all(c.k.shape[2] == len(c.step) == 2 * len(c.step.unique()) for c in caches)
     assert torch.isfinite(out["code_logits"]).all()
     first_pruned = model.cfg.prune_from if model.cfg.prune else model.cfg.layers
-    want = [model.cfg.tokens_per_frame if i < first_pruned else model.cfg.kept_frame_tokens
+    want = [2 + (model.cfg.tokens_per_frame if i < first_pruned else model.cfg.kept_frame_tokens)
             for i in range(model.cfg.layers)]
-    assert per_step == want  # the physics keys apart; pruned layers cache only their kept frame tokens
+    # Each frame slot: the step's physics keys, then its frame keys (pruned layers: only the kept ones).
+    assert per_step == want
 
 
 def test_pruning_keeps_exactly_capacity_and_leaves_dropped_tokens_unchanged():
