@@ -18,10 +18,6 @@ from torch import nn
 
 from worldsim.kernels import hierarchical_topk, moe_ffn
 
-# A call with at most this many tokens, outside autograd, takes `HierarchicalMoE._fused_few`: a frameless
-# step of up to 16 rollouts (two tokens each). Set from benchmarks/moe_small_batch.py's crossover.
-FUSED_MAX_TOKENS = 32
-
 
 class SwiGLU(nn.Module):
     def __init__(self, d: int, hidden: int):
@@ -69,7 +65,6 @@ class HierarchicalMoE(nn.Module):
         self.register_buffer("load_acc", torch.zeros(experts))
         self.balance = True  # False: the contrast run without the bias update
         self._last_index: torch.Tensor | None = None  # the last call's expert choice, counted on demand
-        self._fused: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (key, w_in, w_out), see _fused_weights
 
     @property
     def last_load(self) -> torch.Tensor:
@@ -87,40 +82,8 @@ class HierarchicalMoE(nn.Module):
         self._last_index = index.detach()
         if self.training:
             self.load_acc += torch.bincount(index.reshape(-1), minlength=self.experts).float()
-        if flat.shape[0] <= FUSED_MAX_TOKENS and not torch.is_grad_enabled():
-            return self._fused_few(flat, index, weight).reshape(shape)
         routed = moe_ffn(flat, self.w_gate, self.w_up, self.w_down, index, weight.to(flat.dtype))
         return (routed + self.shared(flat)).reshape(shape)
-
-    def _fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shared expert and every routed expert as one SwiGLU of hidden Fs + E * F: w_in [D, 2 (Fs + E F)]
-        (all gate columns, then all up columns) and w_out [Fs + E F, D]. Rebuilt when a weight changes
-        (an optimiser step, a cast, a move), so it always holds the module's current weights."""
-        params = (self.shared.gate.weight, self.shared.up.weight, self.shared.down.weight, self.w_gate, self.w_up,
-                  self.w_down)
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
-        if self._fused is None or self._fused[0] != key:
-            e, d, f = self.w_gate.shape
-            with torch.no_grad():
-                experts_in = lambda w: w.permute(1, 0, 2).reshape(d, e * f)  # noqa: E731
-                w_in = torch.cat([self.shared.gate.weight.t(), experts_in(self.w_gate),
-                                  self.shared.up.weight.t(), experts_in(self.w_up)], 1).contiguous()
-                w_out = torch.cat([self.shared.down.weight.t(), self.w_down.reshape(e * f, d)]).contiguous()
-            self._fused = (key, w_in, w_out)
-        return self._fused[1], self._fused[2]
-
-    def _fused_few(self, flat: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """The shared and routed experts of a few tokens [N, D] in two matmuls: every expert runs on every
-        token and its hidden units are scaled by the token's gate weight, zero for the experts it was not
-        routed to. Equal to the routed sum up to rounding, at (Fs + E F) / (Fs + K F) times the FLOPs,
-        which costs less than sorting and looping over experts when a step holds a few tokens."""
-        w_in, w_out = self._fused_weights()
-        n, fs = flat.shape[0], self.shared.gate.weight.shape[0]
-        gate, up = (flat @ w_in).chunk(2, dim=-1)
-        hidden = F.silu(gate) * up  # [N, Fs + E F]
-        scale = weight.new_zeros(n, self.experts).scatter_(1, index, weight).to(hidden.dtype)
-        hidden[:, fs:].view(n, self.experts, -1).mul_(scale[:, :, None])
-        return hidden @ w_out
 
     @torch.no_grad()
     def update_bias(self) -> None:

@@ -20,12 +20,10 @@ def active_params(dyn: Dynamics) -> int:
 
 
 @torch.no_grad()
-def flops_per_step(wm: WorldModel, batch: int = 64, seed: int = 0, frames: bool = True) -> int:
+def flops_per_step(wm: WorldModel, batch: int = 1, seed: int = 0, frames: bool = True) -> int:
     """FLOPs of one KV-cached step (with frames, or action and state tokens alone) with a full context
     window behind it, the side models included (counted by torch's FlopCounterMode: matmuls and
-    attention), per environment. At the default batch the MoE runs only the experts each token is
-    routed to; at a few tokens a call runs all of them (`worldsim.model.moe.FUSED_MAX_TOKENS`), and a
-    count at batch 1 counts that."""
+    attention), per environment."""
     dyn, cfg = wm.dynamics, wm.cfg.dynamics
     g = torch.Generator().manual_seed(seed)
     dev = next(dyn.parameters()).device

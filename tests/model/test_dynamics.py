@@ -254,31 +254,15 @@ def test_bad_head_configs_are_refused(fields, match):
         DynamicsConfig(**{**SMALL, **fields})
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 32])
-def test_moe_few_token_path_matches_the_routed_experts(n):
-    """Outside autograd, a call of at most FUSED_MAX_TOKENS tokens runs every expert in two matmuls: the
-    same expert choice (the same routing code) and the routed sum up to rounding, shared expert included."""
-    from worldsim.kernels.moe.reference import moe_ffn_ref
-    from worldsim.model.moe import FUSED_MAX_TOKENS
-
-    assert n <= FUSED_MAX_TOKENS
-    torch.manual_seed(n)
+def test_moe_counts_the_last_calls_load():
+    """`last_load` counts the experts the last call routed to (on demand, from its expert choice)."""
+    torch.manual_seed(0)
     moe = HierarchicalMoE(48, experts=8, groups=4, top_groups=2, top_k=2, expert_hidden=16, shared_hidden=32,
                           bias_gamma=1e-3).eval()
-    moe.bias.copy_(torch.randn(8) * 0.05)
-    x = torch.randn(n, 48)
+    assert torch.equal(moe.last_load, torch.zeros(8))
+    x = torch.randn(7, 48)
     with torch.no_grad():
-        fused = moe(x)
-        index = moe._last_index.clone()
-    affinity = torch.sigmoid(moe.router(x).float())
-    ref_index, ref_weight = hierarchical_route(affinity, moe.bias, 4, 2, 2)
-    assert torch.equal(index, ref_index)
-    ref = moe_ffn_ref(x, moe.w_gate, moe.w_up, moe.w_down, ref_index, ref_weight) + moe.shared(x)
-    torch.testing.assert_close(fused, ref.detach(), rtol=1e-5, atol=1e-5)
-    assert torch.equal(moe.last_load, torch.bincount(ref_index.reshape(-1), minlength=8).float())
-    # The fused weights follow the module's: an in-place update is seen by the next call.
-    with torch.no_grad():
-        moe.w_up.mul_(2)
-        again = moe(x)
-    ref2 = moe_ffn_ref(x, moe.w_gate, moe.w_up, moe.w_down, ref_index, ref_weight) + moe.shared(x)
-    torch.testing.assert_close(again, ref2.detach(), rtol=1e-5, atol=1e-5)
+        moe(x)
+    index, _ = hierarchical_route(torch.sigmoid(moe.router(x).float()), moe.bias, 4, 2, 2)
+    assert torch.equal(moe.last_load, torch.bincount(index.reshape(-1), minlength=8).float())
+    assert moe.load_acc.sum() == 0  # counted toward the bias update only in training
