@@ -14,7 +14,7 @@ from worldsim.core.registry import resolve_checkpoint
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 PRECISION_HELP = ("the world's inference precision: bf16 runs its frames (not its physics) in bfloat16; auto picks it "
-                  "where the device has bf16 matrix units (WorldModel.set_precision)")
+                  "on a GPU with bf16 or a CPU with AMX (WorldModel.set_precision)")
 FORCE_HELP = ("replace a checkpoint of another kind at --out (a directory holding anything but a checkpoint is "
               "never replaced)")
 

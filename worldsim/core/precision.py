@@ -1,8 +1,9 @@
 """Inference precision: fp32 everywhere, or bf16 for the matrix work where the hardware runs it natively.
 
-`resolve_precision("auto", device)` is "bf16" on a GPU with bf16 support and on a CPU with bf16 matrix
-units (AMX tiles or AVX-512 BF16), and "fp32" elsewhere: a CPU without them emulates bf16 matmuls at a
-fraction of fp32's speed. `WorldModel.set_precision` says which weights each precision casts.
+`resolve_precision("auto", device)` is "bf16" on a GPU with bf16 support and on a CPU with AMX tiles,
+and "fp32" elsewhere. Measured at the model's shapes: a CPU with AVX2 alone emulates bf16 matmuls about
+ten times slower than fp32 (docs/environment.md), and one with AVX-512 BF16 but no AMX ran them 1.7x
+slower. `WorldModel.set_precision` says what each precision runs in bf16.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def bf16_native(device: str | torch.device) -> bool:
-    """Whether `device` computes bf16 matrix products in hardware."""
+    """Whether `device` has bf16 matrix units that run the model faster than fp32: a GPU with bf16
+    support, or a CPU with AMX tiles."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    # Private but long-standing probes of torch's CPU feature detection; absent ones mean "no".
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    # A private but long-standing probe of torch's CPU feature detection; absent means "no".
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:
