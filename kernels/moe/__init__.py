@@ -5,13 +5,7 @@ from __future__ import annotations
 import torch
 
 from worldsim.kernels.dispatch import pick_backend
-from worldsim.kernels.moe.reference import (
-    GROUPED_MM,
-    hierarchical_topk_ref,
-    moe_ffn_grouped,
-    moe_ffn_ref,
-    moe_ffn_sorted,
-)
+from worldsim.kernels.moe.reference import hierarchical_topk_ref, moe_ffn_ref, moe_ffn_sorted
 
 
 def moe_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
@@ -23,8 +17,7 @@ def moe_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: t
         w_gate, w_up: [E, D, F]; w_down: [E, F, D], the SwiGLU experts.
         expert_index: [N, K] long, each token's experts; expert_weight: [N, K], their weights.
         backend: "auto" | "torch" | "triton". "auto" takes the grouped Triton kernel on CUDA and, elsewhere,
-            the same sort-by-expert scheme in PyTorch (`moe_ffn_grouped` on the CPU where torch has
-            `_grouped_mm`, else `moe_ffn_sorted`); "torch" is the reference
+            the same sort-by-expert scheme in PyTorch (`moe_ffn_sorted`); "torch" is the reference
             (a loop over experts).
 
     Returns:
@@ -38,8 +31,6 @@ def moe_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: t
 
         return moe_ffn_triton(x, w_gate, w_up, w_down, expert_index, expert_weight)
     if be == "fused":
-        if GROUPED_MM and x.device.type == "cpu":  # CUDA's grouped matmul asks more of shapes and dtypes
-            return moe_ffn_grouped(x, w_gate, w_up, w_down, expert_index, expert_weight)
         return moe_ffn_sorted(x, w_gate, w_up, w_down, expert_index, expert_weight)
     return moe_ffn_ref(x, w_gate, w_up, w_down, expert_index, expert_weight)
 

@@ -62,28 +62,6 @@ def moe_ffn_sorted(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_
     return torch.zeros_like(x).index_add_(0, tok, y.to(x.dtype))  # autocast computes y in bf16
 
 
-def moe_ffn_grouped(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
-                    expert_index: torch.Tensor, expert_weight: torch.Tensor) -> torch.Tensor:
-    """`moe_ffn_sorted` with each of its three per-expert matmul loops as one `torch._grouped_mm` over the
-    expert-sorted rows (offsets from the per-expert counts): a dozen ops a call whatever the number of
-    experts, and no host sync for the counts. Same signature and result as the reference; used where
-    torch has the op (`GROUPED_MM`)."""
-    n, k = expert_index.shape
-    flat_e = expert_index.reshape(-1)
-    order = torch.argsort(flat_e, stable=True)
-    tok = order // k
-    offs = torch.bincount(flat_e, minlength=w_gate.shape[0]).cumsum(0).to(torch.int32)
-    xs = x.index_select(0, tok)
-    h = F.silu(torch._grouped_mm(xs, w_gate, offs=offs)) * torch._grouped_mm(xs, w_up, offs=offs)
-    y = torch._grouped_mm(h, w_down, offs=offs)
-    y = y * expert_weight.reshape(-1)[order, None].to(y.dtype)
-    return torch.zeros_like(x).index_add_(0, tok, y.to(x.dtype))
-
-
-# Whether this torch has the grouped matmul (PyTorch 2.8 on; on the CPU for float32 and bfloat16).
-GROUPED_MM = hasattr(torch, "_grouped_mm")
-
-
 def hierarchical_topk_ref(affinity: torch.Tensor, bias: torch.Tensor, groups: int, top_groups: int,
                           top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """affinity [N, E] (in (0, 1)), bias [E] -> (expert index [N, K] long, gate weight [N, K]).
