@@ -59,7 +59,7 @@ def test_each_shipped_world_steps_by_its_transformer(tmp_path, scene):
     assert not (a.shape == b.shape and np.allclose(a, b))
 
 
-@pytest.mark.parametrize("scene", ["Reacher-v5", "InvertedPendulum-v5", "bounce"])
+@pytest.mark.parametrize("scene", sorted(BASELINES["mlp"]))
 def test_the_mlp_baselines_load_by_name_beside_the_shipped_worlds(scene):
     """The `mlp` baseline of each scene is shipped weights of its own, never what a scene name loads."""
     name = PACKAGE_REF + BASELINES["mlp"][scene]

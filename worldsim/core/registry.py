@@ -32,7 +32,8 @@ SHIPPED: dict[str, dict[str, str]] = {
 # from a state pathway and whose reward and termination come from an outcome head (MLPs of state and
 # action), plus a state renderer for Reacher and bounce. Loaded as "worldsim:NAME".
 BASELINES: dict[str, dict[str, str]] = {
-    "mlp": {"Reacher-v5": "mlp-reacher", "InvertedPendulum-v5": "mlp-pendulum", "bounce": "mlp-bounce"},
+    "mlp": {"Reacher-v5": "mlp-reacher", "InvertedPendulum-v5": "mlp-pendulum", "bounce": "mlp-bounce",
+            "Pusher-v5": "mlp-pusher"},
 }
 
 # A reference to shipped weights from inside a checkpoint (`extra.tokenizer_ref`): "worldsim:NAME" is
