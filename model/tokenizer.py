@@ -128,14 +128,15 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.decode_dtype = dtype
 
     def inference_decoder(self) -> nn.Module:
-        """The decoder `decode` runs: a frozen copy in `decode_dtype` with channels-last weights, which
-        oneDNN's convolutions run faster than the default layout, to the same result. Remade when a
-        weight changes; it sits in a tuple, so it is not a parameter, saved, or trained."""
+        """The decoder `decode` runs: the decoder itself in float32, else a frozen copy in `decode_dtype`,
+        remade when a weight changes; the copy sits in a tuple, so it is not a parameter, saved, or
+        trained."""
+        if self.decode_dtype == torch.float32:
+            return self.decoder
         params = tuple(self.decoder.parameters())
         key = (self.decode_dtype, params[0].device, tuple((p.data_ptr(), p._version) for p in params))
         if self._inference is None or self._inference[0] != key:
-            twin = inference_copy(self.decoder, self.decode_dtype).to(memory_format=torch.channels_last)
-            self._inference = (key, twin)
+            self._inference = (key, inference_copy(self.decoder, self.decode_dtype))
         return self._inference[1]
 
     # --- tensors in [-1, 1], channels first ------------------------------------------------------
@@ -209,8 +210,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         decoder = self.inference_decoder()
         for i in range(0, len(flat), batch_size):
             q = self.fsq.codes_to_latents(flat[i : i + batch_size]).permute(0, 3, 1, 2)
-            x = decoder(q.to(self.decode_dtype).contiguous(memory_format=torch.channels_last)).float().clamp(-1, 1)
-            # Channels-last output: the permute to [N, H, W, 3] is already contiguous.
+            x = decoder(q.to(self.decode_dtype)).float().clamp(-1, 1)
             frames.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
         s = self.cfg.image_size
         out = torch.cat(frames) if frames else torch.zeros(0, s, s, 3, dtype=torch.uint8)
