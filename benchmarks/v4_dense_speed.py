@@ -8,8 +8,8 @@ same width, depth and heads (a dense FFN of the MoE's active size, no pruning), 
 time does not depend on the values, except through the MoE's routing, which is the trained world's.
 Rates are KV-cached `WorldModel.step` calls per second (one per env step, the rollout a
 `DSV4WorldVector` steps; no decoding), medians of `--repeats` timed runs of `--steps` steps, on the
-process's threads (`OMP_NUM_THREADS`, printed). FLOPs per env step are counted at batch 64
-(`worldsim.model.stats.flops_per_step`: only the routed experts). bf16 rows run only with
+process's threads (`OMP_NUM_THREADS`, printed). FLOPs per env step are counted
+(`worldsim.model.stats.flops_per_step`: the experts each token is routed to). bf16 rows run only with
 `--precision bf16`; on a CPU without bf16 matrix units they are emulated and slow.
 """
 

@@ -7,7 +7,7 @@ and bf16, at thousands of envs: the table `benchmarks/gpu.sh` prints on a CUDA m
 A row times what a `DSV4WorldVector` step asks of the device for N envs: one KV-cached `WorldModel.step`
 (frameless for state observations; framed for pixels, plus decoding every frame), from N starts on
 the world's own held states (the statistics' mean, so no MuJoCo reset runs), under random actions in
-the scene's range. Host-side env work (the numpy reward and termination of the predicted state, the
+the scene's action range. Host-side env work (the numpy reward and termination of the predicted state, the
 observation copies) is not in it: `benchmarks/env_throughput.py` measures the env whole on a CPU.
 Rates are medians of `--repeats` timed runs of `--steps` steps after one warm-up run, with the device
 synchronised around each. A row that would push the whole run past `--budget-s` seconds is skipped and
@@ -17,15 +17,19 @@ printed as such, so the script ends in time; a size that runs out of memory is r
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import torch
+os.environ.setdefault("MUJOCO_GL", "egl")
 
-from worldsim.core.precision import bf16_native
-from worldsim.core.registry import SHIPPED
-from worldsim.core.runtime import resolve_device
-from worldsim.model.world_model import WorldModel
+import torch  # noqa: E402
+
+from worldsim.core.precision import bf16_native  # noqa: E402
+from worldsim.core.registry import SHIPPED  # noqa: E402
+from worldsim.core.runtime import resolve_device  # noqa: E402
+from worldsim.envs import make_scene  # noqa: E402
+from worldsim.model.world_model import WorldModel  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -40,7 +44,9 @@ def world_rate(wm: WorldModel, n: int, pixels: bool, steps: int, repeats: int) -
     g = torch.Generator(device="cpu").manual_seed(0)
     codes = torch.randint(0, cfg.codebook_size, (n, 1, cfg.grid, cfg.grid), generator=g).to(dev) if pixels else None
     states = wm.state_mean.expand(n, 1, -1).clone()
-    low, high = -1.0, 1.0
+    scene = make_scene(wm.cfg.scene)
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (scene.action_space.low, scene.action_space.high))
+    scene.close()
     actions = (torch.rand(steps, n, cfg.action_dim, generator=g) * (high - low) + low).to(dev)
     rates = []
     for _ in range(repeats + 1):  # the first run warms up (allocations, kernel compilation)

@@ -140,7 +140,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Physics fidelity: {report['scene']}", "",
              f"{report['episodes']} paired episodes (seed {cfg['seed']}, `{cfg['policy']}` actions), "
              f"up to {report['horizon']} steps or the episode's end; open loop from {cfg['context']} true step(s) "
-             f"of frames and states. worldsim {v['worldsim']}, mujoco {v['mujoco']}.", "",
+             f"of frames and states. worldsim {v['worldsim']}, mujoco {v['mujoco']}"
+             f"{', the world in ' + report['inference_precision'] if 'inference_precision' in report else ''}.", "",
              "| predictor | PCS (0-100) |", "|---|---:|", f"| world model | **{report['pcs']:.1f}** |"]
     lines += [f"| {b} | {p:.1f} |" for b, p in report["baseline_pcs"].items()]
     terms = report["pcs_terms"]

@@ -135,15 +135,9 @@ Keys = tuple[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"]  #
 
 
 def _join_keys(first: Keys, second: Keys) -> Keys:
-    """Two sets of keys (k, v, step, valid) as one, `first`'s first; valid None means all valid."""
+    """Two sets of keys (k, v, step) of a pass without a cache as one, `first`'s first; all valid."""
     k, v, step = (torch.cat([a, b], dim) for a, b, dim in zip(first[:3], second[:3], (2, 2, 0)))
-    va, vb = first[3], second[3]
-    if va is None and vb is None:
-        return k, v, step, None
-    b = k.shape[0]
-    fill = lambda keys: keys[3] if keys[3] is not None else torch.ones(  # noqa: E731
-        b, keys[0].shape[2], dtype=torch.bool, device=k.device)
-    return k, v, step, torch.cat([fill(first), fill(second)], 1)
+    return k, v, step, None
 
 
 class Attention(nn.Module):
@@ -195,36 +189,45 @@ class Block(nn.Module):
             self.ffn = SwiGLU(d, cfg.ffn_hidden)
         self.scorer = nn.Linear(d, 1) if pruned else None
         self.last_kept: torch.Tensor | None = None
-        # (attention, FFN) copies in a reduced precision that the frame tokens run on (`set_frame_dtype`);
-        # a plain tuple, so they are not parameters, saved, or trained.
-        self.frame_modules: tuple[nn.Module, nn.Module] | None = None
+        self.frame_dtype = torch.float32
+        # (key, attention, FFN): the reduced-precision copies the frame tokens run on (`frame_modules`); a
+        # plain tuple, so they are not parameters, saved, or trained.
+        self._frame_copies: tuple | None = None
 
     def set_frame_dtype(self, dtype: torch.dtype) -> None:
-        """Run the frame tokens' attention and FFN matrices in `dtype` (float32: on the trained weights
-        themselves); the physics tokens, the norms, the MoE router and the scorer stay as trained."""
-        self.frame_modules = None if dtype == torch.float32 else (
-            inference_copy(self.attn, dtype), inference_copy(self.ffn, dtype, keep=("router",)))
+        """Run the frame tokens' attention and FFN matrices in `dtype` at inference (float32: on the
+        trained weights themselves). The physics tokens, the norms, the scorer and the router's
+        weights stay as trained (the router reads the frame tokens' rounded input)."""
+        self.frame_dtype, self._frame_copies = dtype, None
+
+    def frame_modules(self) -> tuple[nn.Module, nn.Module]:
+        """(attention, FFN) for the frame tokens: the block's own in float32, in training and wherever
+        autograd records; else copies in `frame_dtype`, remade when a weight changes (an optimiser
+        step, a load, a move to another device)."""
+        if self.frame_dtype == torch.float32 or self.training or torch.is_grad_enabled():
+            return self.attn, self.ffn
+        params = (*self.attn.parameters(), *self.ffn.parameters())
+        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        if self._frame_copies is None or self._frame_copies[0] != key:
+            self._frame_copies = (key, inference_copy(self.attn, self.frame_dtype),
+                                  inference_copy(self.ffn, self.frame_dtype, keep=("router",)))
+        return self._frame_copies[1], self._frame_copies[2]
 
     def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, prefix: Keys | None = None,
               frame: bool = False) -> tuple[torch.Tensor, Keys]:
-        # Frame tokens take the reduced-precision copies when there are any; the matrices compute in
-        # their weights' dtype, the residual stream and the norms in x's.
-        attn, ffn = self.frame_modules if frame and self.frame_modules is not None else (self.attn, self.ffn)
+        # Frame tokens take the reduced-precision copies at inference; the matrices compute in their
+        # weights' dtype, the residual stream and the norms in x's.
+        attn, ffn = self.frame_modules() if frame else (self.attn, self.ffn)
         dt = attn.qkv.weight.dtype
         a, keys = attn(self.norm1(x).to(dt), step, cache, self.cfg.context, prefix)
         h = x + a.to(x.dtype)
         return h + ffn(self.norm2(h).to(dt)).to(x.dtype), keys
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None,
-                frames: bool = True) -> torch.Tensor:
-        """x [B, T*S, D] laid out step by step, step [T*S]; without `frames`, each step holds its action
-        and state tokens alone (S = 2), and there is nothing to prune.
-
-        With frames, the physics tokens go through exactly as they do without (the same computation on
-        the same shapes), so a framed rollout's physics is the frameless rollout's, bit for bit; the
+    def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x [B, T*S, D] laid out step by step (S = N + 2 tokens a step), step [T*S]: `streams` on that
+        layout. The physics tokens go through exactly as they do without frames (the same computation
+        on the same shapes), so a framed rollout's physics is the frameless rollout's, bit for bit; the
         frame tokens then go through with the physics tokens' keys in front of their own."""
-        if not frames:
-            return self._core(x, step, cache)[0]
         b, L, d = x.shape
         S = self.cfg.tokens_per_step
         T, N = L // S, S - 2

@@ -31,12 +31,13 @@ class KVCache:
         self._v: torch.Tensor | None = None
         self._steps: list[int | None] = []  # the step held by each slot, None when empty
         self._valid: torch.Tensor | None = None  # [B, W] per-row slot validity, None: all valid
-        self.frames: KVCache | None = None  # the frame tokens' keys, kept apart: physics never reads them
+        self.frames: KVCache | None = None  # the cache the frame tokens read (`frame_cache`); physics never does
 
     def frame_cache(self) -> KVCache:
         """The cache the frame tokens of this layer read (made on first use). Each slot holds the step's
         physics keys and then its frame keys (`extend(..., lead=)`), so the frame queries read one
-        buffer, with nothing concatenated per step; the physics tokens read only this cache."""
+        buffer, with nothing concatenated per step. The physics tokens never read it: they read only
+        this (the parent) cache."""
         if self.frames is None:
             self.frames = KVCache(self.differentiable)
         return self.frames

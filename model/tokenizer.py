@@ -125,7 +125,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
 
     def set_decoder_dtype(self, dtype: torch.dtype) -> None:
         """The dtype `decode` computes in (float32 by default; `WorldModel.set_precision`)."""
-        self.decode_dtype = dtype
+        self.decode_dtype, self._inference = dtype, None
 
     def inference_decoder(self) -> nn.Module:
         """The decoder `decode` runs: the decoder itself in float32, else a frozen copy in `decode_dtype`,

@@ -133,13 +133,14 @@ class WorldModel(PretrainedMixin, nn.Module):
         """Run inference in "fp32" (the weights as trained), "bf16" or "auto"
         (`worldsim.core.precision.resolve_precision` on this model's device). Returns the model.
 
-        bf16 is for the frames: the frame tokens' pass through every block (attention and FFN matrices)
-        and the frame decoder run on bfloat16 copies of their weights, with the residual stream and
-        norms in fp32. The physics tokens (action and state) keep the fp32 weights, so states, rewards
-        and terminations are fp32's bit for bit: bf16's 8-bit mantissa, rounding the state every step,
-        moved Reacher's 50-step error by 4% (benchmarks/precision_fidelity.py), and the physics
-        tokens are 2 of a framed step's 66. The trained weights are never changed, so "fp32" drops the
-        copies and `save` writes the weights as trained. Call it after moving the model to its device.
+        bf16 is for the frames: at inference the frame tokens' pass through every block (attention and
+        FFN matrices) and the frame decoder run on bfloat16 copies of their weights, with the residual
+        stream and norms in fp32. The physics tokens (action and state) keep the fp32 weights, so
+        states, rewards and terminations are fp32's bit for bit: bf16's 8-bit mantissa, rounding the
+        state every step, compounds over a rollout (measured once with the physics tokens' matmuls in
+        bf16: Reacher's 50-step error 4% higher), and the physics tokens are 2 of a framed step's 66.
+        The trained weights are never changed: "fp32" drops the copies, `save` writes the weights as
+        trained, and training (or any pass autograd records) runs on them in fp32.
         """
         precision = resolve_precision(precision, self.device)
         dtype = DTYPES[precision]

@@ -23,6 +23,9 @@ def test_gpu_table_runs_tiny_on_the_cpu():
     worlds = {r[1].strip() for r in rows}
     assert worlds == set(SHIPPED["world_model"]), out.stdout
     for r in rows:  # state and pixel rates, both measured
-        assert float(r[4]) > 0 and float(r[5]) > 0, r
+        cells = [c.strip() for c in r[4:6]]
+        assert all(c.replace(".", "", 1).isdigit() and float(c) > 0 for c in cells), \
+            f"a world row without both rates (skipped by the time budget on a slow machine?): {r}"
+    assert "cut short" not in out.stdout, out.stdout
     for op in ("attention", "moe ffn", "router top-k", "gather"):
         assert any(line.startswith(op) for line in out.stdout.splitlines()), op

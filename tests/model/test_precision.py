@@ -1,12 +1,13 @@
-"""Inference precision: `WorldModel.set_precision` casts the transformer's matrices and the decoder to
-bf16 and back bit for bit; fp32 is untouched; bf16 rollouts stay close to fp32's, on tiny models and on
-every shipped world; "auto" follows the hardware; the env and `worldsim eval` take `precision`."""
+"""Inference precision: under `WorldModel.set_precision("bf16")` the frame tokens and the decoder run on
+bf16 copies while the physics stays fp32's bit for bit, on tiny models and every shipped world; the
+copies follow the weights, training runs on the weights, fp32 comes back bit for bit; "auto" follows
+the hardware (the envs and the CLI: tests/envs/test_env_precision.py)."""
 
 import pytest
 import torch
 
 import worldsim.core.precision as precision_mod
-from worldsim.core.precision import resolve_precision
+from worldsim.core.precision import bf16_native, resolve_precision
 from worldsim.core.registry import SHIPPED
 from worldsim.model.dynamics import DynamicsConfig
 from worldsim.model.tokenizer import TokenizerConfig
@@ -48,14 +49,24 @@ def test_resolve_precision(monkeypatch):
     assert precision_mod.bf16_native("cpu") is False
 
 
+def _frame_logits(wm, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    cfg = wm.cfg.dynamics
+    codes = torch.randint(0, cfg.codebook_size, (2, 2, cfg.tokens_per_frame), generator=g)
+    with torch.no_grad():
+        return wm.dynamics(codes, torch.randn(2, 2, cfg.state_dim, generator=g),
+                           torch.randn(2, 2, cfg.action_dim, generator=g))
+
+
 @pytest.mark.parametrize("fields", [dict(prune=False, moe=False), V4, dict(prune=True, capacity=0.5, prune_from=1)])
 def test_bf16_runs_the_frames_only_and_fp32_comes_back_bit_for_bit(fields, tmp_path):
     wm = _model(**fields)
     before = {k: v.clone() for k, v in wm.state_dict().items()}
-    ref = _rollout(wm)
+    ref, ref_logits = _rollout(wm), _frame_logits(wm)
     wm.set_precision("bf16")
     assert wm.precision == "bf16"
-    attn, ffn = wm.dynamics.blocks[0].frame_modules
+    with torch.no_grad():
+        attn, ffn = wm.dynamics.blocks[0].frame_modules()
     assert attn.qkv.weight.dtype == torch.bfloat16
     assert wm.tokenizer.inference_decoder().net[0].weight.dtype == torch.bfloat16
     if fields.get("moe"):
@@ -63,10 +74,16 @@ def test_bf16_runs_the_frames_only_and_fp32_comes_back_bit_for_bit(fields, tmp_p
         assert ffn.bias.dtype == torch.float32
     # The trained weights are untouched: nothing new is a parameter, and a save writes them as trained.
     assert {k: v.dtype for k, v in wm.state_dict().items()} == {k: v.dtype for k, v in before.items()}
-    assert sum(1 for _ in wm.parameters()) == len([k for k in before if k in dict(wm.named_parameters())])
-    low = _rollout(wm)
+    assert len(list(wm.parameters())) == len(dict(wm.named_parameters()))
+    low, low_logits = _rollout(wm), _frame_logits(wm)
     for i in (1, 2):  # states and rewards: the physics tokens run in fp32, bit for bit
         assert torch.equal(low[i], ref[i])
+    for k in ("state_delta", "reward", "term_logit"):
+        if k in ref_logits:
+            assert torch.equal(low_logits[k], ref_logits[k])
+    # The frame logits do run in bf16: close to fp32's, not equal.
+    assert not torch.equal(low_logits["code_logits"], ref_logits["code_logits"])
+    torch.testing.assert_close(low_logits["code_logits"], ref_logits["code_logits"], atol=0.15, rtol=0.05)
     assert (low[0] == ref[0]).float().mean() > 0.8  # frame tokens: bf16 moves a few argmaxes
     assert (low[3].float() - ref[3].float()).abs().mean() < 12  # decoded pixels, 0-255
     saved = wm.save(tmp_path / "w")
@@ -74,10 +91,41 @@ def test_bf16_runs_the_frames_only_and_fp32_comes_back_bit_for_bit(fields, tmp_p
     for k, v in back.state_dict().items():
         assert torch.equal(v, before[k]), k
     wm.set_precision("fp32")
-    assert wm.dynamics.blocks[0].frame_modules is None
-    assert wm.tokenizer.inference_decoder().net[0].weight.dtype == torch.float32
+    with torch.no_grad():
+        assert wm.dynamics.blocks[0].frame_modules()[0] is wm.dynamics.blocks[0].attn
+    assert wm.tokenizer.inference_decoder() is wm.tokenizer.decoder
     for a, b in zip(_rollout(wm), ref):
         assert torch.equal(a, b)
+
+
+def test_bf16_copies_follow_the_weights_and_training_uses_the_weights():
+    """An in-place change of the weights (an optimiser step) reaches the bf16 frame pass; a pass that
+    autograd records runs on the fp32 weights, so every frame gradient reaches them."""
+    wm = _model(**V4)
+    wm.set_precision("bf16")
+    before = _frame_logits(wm)["code_logits"]
+    with torch.no_grad():
+        for blk in wm.dynamics.blocks:
+            blk.attn.out.weight.mul_(3)
+    after = _frame_logits(wm)["code_logits"]
+    assert not torch.allclose(after, before, atol=0.5)
+    wm.set_precision("fp32")
+    torch.testing.assert_close(after, _frame_logits(wm)["code_logits"], atol=0.3, rtol=0.05)
+    wm.set_precision("bf16")
+    cfg = wm.cfg.dynamics
+    codes = torch.randint(0, cfg.codebook_size, (2, 2, cfg.tokens_per_frame))
+    out = wm.dynamics(codes, torch.randn(2, 2, cfg.state_dim), torch.randn(2, 2, cfg.action_dim))
+    assert out["code_logits"].dtype == torch.float32
+    out["code_logits"].sum().backward()
+    assert all(p.grad is not None for p in wm.dynamics.blocks[-1].attn.parameters())
+
+
+def test_bf16_native_on_cuda_needs_ampere(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    assert not bf16_native("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert bf16_native("cuda:0")
 
 
 def test_fp32_is_untouched_by_set_precision():
@@ -99,37 +147,3 @@ def test_shipped_worlds_in_bf16(scene):
     low = _rollout(wm, steps=10)
     assert torch.equal(low[1], ref[1]) and torch.equal(low[2], ref[2])
     assert float((low[0] == ref[0]).float().mean()) > 0.85
-
-
-def test_env_precision_argument(tiny_world, tmp_path):
-    import gymnasium as gym
-
-    import worldsim.envs  # noqa: F401
-
-    path = tiny_world(tmp_path / "w")
-    env = gym.make("DSV4World-v0", scene="Reacher-v5", checkpoint=str(path), precision="bf16", obs_type="dict")
-    assert env.unwrapped.precision == "bf16"
-    env.reset(seed=0)
-    obs, *_ = env.step(env.action_space.sample())
-    assert obs["pixels"].shape == (64, 64, 3)
-    env.close()
-    with pytest.raises(ValueError, match="precision must be one of"):
-        gym.make("DSV4World-v0", scene="Reacher-v5", checkpoint=str(path), precision="half")
-    env = gym.make("DSV4World-v0", scene="Reacher-v5", checkpoint=str(path), precision="auto")
-    assert env.unwrapped.precision == resolve_precision("auto", "cpu")
-    env.close()
-
-
-def test_eval_and_rollout_take_precision(tiny_world, tmp_path):
-    import json
-
-    from worldsim.cli import main
-
-    path = str(tiny_world(tmp_path / "w"))
-    out = tmp_path / "report"
-    assert main(["eval", "--scene", "Reacher-v5", "--checkpoint", path, "--episodes", "2", "--horizon", "3",
-                 "--no-video", "--quiet", "--precision", "bf16", "--out", str(out)]) == 0
-    assert json.loads((out / "report.json").read_text())["precision"] == "bf16"
-    assert main(["rollout", "--scene", "Reacher-v5", "--checkpoint", path, "--steps", "3", "--quiet",
-                 "--precision", "bf16", "--out", str(tmp_path / "r.mp4")]) == 0
-    assert (tmp_path / "r.mp4").stat().st_size > 0

@@ -44,7 +44,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     scored = scored_checkpoint(cfg.scene, args.checkpoint)
     result = evaluate(wm, cfg, progress=not args.quiet)
     result.report["checkpoint"] = scored
-    result.report["precision"] = wm.precision
+    result.report["inference_precision"] = wm.precision
     out = write_report(result, args.out, videos=not args.no_video)
     if args.json:
         print(json.dumps(summary(result.report), indent=2))

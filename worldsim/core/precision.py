@@ -21,8 +21,8 @@ def bf16_native(device: str | torch.device) -> bool:
     """Whether `device` has bf16 matrix units that run the model faster than fp32: a GPU with bf16
     support, or a CPU with AMX tiles."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (compute capability 8) on; older cards emulate bf16
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type != "cpu":
         return False
     # A private but long-standing probe of torch's CPU feature detection; absent means "no".
