@@ -19,8 +19,9 @@ NO_WORLD = [s for s in list_scenes() if s not in SHIPPED["world_model"]]
 
 @pytest.fixture
 def no_pusher_world(monkeypatch):
-    """The registry without Pusher's world: a scene with a tokenizer and no world."""
+    """The registry without Pusher's worlds (shipped and baseline): a scene with a tokenizer and no world."""
     monkeypatch.delitem(SHIPPED["world_model"], "Pusher-v5")
+    monkeypatch.delitem(BASELINES["mlp"], "Pusher-v5")
 
 
 def test_models_lists_every_shipped_world(capsys):
