@@ -21,6 +21,7 @@ import statistics
 import time
 
 import torch
+from world_throughput import world_rate  # benchmarks/world_throughput.py, beside this script
 
 from worldsim.core.precision import bf16_native
 from worldsim.kernels import hierarchical_topk
@@ -39,23 +40,6 @@ def dense_twin(wm: WorldModel) -> WorldModel:
     twin = WorldModel(cfg).eval()
     twin.load_state_dict({k: v for k, v in wm.state_dict().items() if not k.startswith("dynamics.")}, strict=False)
     return twin
-
-
-@torch.no_grad()
-def step_rate(wm: WorldModel, batch: int, frames: bool, steps: int, repeats: int) -> float:
-    cfg = wm.cfg.dynamics
-    g = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, cfg.codebook_size, (batch, 1, cfg.grid, cfg.grid), generator=g) if frames else None
-    state = torch.zeros(batch, 1, cfg.state_dim)
-    actions = torch.rand(steps, batch, cfg.action_dim, generator=g) * 0.2 - 0.1
-    rates = []
-    for _ in range(repeats + 1):  # the first run warms up
-        h = wm.start(codes, state)
-        t0 = time.perf_counter()
-        for t in range(steps):
-            wm.step(h, actions[t])
-        rates.append(batch * steps / (time.perf_counter() - t0))
-    return statistics.median(rates[1:])
 
 
 def median_us(fn, reps: int = 200, repeats: int = 5) -> float:
@@ -116,8 +100,8 @@ def main() -> None:
         for frames in (False, True):
             fv, fd = flops[("v4", frames)], flops[("dense", frames)]
             for b in args.batches:
-                rv = step_rate(v4, b, frames, args.steps, args.repeats)
-                rd = step_rate(dense, b, frames, args.steps, args.repeats)
+                rv = world_rate(v4, b, frames, args.steps, args.repeats, decode=False)
+                rd = world_rate(dense, b, frames, args.steps, args.repeats, decode=False)
                 print(f"| {precision} | {'frames' if frames else 'no frames'} | {b} | {rv:.0f} | {rd:.0f} | "
                       f"{rv / rd:.2f} | {fv / 1e6:.2f} | {fd / 1e6:.2f} | {1 - fv / fd:.1%} |", flush=True)
     v4.set_precision("fp32")

@@ -38,8 +38,9 @@ def sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def world_rate(wm: WorldModel, n: int, pixels: bool, steps: int, repeats: int) -> float:
-    """Env steps per second of N rollouts: a `step` (and a decode for pixels) per env step."""
+def world_rate(wm: WorldModel, n: int, pixels: bool, steps: int, repeats: int, decode: bool = True) -> float:
+    """Env steps per second of N rollouts: a `step` per env step, framed for `pixels` (and then, with
+    `decode`, a decode of every frame)."""
     cfg, dev = wm.cfg.dynamics, wm.device
     g = torch.Generator(device="cpu").manual_seed(0)
     codes = torch.randint(0, cfg.codebook_size, (n, 1, cfg.grid, cfg.grid), generator=g).to(dev) if pixels else None
@@ -55,7 +56,7 @@ def world_rate(wm: WorldModel, n: int, pixels: bool, steps: int, repeats: int) -
         t0 = time.perf_counter()
         for t in range(steps):
             tokens, _, _, _ = wm.step(h, actions[t])
-            if pixels:
+            if pixels and decode:
                 wm.decode(tokens)
         sync(dev)
         rates.append(n * steps / (time.perf_counter() - t0))

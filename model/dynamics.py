@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from worldsim.core.config import ConfigBase
-from worldsim.core.precision import inference_copy
+from worldsim.core.precision import LowPrecisionCopy
 from worldsim.kernels import gather_tokens, pruned_attention, scatter_tokens, select_tokens
 from worldsim.model.codes import CodeDigits, code_loss, predict_codes
 from worldsim.model.kv_cache import KVCache
@@ -189,29 +189,22 @@ class Block(nn.Module):
             self.ffn = SwiGLU(d, cfg.ffn_hidden)
         self.scorer = nn.Linear(d, 1) if pruned else None
         self.last_kept: torch.Tensor | None = None
-        self.frame_dtype = torch.float32
-        # (key, attention, FFN): the reduced-precision copies the frame tokens run on (`frame_modules`); a
-        # plain tuple, so they are not parameters, saved, or trained.
-        self._frame_copies: tuple | None = None
+        # Reduced-precision copies of (attention, FFN) the frame tokens run on at inference; None: fp32.
+        self._frame_copies: tuple[LowPrecisionCopy, LowPrecisionCopy] | None = None
 
     def set_frame_dtype(self, dtype: torch.dtype) -> None:
         """Run the frame tokens' attention and FFN matrices in `dtype` at inference (float32: on the
         trained weights themselves). The physics tokens, the norms, the scorer and the router's
         weights stay as trained (the router reads the frame tokens' rounded input)."""
-        self.frame_dtype, self._frame_copies = dtype, None
+        self._frame_copies = None if dtype == torch.float32 else (
+            LowPrecisionCopy(self.attn, dtype), LowPrecisionCopy(self.ffn, dtype, keep=("router",)))
 
     def frame_modules(self) -> tuple[nn.Module, nn.Module]:
         """(attention, FFN) for the frame tokens: the block's own in float32, in training and wherever
-        autograd records; else copies in `frame_dtype`, remade when a weight changes (an optimiser
-        step, a load, a move to another device)."""
-        if self.frame_dtype == torch.float32 or self.training or torch.is_grad_enabled():
+        autograd records; else the reduced-precision copies of them as they are now."""
+        if self._frame_copies is None or self.training or torch.is_grad_enabled():
             return self.attn, self.ffn
-        params = (*self.attn.parameters(), *self.ffn.parameters())
-        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
-        if self._frame_copies is None or self._frame_copies[0] != key:
-            self._frame_copies = (key, inference_copy(self.attn, self.frame_dtype),
-                                  inference_copy(self.ffn, self.frame_dtype, keep=("router",)))
-        return self._frame_copies[1], self._frame_copies[2]
+        return self._frame_copies[0].get(), self._frame_copies[1].get()
 
     def _core(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, prefix: Keys | None = None,
               frame: bool = False) -> tuple[torch.Tensor, Keys]:

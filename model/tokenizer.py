@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldsim.core.config import ConfigBase
-from worldsim.core.precision import inference_copy
+from worldsim.core.precision import LowPrecisionCopy
 from worldsim.model.decoders import ConvDecoder, ResBlock
 from worldsim.model.fsq import FSQ
 from worldsim.model.saving import PretrainedMixin
@@ -116,8 +116,7 @@ class Tokenizer(PretrainedMixin, nn.Module):
         self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.levels)
         self.decoder = ConvDecoder(len(cfg.levels), cfg.decoder_widths, cfg.res_blocks, cfg.groups)
-        self.decode_dtype = torch.float32
-        self._inference: tuple[tuple, nn.Module] | None = None  # see inference_decoder
+        self._low_decoder: LowPrecisionCopy | None = None  # what `decode` runs in a reduced precision
 
     @property
     def device(self) -> torch.device:
@@ -125,19 +124,12 @@ class Tokenizer(PretrainedMixin, nn.Module):
 
     def set_decoder_dtype(self, dtype: torch.dtype) -> None:
         """The dtype `decode` computes in (float32 by default; `WorldModel.set_precision`)."""
-        self.decode_dtype, self._inference = dtype, None
+        self._low_decoder = None if dtype == torch.float32 else LowPrecisionCopy(self.decoder, dtype)
 
     def inference_decoder(self) -> nn.Module:
-        """The decoder `decode` runs: the decoder itself in float32, else a frozen copy in `decode_dtype`,
-        remade when a weight changes; the copy sits in a tuple, so it is not a parameter, saved, or
-        trained."""
-        if self.decode_dtype == torch.float32:
-            return self.decoder
-        params = tuple(self.decoder.parameters())
-        key = (self.decode_dtype, params[0].device, tuple((p.data_ptr(), p._version) for p in params))
-        if self._inference is None or self._inference[0] != key:
-            self._inference = (key, inference_copy(self.decoder, self.decode_dtype))
-        return self._inference[1]
+        """The decoder `decode` runs: the decoder itself in float32, else a copy of it as it is now in the
+        reduced precision."""
+        return self.decoder if self._low_decoder is None else self._low_decoder.get()
 
     # --- tensors in [-1, 1], channels first ------------------------------------------------------
 
@@ -208,9 +200,10 @@ class Tokenizer(PretrainedMixin, nn.Module):
         flat = tokens.reshape(-1, g, g).to(self.device)
         frames = []
         decoder = self.inference_decoder()
+        dtype = next(decoder.parameters()).dtype
         for i in range(0, len(flat), batch_size):
             q = self.fsq.codes_to_latents(flat[i : i + batch_size]).permute(0, 3, 1, 2)
-            x = decoder(q.to(self.decode_dtype)).float().clamp(-1, 1)
+            x = decoder(q.to(dtype)).float().clamp(-1, 1)
             frames.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
         s = self.cfg.image_size
         out = torch.cat(frames) if frames else torch.zeros(0, s, s, 3, dtype=torch.uint8)

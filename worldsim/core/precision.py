@@ -42,11 +42,23 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     return precision
 
 
-def inference_copy(module: nn.Module, dtype: torch.dtype, keep: tuple[str, ...] = ()) -> nn.Module:
-    """A frozen copy of `module` for inference, its parameters cast to `dtype` except those whose name
-    holds one of `keep` (buffers keep their dtype)."""
-    twin = copy.deepcopy(module).eval().requires_grad_(False)
-    for name, p in twin.named_parameters():
-        if not any(k in name for k in keep):
-            p.data = p.data.to(dtype)
-    return twin
+class LowPrecisionCopy:
+    """A frozen copy of `module` for inference in `dtype` (parameters whose name holds one of `keep` stay
+    as they are; buffers keep their dtype), remade whenever one of the module's weights has changed since
+    (an optimiser step, a load, a move to another device). A plain object, so a module that holds one
+    neither registers, saves nor trains the copy."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype, keep: tuple[str, ...] = ()):
+        self.module, self.dtype, self.keep = module, dtype, keep
+        self._key: tuple | None = None
+        self._copy: nn.Module | None = None
+
+    def get(self) -> nn.Module:
+        key = tuple((p.data_ptr(), p._version, p.device) for p in self.module.parameters())
+        if self._copy is None or key != self._key:
+            twin = copy.deepcopy(self.module).eval().requires_grad_(False)
+            for name, p in twin.named_parameters():
+                if not any(k in name for k in self.keep):
+                    p.data = p.data.to(self.dtype)
+            self._key, self._copy = key, twin
+        return self._copy
