@@ -195,6 +195,10 @@ class BounceScene(Scene):
     def state(self) -> np.ndarray:
         return self.physics_state()
 
+    def physics_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The state is the physics state (positions then velocities)."""
+        return np.asarray(state, np.float64).copy()
+
     def ball_positions(self) -> np.ndarray:
         """[n_balls, 2] (x, z) in metres."""
         return self.data.qpos.reshape(self.n_balls, 2).copy()

@@ -55,6 +55,10 @@ class InvertedPendulumScene(GymTaskScene):
     def task_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
         return (~InvertedPendulumScene.task_terminated(next_state)).astype(np.float64)
 
+    def physics_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The observation is qpos (cart, angle) then qvel."""
+        return np.asarray(state, np.float64).copy()
+
     @staticmethod
     def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
         # The pole runs from the cart to (0.001, 0, 0.6) in its own frame, which turns by the angle

@@ -31,6 +31,13 @@ class ReacherScene(GymTaskScene):
         s, a = np.asarray(next_state, np.float64), np.asarray(action, np.float64)
         return -np.linalg.norm(s[..., 8:10], axis=-1) - np.square(a).sum(-1)
 
+    def physics_from_state(self, state: np.ndarray) -> np.ndarray:
+        """qpos = (shoulder, elbow, target x, y) from the angles' cos and sin and the target; qvel = the
+        joints' velocities, the target's zero."""
+        s = np.asarray(state, np.float64)
+        angles = np.arctan2(s[2:4], s[0:2])
+        return np.concatenate([angles, s[4:6], s[6:8], np.zeros(2)])
+
     @staticmethod
     def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
         # Both bodies move in the plane z = 0.01.

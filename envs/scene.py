@@ -200,6 +200,13 @@ class Scene(abc.ABC):
         """The full physics state: float64 [nq + nv] (qpos then qvel)."""
         return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float64)
 
+    def physics_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The physics state (qpos then qvel) whose state vector is `state`: how MuJoCo starts from a
+        state a world model made (a prompt's generated start). Scenes whose state vector does not
+        determine the physics state do not have it."""
+        raise ValueError(f"{self.name}: its state vector does not give back a MuJoCo physics state, so MuJoCo "
+                         f"cannot start from a generated state")
+
     def set_physics_state(self, physics_state: np.ndarray) -> None:
         """Restore a state from `physics_state()`; kinematics, contacts and energy are recomputed."""
         x = np.asarray(physics_state, dtype=np.float64)

@@ -21,6 +21,7 @@ from worldsim.core.registry import SHIPPED
 from worldsim.core.runtime import resolve_device
 from worldsim.envs.registry import list_scenes, make_scene
 from worldsim.envs.threads import ThreadScope, pick_threads
+from worldsim.model.generation import check_prompt, start_from_prompt
 from worldsim.model.world_model import WorldModel
 
 REWARD_MODES = ("model", "task")
@@ -149,6 +150,8 @@ class WorldBatch:
         self.state = np.zeros((self.num_envs, self.real.state_dim), dtype=np.float64)
         self._frames: np.ndarray | None = None  # decoded current frames, or None until asked for
         self._started = np.zeros(self.num_envs, dtype=bool)
+        # Each row's prompt at its last reset (None: a MuJoCo start); a vector env's autoreset reuses it.
+        self.prompts = np.full(self.num_envs, None, dtype=object)
 
     @property
     def with_frames(self) -> bool:
@@ -159,16 +162,19 @@ class WorldBatch:
     def dt(self) -> float:
         return self.real.dt
 
-    def check_options(self, rows: np.ndarray, options: list[dict | None]) -> list[np.ndarray | None]:
-        """The physics states (qpos then qvel) that reset options give rows `rows`; None where a row has
-        none. Changes nothing: the options are tried on a scene of their own.
+    def check_options(self, rows: np.ndarray, options: list[dict | None]) -> list[np.ndarray | str | None]:
+        """What reset options give rows `rows`: the physics state (qpos then qvel), the prompt (a str), or
+        None where a row has neither. Changes nothing: the options are tried on a scene of their own.
 
         Raises:
-            ValueError: for unknown keys, only one of 'qpos' / 'qvel', values that are not real numbers
-                of length nq / nv, not finite or beyond float32's range, or an initial state outside the
-                model's state bounds (`wm.cfg.state_low` / `state_high`), the first row that has one named.
+            ValueError: for unknown keys, a prompt beside 'qpos' / 'qvel', a prompt the scene cannot read
+                or make (`worldsim.model.prompt_language.PromptError`), a prompt to a world without a
+                prompt prefix or with context_frames > 1, only one of 'qpos' / 'qvel', values that are
+                not real numbers of length nq / nv, not finite or beyond float32's range, or an initial
+                state outside the model's state bounds (`wm.cfg.state_low` / `state_high`), the first
+                row that has one named.
         """
-        out: list[np.ndarray | None] = []
+        out: list[np.ndarray | str | None] = []
         m = self.real.model
         for row, opt in zip(np.asarray(rows, dtype=np.int64), options):
             where = f" (row {int(row)})" if self.num_envs > 1 else ""
@@ -177,9 +183,12 @@ class WorldBatch:
                 continue
             if not isinstance(opt, dict):
                 raise ValueError(f"reset options{where} must be a dict or None, got {describe_value(opt)}")
-            unknown = set(opt) - {"qpos", "qvel"}
+            unknown = set(opt) - {"qpos", "qvel", "prompt"}
             if unknown:
-                raise ValueError(f"reset options{where} may hold 'qpos' and 'qvel', got {sorted(unknown)}")
+                raise ValueError(f"reset options{where} may hold 'prompt', or 'qpos' and 'qvel', got {sorted(unknown)}")
+            if "prompt" in opt:
+                out.append(self._check_prompt(opt, where))
+                continue
             if ("qpos" in opt) != ("qvel" in opt):
                 raise ValueError(f"reset options{where} must give both 'qpos' and 'qvel', or neither")
             parts = []
@@ -199,6 +208,19 @@ class WorldBatch:
             self._check_initial_state(physics, where)
             out.append(physics)
         return out
+
+    def _check_prompt(self, opt: dict, where: str) -> str:
+        if set(opt) != {"prompt"}:
+            raise ValueError(f"reset options{where}: a prompt sets the whole start; give 'prompt' alone, not with "
+                             f"{sorted(set(opt) - {'prompt'})}")
+        if self.context_frames != 1:
+            raise ValueError(f"reset options{where}: a prompt starts a world from one generated step; make the env "
+                             f"with context_frames=1 (it has {self.context_frames})")
+        prompt = opt["prompt"]
+        if not isinstance(prompt, str):
+            raise ValueError(f"reset option 'prompt'{where} must be a str, got {describe_value(prompt)}")
+        check_prompt(self.wm, prompt)
+        return prompt
 
     def _check_initial_state(self, physics: np.ndarray, where: str) -> None:
         """Refuse a physics state whose state vector (after MuJoCo's reset from it) is not finite in
@@ -239,10 +261,14 @@ class WorldBatch:
         if every and sample_seed is None:
             # Without a seed, sampling would fall back to torch's global RNG: not reproducible.
             raise ValueError("restarting every row needs sample_seed (or a row seed) to seed token sampling")
-        physics_states = self.check_options(rows, options)
-        frames, states, actions = [], [], []
-        for seed, physics in zip(seeds, physics_states):
-            st, _ = self.real.reset(seed=seed, physics_state=physics)
+        starts = self.check_options(rows, options)
+        frames, states, actions, prompted = [], [], [], []
+        for i, (seed, start) in enumerate(zip(seeds, starts)):
+            if isinstance(start, str):  # the model samples the start below
+                prompted.append(i)
+                frames.append(None), states.append(None), actions.append([])
+                continue
+            st, _ = self.real.reset(seed=seed, physics_state=start)
             f, s, a = [self.real.render()] if self.with_frames else [], [st], []
             for _ in range(self.context_frames - 1):
                 res = self.real.step(self._null_action)
@@ -252,8 +278,15 @@ class WorldBatch:
             frames.append(f), states.append(np.stack(s)), actions.append(a)
         dev = self.device
         tokens = None
+        real_rows = [i for i in range(len(rows)) if i not in prompted]
         if self.with_frames:
-            tokens = self.wm.encode(torch.from_numpy(np.stack([np.stack(f) for f in frames])).to(dev))  # [R, C, h, w]
+            g = self.wm.cfg.dynamics.grid
+            tokens = torch.zeros(len(rows), self.context_frames, g, g, dtype=torch.long, device=dev)  # [R, C, h, w]
+            if real_rows:
+                tokens[real_rows] = self.wm.encode(torch.from_numpy(np.stack([np.stack(frames[i])
+                                                                              for i in real_rows])).to(dev))
+        self._start_prompted(prompted, starts, seeds, sample_seed, states, tokens)
+        self.prompts[rows] = [p if isinstance(p, str) else None for p in starts]
         st = torch.from_numpy(np.stack(states)).float()
         act = None
         if self.context_frames > 1:
@@ -269,6 +302,24 @@ class WorldBatch:
         self.state[rows] = np.stack(states)[:, -1]
         self._started[rows] = True
         self._frames = None
+
+    def _start_prompted(self, prompted: list[int], starts: list, seeds: list[int | None], sample_seed: int | None,
+                        states: list, tokens: torch.Tensor | None) -> None:
+        """Fill the rows `prompted` (positions in this reset) of `states` and `tokens` with the starts their
+        prompts describe: sampled from the row's seed, or, for rows without one, in turn from one
+        generator seeded by `sample_seed`."""
+        shared = None
+        for i in prompted:
+            if seeds[i] is not None:
+                gen = torch.Generator(device=self.device).manual_seed(int(seeds[i]))
+            else:
+                if shared is None and sample_seed is not None:
+                    shared = torch.Generator(device=self.device).manual_seed(int(sample_seed))
+                gen = shared
+            st0, codes0 = start_from_prompt(self.wm, [starts[i]], gen, frames=self.with_frames)
+            states[i] = st0.double().cpu().numpy()
+            if tokens is not None:
+                tokens[i, 0] = codes0[0]
 
     @_on_own_threads
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:

@@ -78,6 +78,11 @@ class DSV4World(WorldEnvBase, gym.Env):
     range, nq and nv of them, whose initial state lies inside the model's state bounds (when it has
     them); others raise `ValueError` and leave the env as it was. With `context_frames=C > 1`, MuJoCo
     also runs C - 1 steps under the zero action and the model starts from those C real steps.
+    `options={"prompt": "The red ball starts high on the left."}` starts from the situation a sentence
+    describes instead, in a world with a prompt prefix (`worldsim train prompt`; context_frames=1): the
+    model samples the initial state (seeded by `seed`) and renders the first frame, and
+    `info["prompt"]` holds the prompt. A prompt the scene cannot read or make raises `ValueError` (a
+    `PromptError`) saying what is not understood or not possible, and leaves the env as it was.
 
     ## Episode End
     Terminated when the model's termination fires (`reward="model"`; from the outcome head, as the
@@ -145,6 +150,8 @@ class DSV4World(WorldEnvBase, gym.Env):
         self.batch.reset_rows(np.array([0]), [seed], [options], sample_seed=self._sample_seed())
         self._steps, self._clipped_total, self._done = 0, 0, False
         info = {"state": self.batch.state[0].copy(), "step": 0}
+        if self.batch.prompts[0] is not None:
+            info["prompt"] = self.batch.prompts[0]
         return obs_row(self._obs_rows(), 0), info
 
     def step(self, action):

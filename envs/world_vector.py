@@ -29,7 +29,9 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
     key `k` an array over the envs, with a bool mask `_k` of the envs that have it this step; an env that
     only resets has a reset's keys (`state`, `step`) alone. `reset(seed=s)` seeds
     env i with s + i, and `np_random` seeds token sampling at every reset and autoreset. Reset options
-    are [N, nq] / [N, nv] arrays, checked as the single env's before any row restarts. Each env
+    are [N, nq] / [N, nv] arrays, or `{"prompt": str or N of them}` (each env's start generated from its
+    prompt; an env's autoreset starts again from its prompt), checked as the single env's before any
+    row restarts. Each env
     truncates itself after `max_episode_steps`. `num_threads=None` runs up to 16 envs on one torch
     thread and more on the caller's setting (restored after each call).
     """
@@ -84,13 +86,25 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
         return self._obs_rows(), self._reset_info()
 
     def _row_options(self, options: dict[str, Any] | None) -> list[dict | None]:
-        """Per-row options from vector options ('qpos' [N, nq], 'qvel' [N, nv]); the batch checks each row."""
+        """Per-row options from vector options ('qpos' [N, nq] and 'qvel' [N, nv], or 'prompt': one str
+        for every row or a list of N); the batch checks each row."""
         if options is None or (isinstance(options, dict) and not options):
             return [None] * self.num_envs
         if not isinstance(options, dict):
             raise ValueError(f"reset options must be a dict or None, got {describe_value(options)}")
-        if set(options) - {"qpos", "qvel"}:
-            raise ValueError(f"reset options may hold 'qpos' and 'qvel', got {sorted(options)}")
+        if set(options) - {"qpos", "qvel", "prompt"}:
+            raise ValueError(f"reset options may hold 'prompt', or 'qpos' and 'qvel', got {sorted(options)}")
+        if "prompt" in options:
+            if set(options) != {"prompt"}:
+                raise ValueError("reset options: a prompt sets the whole start; give 'prompt' alone, not with "
+                                 "qpos/qvel")
+            prompts = options["prompt"]
+            if isinstance(prompts, str):
+                prompts = [prompts] * self.num_envs
+            if not isinstance(prompts, (list, tuple)) or len(prompts) != self.num_envs:
+                raise ValueError(f"vector reset option 'prompt' must be a str or a list of {self.num_envs} str, got "
+                                 f"{describe_value(options['prompt'])}")
+            return [{"prompt": p} for p in prompts]
         if ("qpos" in options) != ("qvel" in options):
             raise ValueError("reset options must give both 'qpos' and 'qvel', or neither")
         m, n = self.batch.real.model, self.num_envs
@@ -109,7 +123,9 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
         out = self.batch.step(a.astype(np.float32))
         rows = np.flatnonzero(resetting)
         if len(rows):
-            self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows), sample_seed=self._sample_seed())
+            # A row started from a prompt starts its next episode from the same prompt.
+            again = [None if self.batch.prompts[r] is None else {"prompt": self.batch.prompts[r]} for r in rows]
+            self.batch.reset_rows(rows, [None] * len(rows), again, sample_seed=self._sample_seed())
         stepped = ~resetting
         n_clipped = np.where(stepped, n_clipped, 0)
         self._steps = np.where(stepped, self._steps + 1, 0)
@@ -159,7 +175,8 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
         final_info = {k: v.copy() for k, v in info.items() if not k.startswith("_")}
         final_info |= {f"_{k}": done.copy() for k in list(final_info)}
         rows = np.flatnonzero(done)
-        self.batch.reset_rows(rows, [None] * len(rows), [None] * len(rows), sample_seed=self._sample_seed())
+        again = [None if self.batch.prompts[r] is None else {"prompt": self.batch.prompts[r]} for r in rows]
+        self.batch.reset_rows(rows, [None] * len(rows), again, sample_seed=self._sample_seed())
         self._steps[rows] = 0
         self._clipped_total[rows] = 0
         info = {**info, **self._reset_info()}

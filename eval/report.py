@@ -44,8 +44,10 @@ REPORT_FILES = {
     "eval": ("report.json", "report.md", "error_vs_horizon.png", "trajectories.png", "video_median.mp4",
              "video_worst.mp4"),
     "eval-policies": ("report.json", "report.md", "returns.png"),
+    "eval-prompts": ("report.json", "report.md"),
 }
-_COMMANDS = {"eval": "worldsim eval", "eval-policies": "worldsim eval policies"}
+_COMMANDS = {"eval": "worldsim eval", "eval-policies": "worldsim eval policies",
+             "eval-prompts": "worldsim eval prompts"}
 
 
 def report_kind(report: Any) -> str | None:

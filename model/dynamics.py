@@ -37,6 +37,7 @@ from worldsim.kernels import gather_tokens, pruned_attention, scatter_tokens, se
 from worldsim.model.codes import CodeDigits, code_loss, predict_codes
 from worldsim.model.kv_cache import KVCache
 from worldsim.model.moe import HierarchicalMoE, SwiGLU
+from worldsim.model.rotary import rotary
 
 
 @dataclass(frozen=True)
@@ -108,30 +109,9 @@ class DynamicsConfig(ConfigBase):
         return 0 if self.capacity == 0 else max(1, math.ceil(self.capacity * self.tokens_per_frame))
 
 
-_ROTARY_FREQ: dict[tuple[int, torch.device], torch.Tensor] = {}
-
-
-def rotary_freq(hd: int, device: torch.device) -> torch.Tensor:
-    """The rotary embedding's frequencies [hd/2], made once per head size and device (a rollout step
-    would otherwise spend four ops a layer remaking them)."""
-    key = (hd, device)
-    if key not in _ROTARY_FREQ:
-        _ROTARY_FREQ[key] = 1.0 / (100.0 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
-    return _ROTARY_FREQ[key]
-
-
-def rotary(x: torch.Tensor, step: torch.Tensor, dim: int = 2) -> torch.Tensor:
-    """Rotate x [..., hd] by angles of the time step [L], which indexes x's dimension `dim` (rotary
-    embedding over time only): [B, H, L, hd] by default."""
-    hd = x.shape[-1]
-    ang = step.float()[:, None] * rotary_freq(hd, x.device)[None]  # [L, hd/2]
-    rot = torch.polar(torch.ones_like(ang), ang).view(-1, *([1] * (x.ndim - 2 - dim % x.ndim)), hd // 2)
-    # Pairs (x[2i], x[2i+1]) rotate by ang[i]: one complex multiply (x1 cos - x2 sin, x1 sin + x2 cos).
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], hd // 2, 2))
-    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
-
-
 Keys = tuple[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # k, v [B, H, L, hd], step [L], valid
+# Low-rank pairs (A [D, r], B [r, n]) for qkv (n = 3D), the attention's output and beside the FFN (n = D).
+Adapter = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _join_keys(first: Keys, second: Keys) -> Keys:
@@ -148,17 +128,23 @@ class Attention(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None, window: int,
-                prefix: Keys | None = None) -> tuple[torch.Tensor, Keys]:
+                prefix: Keys | None = None, valid: torch.Tensor | None = None,
+                adapter: Adapter | None = None) -> tuple[torch.Tensor, Keys]:
         """x [B, L, D] with step [L]; with a cache, x is the new step's tokens and keys include the cache.
         `prefix`: keys of another stream that x's queries read too (frame tokens read the physics
         tokens'), never the other way round: the keys of the same steps as x's, which a cache stores
         in front of x's own (`KVCache.extend(lead=)`), holding the earlier steps' already. Returns
-        the output and x's own new keys (what a frame pass takes as its `prefix`)."""
+        the output and x's own new keys (what a frame pass takes as its `prefix`). `valid` [B, L]: which
+        of x's keys each row may read, without a cache or prefix (a padded prompt); None: all.
+        `adapter`: low-rank additions to the qkv and output matrices for these tokens alone."""
         b, l, d = x.shape
-        qkv = self.qkv(x).view(b, l, 3, self.heads, d // self.heads)
+        qkv = self.qkv(x)
+        if adapter is not None:
+            qkv = qkv + (x @ adapter[0]) @ adapter[1]
+        qkv = qkv.view(b, l, 3, self.heads, d // self.heads)
         qk = rotary(qkv[:, :, :2], step, dim=1).permute(2, 0, 3, 1, 4)  # q and k in one rotation
         q, k, v = qk[0], qk[1], qkv[:, :, 2].transpose(1, 2)
-        own: Keys = (k, v, step, None)
+        own: Keys = (k, v, step, valid)
         if cache is not None:
             cache.extend(k, v, step, window, lead=None if prefix is None else prefix[:2])
             keys = (cache.k, cache.v, cache.step, cache.valid)
@@ -167,8 +153,11 @@ class Attention(nn.Module):
         k, v, k_step, k_valid = keys
         if k.dtype != q.dtype:  # frame queries in bf16 reading the physics tokens' fp32 keys
             k, v = k.to(q.dtype), v.to(q.dtype)
-        y = pruned_attention(q, k, v, step, k_step, k_valid=k_valid)
-        return self.out(y.transpose(1, 2).reshape(b, l, d)), own
+        y = pruned_attention(q, k, v, step, k_step, k_valid=k_valid).transpose(1, 2).reshape(b, l, d)
+        out = self.out(y)
+        if adapter is not None:
+            out = out + (y @ adapter[2]) @ adapter[3]
+        return out, own
 
 
 class Block(nn.Module):
@@ -215,6 +204,20 @@ class Block(nn.Module):
         a, keys = attn(self.norm1(x).to(dt), step, cache, self.cfg.context, prefix)
         h = x + a.to(x.dtype)
         return h + ffn(self.norm2(h).to(dt)).to(x.dtype), keys
+
+    def prefix_pass(self, x: torch.Tensor, step: torch.Tensor, valid: torch.Tensor,
+                    adapter: Adapter | None = None) -> torch.Tensor:
+        """Tokens of a prompt prefix x [B, L, D] (time indices step [L], keys valid [B, L]) through the
+        block as the physics tokens go: the same attention and FFN, no cache (`worldsim.model.prompt`).
+        `adapter`: low-rank additions for these tokens alone (attention's qkv and output, and one beside
+        the FFN), which leave every other token's computation as it is."""
+        a, _ = self.attn(self.norm1(x), step, None, self.cfg.context, valid=valid, adapter=adapter)
+        h = x + a
+        n = self.norm2(h)
+        out = h + self.ffn(n)
+        if adapter is not None:
+            out = out + (n @ adapter[4]) @ adapter[5]
+        return out
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """x [B, T*S, D] laid out step by step (S = N + 2 tokens a step), step [T*S]: `streams` on that

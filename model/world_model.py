@@ -11,81 +11,38 @@ The handle keeps its own KV cache: a step costs one new step's tokens, not the w
 
 The side models, each None when absent: `pathway` (`StatePathway`, adds to the state prediction),
 `renderer` (`StateRenderer`, the frame of the predicted state) and `outcome` (`OutcomeHead`, the
-reward and termination of the predicted state). `predict_next` says which run on a step.
+reward and termination of the predicted state). `predict_next` says which run on a step. A world
+with a `prompt` prefix (`PromptHead`) also starts clips from a sentence: `generate`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from worldsim.core.checkpoint import save_checkpoint, weights_sha256
-from worldsim.core.config import ConfigBase
 from worldsim.core.precision import DTYPES, resolve_precision
 from worldsim.core.registry import resolve_ref
-from worldsim.model.dynamics import Dynamics, DynamicsConfig
+from worldsim.model.dynamics import Dynamics
+from worldsim.model.generation import Clips, generate
 from worldsim.model.kv_cache import KVCache
-from worldsim.model.outcome_head import OutcomeHead, OutcomeHeadConfig
+from worldsim.model.outcome_head import OutcomeHead
+from worldsim.model.prompt import PromptHead
 from worldsim.model.rollout_loss import rollout_loss
 from worldsim.model.saving import PretrainedMixin
 from worldsim.model.state_pathway import StatePathway, StatePathwayConfig
-from worldsim.model.state_renderer import StateRenderer, StateRendererConfig
-from worldsim.model.tokenizer import Tokenizer, TokenizerConfig
+from worldsim.model.state_renderer import StateRenderer
+from worldsim.model.tokenizer import Tokenizer
 from worldsim.model.window_loss import state_only_loss, window_loss
+from worldsim.model.world_config import WorldModelConfig
 
 # Named presets' side models, beside the transformer's `worldsim.model.dynamics.PRESETS`.
 PART_PRESETS: dict[str, dict] = {
     "mlp": dict(pathway=StatePathwayConfig(width=256)),
 }
-
-
-@dataclass(frozen=True)
-class WorldModelConfig(ConfigBase):
-    scene: str = "Reacher-v5"
-    preset: str = "dense"
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
-    # State dimensions that never change within a training episode (Reacher's target position): a
-    # rollout holds them at their initial value instead of integrating predicted deltas of zero.
-    static_state_dims: tuple[int, ...] = ()
-    # Per-dimension bounds on a rollout's state (raw units; empty: none): the training data's range
-    # widened by half of it on each side (`worldsim.train.dynamics.state_bounds`). An open-loop state
-    # that leaves everything the model has seen (a fallen pendulum) then stays finite.
-    state_low: tuple[float, ...] = ()
-    state_high: tuple[float, ...] = ()
-    # (low, high) of a rollout's reward (empty: none), the range of the rewards the outcome head was
-    # fitted on (`worldsim.train.parts.train_outcome`): its MLP extrapolates without bound on states
-    # far outside its data, such as a fallen pendulum's.
-    reward_range: tuple[float, ...] = ()
-    # The side models (None: absent).
-    pathway: StatePathwayConfig | None = None
-    renderer: StateRendererConfig | None = None
-    outcome: OutcomeHeadConfig | None = None
-
-    def __post_init__(self) -> None:
-        if self.tokenizer.grid != self.dynamics.grid:
-            raise ValueError(f"tokenizer grid {self.tokenizer.grid} != dynamics grid {self.dynamics.grid}")
-        if self.tokenizer.codebook_size != self.dynamics.codebook_size:
-            raise ValueError(f"tokenizer codebook {self.tokenizer.codebook_size} != dynamics "
-                             f"codebook {self.dynamics.codebook_size}")
-        bad = [d for d in self.static_state_dims if not 0 <= d < self.dynamics.state_dim]
-        if bad:
-            raise ValueError(f"static_state_dims {bad} out of range for state_dim {self.dynamics.state_dim}")
-        if self.state_low or self.state_high:
-            n = self.dynamics.state_dim
-            if len(self.state_low) != n or len(self.state_high) != n:
-                raise ValueError(f"state_low and state_high must both have state_dim = {n} entries, got "
-                                 f"{len(self.state_low)} and {len(self.state_high)}")
-            if any(not lo <= hi for lo, hi in zip(self.state_low, self.state_high)):
-                raise ValueError("state_low must be <= state_high in every dimension")
-        if self.reward_range and (len(self.reward_range) != 2 or not self.reward_range[0] <= self.reward_range[1]):
-            raise ValueError(f"reward_range must be empty or (low, high) with low <= high, got {self.reward_range}")
-        if not self.dynamics.state_head and self.pathway is None:
-            raise ValueError("a transformer without a state head (DynamicsConfig.state_head=False) needs a state "
-                             "pathway (WorldModelConfig.pathway)")
 
 
 @dataclass
@@ -116,6 +73,7 @@ class WorldModel(PretrainedMixin, nn.Module):
         self.renderer = (StateRenderer(cfg.renderer, dyn.state_dim, dyn.tokens_per_frame, cfg.tokenizer.levels)
                          if cfg.renderer else None)
         self.outcome = OutcomeHead(cfg.outcome, dyn.state_dim, dyn.action_dim) if cfg.outcome else None
+        self.prompt = PromptHead(cfg.prompt, dyn) if cfg.prompt else None
         s = dyn.state_dim
         self.register_buffer("state_mean", torch.zeros(s))
         self.register_buffer("state_std", torch.ones(s))
@@ -152,7 +110,7 @@ class WorldModel(PretrainedMixin, nn.Module):
 
     def parts(self) -> dict[str, nn.Module]:
         """The side models this world has, by attribute name."""
-        named = {"pathway": self.pathway, "renderer": self.renderer, "outcome": self.outcome}
+        named = {"pathway": self.pathway, "renderer": self.renderer, "outcome": self.outcome, "prompt": self.prompt}
         return {k: m for k, m in named.items() if m is not None}
 
     def keep_fp32(self) -> tuple[str, ...]:
@@ -272,6 +230,11 @@ class WorldModel(PretrainedMixin, nn.Module):
         if self.pathway is None:
             raise ValueError("this world model has no state pathway (WorldModelConfig.pathway is None)")
         return self.pathway.loss(batch, lambda s, d: self.advance(s, d, clamp))
+
+    def generate(self, prompt: str, samples: int = 1, steps: int = 240, **kwargs) -> Clips:
+        """`samples` clips of `steps` steps started from the sentence `prompt` (`worldsim.model.generation`:
+        its `generate` takes the keywords); a prompt the scene cannot read or make raises `PromptError`."""
+        return generate(self, prompt, samples, steps, **kwargs)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import sys
 import torch
 
 from worldsim._version import __version__
-from worldsim.cli import agent, data, evaluation, models, play, runs, tokenizer, train, view
+from worldsim.cli import agent, data, evaluation, generate, models, play, runs, tokenizer, train, view
 from worldsim.cli.common import HelpFormatter, positive_int
 from worldsim.core.extras import MissingExtra
 from worldsim.envs.world_batch import NoShippedWorld
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parsers(sub)
     agent.add_parsers(sub)
     play.add_parsers(sub)
+    generate.add_parsers(sub)
     return p
 
 

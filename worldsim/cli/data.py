@@ -1,4 +1,4 @@
-"""`worldsim data generate`, `data info`, and `data export` / `data import` (Minari datasets)."""
+"""`worldsim data generate`, `data info`, `data caption`, and `data export` / `data import` (Minari datasets)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from worldsim.envs.captions import CAPTIONS, caption_dataset, captioned_scene
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.manifest import dataset_status
 from worldsim.envs.minari_io import export_minari, import_minari
@@ -30,6 +31,17 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     fixed = f"; regenerated {len(bad)} missing or corrupt shard(s): {', '.join(bad)}" if bad else ""
     print(f"{args.out}: {m['episodes']} episodes, {m['stats']['frames']} {unit} "
           f"({m['_generated_frames']} new, {fps:.0f}/s with {args.workers} worker(s){fixed})")
+    if captioned_scene(args.scene):
+        caps = caption_dataset(args.out)
+        print(f"{args.out}/{CAPTIONS}: {sum(len(e['captions']) for e in caps['episodes'])} captions")
+    return 0
+
+
+def _cmd_data_caption(args: argparse.Namespace) -> int:
+    caps = caption_dataset(args.dir, seed=args.seed)
+    n = sum(len(e["captions"]) for e in caps["episodes"])
+    print(f"{args.dir}/{CAPTIONS}: {n} captions of {len(caps['episodes'])} episodes, e.g. "
+          f"{caps['episodes'][0]['captions'][0]['text']!r}")
     return 0
 
 
@@ -170,4 +182,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="check each shard's SHA-256, not only its size (reads the whole dataset)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_data_info)
+    s = dsub.add_parser("caption", help="caption every episode of a dataset from its recorded states",
+                        description=f"Write DIR/{CAPTIONS}: for each episode, the slots read off its recorded states "
+                                    "(what a prompt can say: where things start, how they move, what they hit "
+                                    "first...) and captions saying random parts of them in varied wording. "
+                                    "`data generate` writes it too; the file is a function of the states and "
+                                    "--seed, so a rerun rewrites the same file.")
+    s.add_argument("dir", help="dataset directory (complete)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the wording and of which slots each caption says")
+    s.set_defaults(func=_cmd_data_caption)
     _add_minari_parsers(dsub)

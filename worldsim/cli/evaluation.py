@@ -1,5 +1,6 @@
 """`worldsim eval`: score a world model's physics against MuJoCo and write a report directory; `worldsim
-eval policies`: rank policies closed loop in the world against MuJoCo.
+eval policies`: rank policies closed loop in the world against MuJoCo; `worldsim eval prompts`: how a
+world with a prompt prefix follows prompts, and how sound its generated clips are.
 
     worldsim eval --scene Reacher-v5 --checkpoint runs/reacher --episodes 32 --horizon 240 --out eval/reacher
     worldsim eval policies --scene Reacher-v5 --policies zero,random,smooth,const:1 --episodes 16 --out eval/pol
@@ -23,7 +24,8 @@ from worldsim.envs.world_batch import load_world_model
 from worldsim.eval.harness import EvalConfig, evaluate
 from worldsim.eval.policy_eval import BUILT_IN, evaluate_policies, policy_from_spec
 from worldsim.eval.policy_report import policy_markdown, write_policy_report
-from worldsim.eval.report import check_out_dir, jsonable, summary, write_report
+from worldsim.eval.prompt_eval import PromptEvalConfig, evaluate_prompts, prompt_markdown
+from worldsim.eval.report import check_out_dir, jsonable, summary, write_report, write_report_dir
 
 
 def scored_checkpoint(scene: str, checkpoint: str | None) -> dict[str, str]:
@@ -112,7 +114,7 @@ def run_policies_command(args: argparse.Namespace) -> int:
 
 def add_policies_parser(eval_parser: argparse.ArgumentParser) -> None:
     """Register `eval policies` under `eval` (which still runs the open-loop evaluation alone)."""
-    sub = eval_parser.add_subparsers(dest="eval_command", metavar="policies", required=False)
+    sub = eval_parser.add_subparsers(dest="eval_command", metavar="policies|prompts", required=False)
     s = sub.add_parser("policies", help="rank policies closed loop in the world against MuJoCo",
                        description="Run each policy closed loop in MuJoCo and in the world (state observations) "
                                    "from the same seeds; report each one's returns and lengths, and how the "
@@ -129,3 +131,41 @@ def add_policies_parser(eval_parser: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=run_policies_command, print_config=False)
+    add_prompts_parser(sub)
+
+
+def run_prompts_command(args: argparse.Namespace) -> int:
+    cfg = config_or_print(PromptEvalConfig, args, required=() if args.print_config else ("scene", "data"))
+    if cfg is None:
+        return 0
+    check_out_dir(args.out, "eval-prompts")
+    wm = load_world_model(cfg.scene, args.checkpoint, args.device)
+    report = evaluate_prompts(wm, cfg)
+    report["checkpoint"] = scored_checkpoint(cfg.scene, args.checkpoint)
+    text = prompt_markdown(report)
+
+    def files(tmp) -> None:
+        (tmp / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
+        (tmp / "report.md").write_text(text)
+
+    out = write_report_dir(args.out, files, kind="eval-prompts")
+    print(json.dumps(jsonable(report), indent=2) if args.json else text, end="")
+    if not args.json:
+        print(f"wrote {out} in {report['wall_seconds']:.0f} s")
+    return 0
+
+
+def add_prompts_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("prompts", help="score prompt adherence, generated physics and abnormal clips",
+                       description="Generate clips from held-out prompts and held-out slot combinations, read their "
+                                   "predicted states back into slots (adherence), score their physics against "
+                                   "MuJoCo from the same generated starts, and check decoded frames for abnormal "
+                                   "balls (bounce); report.json and report.md under --out.")
+    add_required(s, "--out", help="report directory (replaced only if it holds nothing but an earlier "
+                                  "`eval prompts` report)")
+    s.add_argument("--checkpoint", default=None, help="world-model checkpoint directory (default: the shipped one)")
+    add_config_file_flags(s)
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_config_flags(s, PromptEvalConfig, required=("scene", "data"))
+    s.set_defaults(func=run_prompts_command)

@@ -1,4 +1,4 @@
-"""`worldsim train tokenizer|dynamics|pathway|outcome|renderer`.
+"""`worldsim train tokenizer|dynamics|pathway|outcome|renderer|prompt`.
 
 Each trainer's flags are its train config's fields (`add_config_flags`), plus `--config FILE` and
 `--print-config`; the hand-written flags are paths, devices and model overrides, their defaults read
@@ -30,6 +30,7 @@ from worldsim.train.parts import (
     train_pathway,
     train_renderer,
 )
+from worldsim.train.prompt import PromptTrainConfig, train_prompt
 from worldsim.train.state import check_steps_not_past, state_dir_for
 from worldsim.train.tokenizer import TokenizerTrainConfig, check_tokenizer_for_data, train_tokenizer
 
@@ -101,6 +102,12 @@ _PARTS = {
                                f"termination accuracy {m['val_term_acc']:.4f}"),
     "renderer": (RendererTrainConfig, train_renderer, "data",
                  lambda m, cfg: f"held-out token accuracy {m['val_token_acc']:.4f} from true states"),
+    "prompt": (PromptTrainConfig, train_prompt, "data",
+               lambda m, cfg: f"held-out prompts' start slots matched {m['val_adherence']:.1%}"
+                              + (f", held-out combinations' {m['val_combo_adherence']:.1%}"
+                                 if "val_combo_adherence" in m else "")
+                              + (f", first-frame token accuracy {m['val_frame_acc']:.4f}" if "val_frame_acc" in m
+                                 else "")),
 }
 
 
@@ -187,7 +194,7 @@ _STATE_DATA_HELP = "datasets of the scene; the first one's last episodes are hel
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `train` and its five trainers."""
+    """Register `train` and its six trainers."""
     train = sub.add_parser("train", help="train models", description="Training commands.")
     tsub = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
     _add_tokenizer_parser(tsub)
@@ -212,4 +219,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Fit a state renderer for a world model: an MLP from a state to the frame head's logits for "
                     "that state's frame, added to the frame head's in rollouts (or replacing them) so predicted "
                     "frames follow the predicted state. The transformer is unchanged. Rerun to resume."
+    )
+    _add_part_parser(
+        tsub, "prompt", "--data",
+        "captioned datasets of the scene (`worldsim data caption`); each one's last episodes are held out; those "
+        "with frames also teach the first frame",
+        help="give a world model a prompt prefix, fitted on captioned episodes (resumable)",
+        description="Fit a prompt prefix for a world model: the words of a caption as tokens in front of the "
+                    "stream, read by the transformer's own blocks, from which it samples the initial state and "
+                    "renders the first frame (`worldsim generate`). The transformer's weights are unchanged, so "
+                    "the world without a prompt is the same bit for bit. Rerun to resume."
     )

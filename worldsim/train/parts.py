@@ -254,7 +254,7 @@ def _rebuilt(wm: WorldModel, seed: int, drop: str = "", **fields) -> WorldModel:
     missing = [k for k in missing if not (added and k.startswith(added))]
     if missing or unexpected:
         raise ValueError(f"cannot rebuild the model with {fields}: missing {missing}, unexpected {unexpected}")
-    return new
+    return new.train(wm.training)  # in eval mode the MoE counts no routed tokens: the frozen world's stay as loaded
 
 
 def with_pathway(wm: WorldModel, width: int, seed: int = 0) -> WorldModel:
