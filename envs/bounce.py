@@ -195,6 +195,20 @@ class BounceScene(Scene):
     def state(self) -> np.ndarray:
         return self.physics_state()
 
+    def start_is_valid(self, states: np.ndarray) -> np.ndarray:
+        """Balls inside the box and apart (a reset keeps them 2.5 radii apart; overlapping balls would
+        fly apart at tens of m/s in the first step)."""
+        s = np.asarray(states, np.float64)
+        n = s.shape[-1] // 4
+        pos = s[..., : 2 * n].reshape(*s.shape[:-1], n, 2)
+        inside = ((np.abs(pos[..., 0]) <= HALF_WIDTH - RADIUS) & (pos[..., 1] >= RADIUS)
+                  & (pos[..., 1] <= HEIGHT - RADIUS)).all(-1)
+        apart = np.ones(s.shape[:-1], dtype=bool)
+        for i in range(n):
+            for j in range(i + 1, n):
+                apart &= np.linalg.norm(pos[..., i, :] - pos[..., j, :], axis=-1) >= 2 * RADIUS
+        return inside & apart
+
     def physics_from_state(self, state: np.ndarray) -> np.ndarray:
         """The state is the physics state (positions then velocities)."""
         return np.asarray(state, np.float64).copy()

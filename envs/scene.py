@@ -200,6 +200,11 @@ class Scene(abc.ABC):
         """The full physics state: float64 [nq + nv] (qpos then qvel)."""
         return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float64)
 
+    def start_is_valid(self, states: np.ndarray) -> np.ndarray:
+        """Which states [B, S] the scene could start from (a generated start is resampled where not):
+        every state by default."""
+        return np.ones(len(states), dtype=bool)
+
     def physics_from_state(self, state: np.ndarray) -> np.ndarray:
         """The physics state (qpos then qvel) whose state vector is `state`: how MuJoCo starts from a
         state a world model made (a prompt's generated start). Scenes whose state vector does not

@@ -316,7 +316,8 @@ class WorldBatch:
                 if shared is None and sample_seed is not None:
                     shared = torch.Generator(device=self.device).manual_seed(int(sample_seed))
                 gen = shared
-            st0, codes0 = start_from_prompt(self.wm, [starts[i]], gen, frames=self.with_frames)
+            st0, codes0 = start_from_prompt(self.wm, [starts[i]], gen, frames=self.with_frames,
+                                            valid=self.real.start_is_valid)
             states[i] = st0.double().cpu().numpy()
             if tokens is not None:
                 tokens[i, 0] = codes0[0]

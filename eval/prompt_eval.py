@@ -5,17 +5,19 @@
 - **Slot adherence.** Prompts are the captions of the dataset's held-out episodes (its last
   `val_fraction`, which `worldsim train prompt` holds out) and prompts saying a held-out combination
   of slots (`worldsim.envs.captions.HELD_OUT`, never said together in training). Each is generated
-  (its start sampled, then the world's rollout under zero actions for `seconds`), the clip's own
+  (its start sampled, a start the scene cannot have drawn again, then the world's rollout under zero
+  actions for `seconds`), the clip's own
   predicted states are read back into slots (`episode_slots`) and compared with what the prompt said.
-  The same is reported for MuJoCo run from the generated start: where MuJoCo also misses a slot, the
-  start was wrong; where only the world misses it, its rollout was.
+  The same is reported for MuJoCo run from the generated start (its first `physics_steps` steps):
+  where MuJoCo also misses a slot, the start was wrong; where only the world misses it, its rollout was.
 - **Physics of generated clips.** MuJoCo from each generated initial state under the same actions is
-  the truth; the clip's states are scored as the open-loop harness scores (state error normalised by
-  the data's std at horizons, valid horizon). Beside it, the world's own open-loop figures from
-  MuJoCo's starts (`reset(seed)`), the same number of them, in the same run.
+  the truth for the first `physics_steps` steps; the clip's states are scored as the open-loop harness
+  scores (state error normalised by the data's std at horizons, valid horizon). Beside it, the world's
+  own open-loop figures from MuJoCo's starts (`reset(seed)`), the same number of them, in the same run.
 - **Abnormal clips** (bounce): `clips` generated 10-second clips with frames, decoded, checked by the
-  rules of `worldsim.eval.clip_rules`; beside it the rate of MuJoCo's own frames of the same starts
-  through the tokenizer, the rate a perfect world scores.
+  rules of `worldsim.eval.clip_rules`; beside it, for `reference_clips` of the same starts, the world's
+  own rollout from MuJoCo's first frame of that start (what the prompt's first frame changes), and
+  MuJoCo's own frames through the tokenizer (the rate a perfect world scores).
 - **Speed**: the wall time of one clip (`seconds` of steps with frames, decoded) at batch 1, with
   the torch threads the run has.
 """
@@ -54,6 +56,9 @@ class PromptEvalConfig(ConfigBase):
     """clips of MuJoCo's frames through the tokenizer checked by the same rules"""
     seconds: float = 10.0
     """length of each clip"""
+    physics_steps: int = 60
+    """steps of MuJoCo run from each start, against which the clip's physics is scored (and read for
+    MuJoCo's own adherence)"""
     val_fraction: float = 0.1
     """the held-out share of the dataset's episodes (as `train prompt` held out)"""
     batch: int = 50
@@ -62,7 +67,7 @@ class PromptEvalConfig(ConfigBase):
     """seeds the prompts' choice and the starts' sampling"""
 
     def __post_init__(self) -> None:
-        for name in ("prompts", "clips", "batch"):
+        for name in ("prompts", "clips", "batch", "physics_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PromptEvalConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.reference_clips < 0 or not self.seconds > 0 or not 0 < self.val_fraction < 1:
@@ -147,55 +152,67 @@ def evaluate_prompts(wm, cfg: PromptEvalConfig, progress: bool = False) -> dict:
         said = [s for _, s in items]
         world, truth, s0 = [], [], []
         for i in range(0, len(items), cfg.batch):
-            st, _ = start_from_prompt(wm, [t for t, _ in items[i : i + cfg.batch]], gen, frames=False)
+            st, _ = start_from_prompt(wm, [t for t, _ in items[i : i + cfg.batch]], gen, frames=False,
+                                      valid=scene.start_is_valid)
             world.append(_rollout(wm, st, steps)[0])
             s0.append(st.double().cpu().numpy())
-            truth.append(_mujoco(scene, s0[-1], steps)[0])
+            truth.append(_mujoco(scene, s0[-1], min(steps, cfg.physics_steps))[0])
         world, truth, starts[name] = np.concatenate(world), np.concatenate(truth), np.concatenate(s0)
         report[name] = {"prompts": len(items), "examples": [t for t, _ in items[:5]],
                         "adherence": _adherence(scene_name, said, world),
                         "adherence_mujoco_from_start": _adherence(scene_name, said, truth),
-                        "physics": _physics(world, truth, std)}
+                        "physics": _physics(world[:, : truth.shape[1]], truth, std)}
     # The world's own open-loop figures from MuJoCo's starts, as many of them.
     n = len(starts["held_out_prompts"])
     real0 = np.stack([scene.reset(seed=10_000 + i)[0] for i in range(n)])
-    truth = _mujoco(scene, real0, steps)[0]
+    horizon = min(steps, cfg.physics_steps)
+    truth = _mujoco(scene, real0, horizon)[0]
     report["physics_from_mujoco_starts"] = _physics(
-        np.concatenate([_rollout(wm, torch.from_numpy(real0[i : i + cfg.batch]).float().to(wm.device), steps)[0]
+        np.concatenate([_rollout(wm, torch.from_numpy(real0[i : i + cfg.batch]).float().to(wm.device), horizon)[0]
                         for i in range(0, n, cfg.batch)]), truth, std)
     if scene.has_balls:
         report.update(_abnormal_report(wm, scene, sets["held_out_prompts"], steps, cfg, gen))
-    report["clip_seconds"] = _clip_seconds(wm, sets["held_out_prompts"][0][0], steps)
+    report["clip_seconds"] = _clip_seconds(wm, sets["held_out_prompts"][0][0], steps, scene.start_is_valid)
     report["wall_seconds"] = time.perf_counter() - t_start
     return report
 
 
 def _abnormal_report(wm, scene, items, steps: int, cfg: PromptEvalConfig, gen: torch.Generator) -> dict:
-    """Abnormal-clip rates of generated clips and of MuJoCo's frames through the tokenizer."""
+    """Abnormal-clip rates of generated clips, of the world's rollouts from MuJoCo's first frames of the
+    same starts, and of MuJoCo's frames through the tokenizer."""
     pixels, n_balls = PixelMap.for_scene(scene), scene.n_balls
     texts = [items[i % len(items)][0] for i in range(cfg.clips)]
     flags, refs, ref_starts = [], [], []
     for i in range(0, len(texts), cfg.batch):
-        st, codes = start_from_prompt(wm, texts[i : i + cfg.batch], gen)
+        st, codes = start_from_prompt(wm, texts[i : i + cfg.batch], gen, valid=scene.start_is_valid)
         _, tokens = _rollout(wm, st, steps, codes)
         for clip in tokens:
             flags.append(abnormal(wm.decode(clip[None])[0].cpu().numpy(), n_balls, pixels))
         ref_starts.append(st.double().cpu().numpy())
+    own = []  # the world's own clips from MuJoCo's starts and first frames
     for s0 in np.concatenate(ref_starts)[: cfg.reference_clips]:
         _, frames = _mujoco(scene, s0[None], steps, render=True)
-        through = wm.decode(wm.encode(torch.from_numpy(frames[0])[None].to(wm.device)))[0].cpu().numpy()
-        refs.append(abnormal(through, n_balls, pixels))
-    rate = lambda fs, k: float(np.mean([f[k] for f in fs])) if fs else None  # noqa: E731
-    return {"abnormal_clips": {"clips": len(flags), "rate": rate(flags, "abnormal"),
-                               "by_rule": {r: rate(flags, r) for r in RULES}},
-            "abnormal_clips_mujoco_through_tokenizer": {"clips": len(refs), "rate": rate(refs, "abnormal"),
-                                                        "by_rule": {r: rate(refs, r) for r in RULES}}}
+        codes = wm.encode(torch.from_numpy(frames[0])[None].to(wm.device))  # [1, T+1, h, w]
+        refs.append(abnormal(wm.decode(codes)[0].cpu().numpy(), n_balls, pixels))
+        _, tokens = _rollout(wm, torch.from_numpy(s0[None]).float().to(wm.device), steps, codes[:, 0])
+        own.append(abnormal(wm.decode(tokens)[0].cpu().numpy(), n_balls, pixels))
+    return {"abnormal_clips": table(flags), "abnormal_clips_world_from_mujoco_frame": table(own),
+            "abnormal_clips_mujoco_through_tokenizer": table(refs)}
 
 
-def _clip_seconds(wm, prompt: str, steps: int) -> float:
+def _rate(flags: list[dict[str, bool]], key: str) -> float | None:
+    return float(np.mean([f[key] for f in flags])) if flags else None
+
+
+def table(flags: list[dict[str, bool]]) -> dict:
+    """The share of clips that break any rule, and each rule."""
+    return {"clips": len(flags), "rate": _rate(flags, "abnormal"), "by_rule": {r: _rate(flags, r) for r in RULES}}
+
+
+def _clip_seconds(wm, prompt: str, steps: int, valid) -> float:
     """Wall seconds of one clip at batch 1: the start, `steps` steps with frames, and decoding every frame."""
     t0 = time.perf_counter()
-    clips = wm.generate(prompt, samples=1, steps=steps, seed=0)
+    clips = wm.generate(prompt, samples=1, steps=steps, seed=0, valid=valid)
     wm.decode(clips.tokens)
     return time.perf_counter() - t0
 
@@ -230,7 +247,9 @@ def prompt_markdown(report: dict) -> str:
     if "abnormal_clips" in report:
         lines += ["", "| abnormal clips | clips | rate | " + " | ".join(RULES) + " |",
                   "|---|---:|---:|" + "---:|" * len(RULES)]
-        for label, key in (("generated", "abnormal_clips"),
+        for label, key in (("generated from prompts", "abnormal_clips"),
+                           ("the world from MuJoCo's first frame of the same starts",
+                            "abnormal_clips_world_from_mujoco_frame"),
                            ("MuJoCo frames through the tokenizer", "abnormal_clips_mujoco_through_tokenizer")):
             r = report[key]
             lines.append(f"| {label} | {r['clips']} | {pct(r['rate'])} | "

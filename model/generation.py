@@ -55,16 +55,23 @@ def check_prompt(wm: WorldModel, prompt: str) -> dict[str, str]:
 
 @torch.no_grad()
 def start_from_prompt(wm: WorldModel, prompts: list[str], generator: torch.Generator | None = None,
-                      temperature: float = 1.0, frames: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      temperature: float = 1.0, frames: bool = True, valid=None, tries: int = 50
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Initial raw states [B, S] sampled from the prompts and their first frames' codes [B, h, w] (None
-    without `frames`). Each prompt is checked (`check_prompt`) first."""
+    without `frames`). Each prompt is checked (`check_prompt`) first. `valid`: a function of raw
+    states [n, S] (numpy) -> bool [n], such as a scene's `start_is_valid`; rows it refuses are drawn
+    again, up to `tries` times (a start that is still refused then is kept)."""
     for p in prompts:
         check_prompt(wm, p)
     dyn = wm.dynamics
     words = wm.prompt.word_ids(prompts)
-    state = wm.prompt.sample_state(dyn, words, temperature, generator)
-    if wm.state_low is not None:  # the bounds every rollout state keeps
-        state = state.clamp(wm.state_low, wm.state_high)
+    state = _bounded(wm, wm.prompt.sample_state(dyn, words, temperature, generator))
+    for _ in range(tries if valid is not None else 0):
+        bad = torch.from_numpy(~np.asarray(valid(state.double().cpu().numpy()), dtype=bool)).to(state.device)
+        if not bool(bad.any()):
+            break
+        again = wm.prompt.sample_state(dyn, (words[0][bad], words[1][bad]), temperature, generator)
+        state[bad] = _bounded(wm, again)
     if not frames:
         return state, None
     logits = wm.prompt.first_frame_logits(dyn, wm.normalize_state(state))
@@ -72,9 +79,14 @@ def start_from_prompt(wm: WorldModel, prompts: list[str], generator: torch.Gener
     return state, dyn.predict_codes(logits).view(len(prompts), g, g)
 
 
+def _bounded(wm: WorldModel, state: torch.Tensor) -> torch.Tensor:
+    """States held to the bounds every rollout state keeps (when the world has them)."""
+    return state if wm.state_low is None else state.clamp(wm.state_low, wm.state_high)
+
+
 @torch.no_grad()
 def generate(wm: WorldModel, prompt: str, samples: int = 1, steps: int = 240, actions=None, seed: int = 0,
-             temperature: float = 1.0, frame_temperature: float = 0.0, frames: bool = True) -> Clips:
+             temperature: float = 1.0, frame_temperature: float = 0.0, frames: bool = True, valid=None) -> Clips:
     """`samples` clips of `steps` steps from `prompt` (see the module docstring).
 
     Args:
@@ -82,6 +94,8 @@ def generate(wm: WorldModel, prompt: str, samples: int = 1, steps: int = 240, ac
         seed: seeds the initial states' sampling (and the frames', with frame_temperature > 0).
         temperature: of the initial state's sampling (0: each bin's most likely value).
         frames: False rolls out the physics alone (no first frame, no codes).
+        valid: refuses starts the scene cannot have, drawn again (`start_from_prompt`); the scene's
+            `start_is_valid` (`worldsim generate`, the env and `eval prompts` pass it).
     """
     if samples < 1 or steps < 0:
         raise ValueError(f"samples must be >= 1 and steps >= 0, got {samples} and {steps}")
@@ -97,7 +111,7 @@ def generate(wm: WorldModel, prompt: str, samples: int = 1, steps: int = 240, ac
     acts = acts.to(dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     t_start = time.perf_counter()
-    state, codes = start_from_prompt(wm, [prompt] * samples, gen, temperature, frames)
+    state, codes = start_from_prompt(wm, [prompt] * samples, gen, temperature, frames, valid)
     t_prompt = time.perf_counter()
     handle = wm.start(None if codes is None else codes[:, None], state[:, None], seed=seed)
     all_states, all_tokens = [state], [codes]

@@ -285,7 +285,7 @@ REACHER = Language(
         "bend": {"up": (("bent", "up"), ("tipped", "up")), "down": (("bent", "down"), ("tipped", "down"))},
     },
     verbs={},
-    subjects=("the {e}", "a {e}"),
+    subjects=("the {e}",),
     starts=("is", "starts", "sits", "lies"),
     absent={**{o: "it is a two-link arm and a target" for o in ("ball", "balls", "puck", "pole", "cube", "box")},
             **{c: "its target is red and its arm is not coloured by prompt" for c in _BALLS + _COLOURS_NOT_HERE}},

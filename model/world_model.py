@@ -121,7 +121,10 @@ class WorldModel(PretrainedMixin, nn.Module):
         # The MoE's routed-token counters: integers past fp16's range after a few hundred steps.
         counters = tuple(f"dynamics.blocks.{i}.ffn.load_acc" for i, b in enumerate(self.dynamics.blocks)
                          if hasattr(b.ffn, "load_acc"))
-        return self.stats_fp32 + state_io + counters + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32)
+        # The prompt's bins' range: fp16 would move every bin edge.
+        bins = ("prompt.low", "prompt.high") if self.prompt is not None else ()
+        return (self.stats_fp32 + state_io + counters + bins
+                + tuple(f"{k}." for k, m in self.parts().items() if m.keep_fp32))
 
     def save(self, path, extra: dict | None = None, dtype: torch.dtype | None = None,
              tokenizer_ref: str | None = None, force: bool = False):

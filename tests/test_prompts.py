@@ -62,6 +62,20 @@ def test_generate_samples_starts_and_rolls_out(prompted):
     assert frames.shape == (3, 6, 64, 64, 3) and frames.dtype == torch.uint8
 
 
+def test_starts_the_scene_cannot_have_are_drawn_again(prompted):
+    from worldsim.envs.registry import make_scene
+
+    scene = make_scene("bounce")
+    real = np.stack([scene.reset(seed=i)[0] for i in range(20)])
+    assert scene.start_is_valid(real).all()
+    overlapping = real.copy()
+    overlapping[:, 2:4] = overlapping[:, 0:2] + 0.1  # ball 1 inside ball 0
+    assert not scene.start_is_valid(overlapping).any()
+    wm = WorldModel.from_pretrained(prompted["world"])
+    clips = wm.generate(PROMPT, samples=8, steps=1, seed=2, valid=lambda s: s[:, 0] > 0)
+    assert bool((clips.states[:, 0, 0] > 0).all())
+
+
 @pytest.mark.parametrize("text, message", [
     ("a purple ball", "has no purple"),
     ("the red ball starts left and right", "contradicts itself"),

@@ -77,7 +77,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     steps = int(math.ceil(args.seconds / scene.dt - 1e-9))
     actions = clip_actions(scene, args.policy, steps, args.samples, args.seed)
     clips = wm.generate(args.prompt, samples=args.samples, steps=steps, actions=actions, seed=args.seed,
-                        temperature=args.temperature)
+                        temperature=args.temperature, valid=scene.start_is_valid)
     if clips.note:
         print(f"worldsim: {clips.note}", file=sys.stderr)
     frames = wm.decode(clips.tokens).cpu().numpy()  # [K, T+1, H, W, 3]
