@@ -30,7 +30,7 @@ FIGURES = ("pcs", "valid_horizon")
 # A training run's record in `extra` names its config; the config's key says which part of the world it
 # trained. A refit's record keeps the record of the run it started from under `base_extra`.
 _STAGES = {"train_config": "dynamics", "state_pathway_config": "pathway", "state_renderer_config": "renderer",
-           "outcome_head_config": "outcome"}
+           "outcome_head_config": "outcome", "prompt_prefix_config": "prompt"}
 
 
 def _paths(value: Any) -> list[str]:
