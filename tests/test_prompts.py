@@ -13,6 +13,7 @@ import worldsim  # noqa: F401  (registers DSV4World-v0)
 from worldsim.cli import main
 from worldsim.envs.captions import caption_dataset
 from worldsim.envs.dataset import GenerateSpec, generate
+from worldsim.envs.registry import make_scene
 from worldsim.model.prompt_language import PromptError
 from worldsim.model.world_model import WorldModel
 from worldsim.train.prompt import PromptTrainConfig, train_prompt
@@ -63,8 +64,6 @@ def test_generate_samples_starts_and_rolls_out(prompted):
 
 
 def test_starts_the_scene_cannot_have_are_drawn_again(prompted):
-    from worldsim.envs.registry import make_scene
-
     scene = make_scene("bounce")
     real = np.stack([scene.reset(seed=i)[0] for i in range(20)])
     assert scene.start_is_valid(real).all()

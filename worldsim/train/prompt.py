@@ -113,13 +113,13 @@ def start_slots(scene: str, state: np.ndarray) -> dict[str, str]:
     return {k: v for k, v in episode_slots(scene, state[None]).items() if k.split(".")[1] not in ROLLOUT_SLOTS}
 
 
-def adherence(scene: str, said: list[dict[str, str]], states: np.ndarray, only_start: bool = True) -> float:
-    """The share of the slots said (the start's alone, with `only_start`) that the states [n, S] have."""
+def adherence(scene: str, said: list[dict[str, str]], states: np.ndarray) -> float:
+    """The share of the start slots said (`start_slots`) that the starts [n, S] have."""
     hit = total = 0
     for want, s in zip(said, states):
         got = start_slots(scene, s)
         for k, v in want.items():
-            if only_start and k.split(".")[1] in ROLLOUT_SLOTS:
+            if k.split(".")[1] in ROLLOUT_SLOTS:
                 continue
             total += 1
             hit += got.get(k) == v
