@@ -10,14 +10,15 @@
 #            bit for bit (training the shared weights on frames, even with the frameless loss kept,
 #            cost Reacher's held-out valid horizon 31.5 -> 4 within 300 steps);
 #   export   fp16 weights that read the scene's shipped tokenizer;
-#   prompt   (bounce) captions of both datasets, a prompt prefix fitted on them with the world's weights
-#            frozen (docs/prompts.md), and the export again, now with the prefix.
+#   prompt   (bounce, Reacher) captions of both datasets, a prompt prefix fitted on them with the world's
+#            weights frozen (docs/prompts.md), and the export again, now with the prefix (Reacher's
+#            shipped one also carries its `worldsim eval` report: --eval-report).
 # Every run resumes after a kill (rerun the same command); each stage's wall time is in its
 # OUT.log/metrics.jsonl (`worldsim runs plot RUN_DIR/SCENE-*`).
 # Usage: bash benchmarks/train_world.sh SCENE [DATA_DIR] [RUN_DIR] [PHASE...]
 #   SCENE: reacher pendulum bounce pusher; phases: data physics rollout frames export prompt (default:
 #   all; bounce's and Pusher's shipped worlds skip rollout: their frames stage starts from physics; only
-#   bounce's has a prompt prefix)
+#   bounce's and Reacher's have a prompt prefix)
 set -euo pipefail
 SCENE=${1:?usage: train_world.sh SCENE [DATA_DIR] [RUN_DIR] [PHASE...]}
 DATA=${2:-data}
@@ -32,7 +33,7 @@ W=${WORLDSIM:-worldsim}
 NOISE=0.001 WEIGHT=100 START=physics PROMPT=
 case $SCENE in
   reacher)  NAME=Reacher-v5;          PRESET=v4-lite; TOK=Reacher-v5;          FRAMES=reacher;  H=50
-            NOISE=0.01 WEIGHT=1 START=rollout
+            NOISE=0.01 WEIGHT=1 START=rollout PROMPT=prompt
             GEN_STATES=(--episodes 6000 --seed 11 --shard-size 500); GEN_FRAMES=(--episodes 400 --seed 1) ;;
   pendulum) NAME=InvertedPendulum-v5; PRESET=v4-lite; TOK=InvertedPendulum-v5; FRAMES=pendulum; H=60
             START=rollout
@@ -73,7 +74,7 @@ for phase in $PHASES; do
   prompt)
     $W data caption "$STATES" && $W data caption "$DATA/$FRAMES"
     $W train prompt --checkpoint "$RUN/export-$SCENE" --data "$STATES" "$DATA/$FRAMES" --out "$RUN/$SCENE-prompt" \
-        --steps "${PROMPT_STEPS:-4000}" --save-every 500 --batch-size 64 --frame-batch 16 --lr 1e-3 --warmup 100 \
+        --steps "${PROMPT_STEPS:-$([ $SCENE = bounce ] && echo 4000 || echo 1500)}" --save-every 500 --batch-size 64 --frame-batch 16 --lr 1e-3 --warmup 100 \
         --adapter-rank 32 --device cpu --quiet
     $W export "$RUN/$SCENE-prompt" --out "$RUN/export-$SCENE-prompt" --tokenizer-ref "worldsim:tokenizer-$SCENE" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
