@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ HELD_OUT: dict[str, tuple[dict[str, str], ...]] = {
 
 # Slots a start alone does not decide: they are read off the rollout that follows it.
 ROLLOUT_SLOTS = ("hits", "falls")
+# Of those, the ones a start decides under the clip's actions, and the steps of rollout that show
+# them: what a bounce ball hits first (every reset's balls touch something within 2 s, 48 steps; the
+# push on ball 0 barely matters). Whether the pole falls is the actions' doing, so no start is chosen
+# for it.
+DECIDED_BY_START: dict[str, tuple[tuple[str, ...], int]] = {"bounce": (("hits",), 48)}
 
 _GRAVITY_STEP = 9.81 * BOUNCE_DT
 
@@ -186,6 +192,41 @@ def episode_slots(scene: str, states: np.ndarray) -> dict[str, str]:
     if states.ndim != 2 or len(states) < 1:
         raise ValueError(f"states must be [L+1, S], got {states.shape}")
     return _SLOTS[scene](states)
+
+
+@dataclass(frozen=True)
+class RolloutCheck:
+    """How many of the rollout slots a prompt says (of `slots`) a rollout's states show: how
+    `WorldModel.generate` chooses, among candidate starts, one whose own rollout does what the prompt
+    says (`worldsim.model.generation.start_from_prompt`)."""
+
+    scene: str
+    slots: tuple[str, ...]
+    steps: int
+
+    def says(self, said: dict[str, str]) -> bool:
+        """Whether the prompt's slots `said` hold any that this check reads."""
+        return any(k.split(".")[1] in self.slots for k in said)
+
+    def __call__(self, said: dict[str, str], states: np.ndarray) -> int:
+        """How many of `said`'s checked slots the states [T+1, S] show."""
+        got = episode_slots(self.scene, states)
+        return sum(got.get(k) == v for k, v in said.items() if k.split(".")[1] in self.slots)
+
+
+def rollout_check(scene: str) -> RolloutCheck | None:
+    """The scene's `RolloutCheck`, or None where no rollout slot is the start's to decide."""
+    if scene not in DECIDED_BY_START:
+        return None
+    slots, steps = DECIDED_BY_START[scene]
+    return RolloutCheck(scene, slots, steps)
+
+
+def start_guides(scene) -> dict[str, Any]:
+    """What `WorldModel.generate` and `start_from_prompt` take from a scene (a `Scene`) so that a prompt's
+    start is one it can have: `valid` (its `start_is_valid`: others are drawn again), `consistent` (its
+    `consistent_states`) and `check` (its `rollout_check`: a start chosen by what its rollout shows)."""
+    return {"valid": scene.start_is_valid, "consistent": scene.consistent_states, "check": rollout_check(scene.name)}
 
 
 def held_out(scene: str, said: dict[str, str]) -> bool:

@@ -31,6 +31,70 @@ class PusherScene(GymTaskScene):
             - 0.1 * np.square(a).sum(-1)
         )
 
+    def start_is_valid(self, states: np.ndarray) -> np.ndarray:
+        """Puck and goal where a reset puts them (Gymnasium: the puck's slides uniform in [-0.3, 0] x
+        [-0.2, 0.2] and over 0.17 from the goal, the goal's slides at zero), to within 1 cm."""
+        s = np.asarray(states, np.float64).reshape(-1, self.state_dim)
+        puck = np.stack([self._slide_coords("object", row[17:19]) for row in s])
+        goal = np.stack([self._slide_coords("goal", row[20:22]) for row in s])
+        tol = 0.01
+        inside = ((puck[:, 0] >= -0.3 - tol) & (puck[:, 0] <= tol) & (np.abs(puck[:, 1]) <= 0.2 + tol))
+        return inside & (np.linalg.norm(puck - goal, axis=1) > 0.17 - tol) & (np.abs(goal) <= tol).all(1)
+
+    def consistent_states(self, states: np.ndarray) -> np.ndarray:
+        """The fingertip from the arm's joints (the model's kinematics on scratch data), as a reset's
+        state has it (a stepped state's fingertip is the kinematics of the step before)."""
+        s = np.array(states, np.float64)
+        flat = s.reshape(-1, self.state_dim)
+        scratch = mujoco.MjData(self.model)
+        tip = self.model.body("tips_arm").id
+        for row in flat:
+            scratch.qpos[:7] = row[:7]
+            mujoco.mj_kinematics(self.model, scratch)
+            row[14:17] = scratch.xpos[tip]
+        return flat.reshape(s.shape)
+
+    def _slide_coords(self, body: str, xy: np.ndarray) -> np.ndarray:
+        """The slide joints' qpos (in their qpos order) that put `body` at `xy`."""
+        joints, offset, basis = self._slides(body)
+        return np.linalg.solve(basis, np.asarray(xy, np.float64) - offset)
+
+    def physics_from_state(self, state: np.ndarray) -> np.ndarray:
+        """qpos = the arm's joints, then the object's and the goal's slide joints that put them at the
+        state's positions; qvel = the arm's, the object's and the goal's zero (as at every reset: the
+        observation does not carry them). The fingertip follows from the joints."""
+        s = np.asarray(state, np.float64)
+        qpos = np.zeros(self.model.nq)
+        qpos[:7] = s[:7]
+        for body, at in (("object", s[17:19]), ("goal", s[20:22])):
+            qpos[self._slides(body)[0]] = self._slide_coords(body, at)
+        qvel = np.zeros(self.model.nv)
+        qvel[:7] = s[7:14]
+        return np.concatenate([qpos, qvel])
+
+    def _slides(self, body: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A body's two slide joints' qpos addresses, its xy with them at zero, and the xy each moves
+        it by a unit: read off the model's kinematics, so the joints' order and axes come from the XML."""
+        cache = self.__dict__.setdefault("_slide_cache", {})
+        if body not in cache:
+            cache[body] = self._probe_slides(body)
+        return cache[body]
+
+    def _probe_slides(self, body: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = self.model
+        b = m.body(body).id
+        joints = np.array([m.jnt_qposadr[j] for j in range(m.body_jntadr[b], m.body_jntadr[b] + m.body_jntnum[b])])
+        scratch = mujoco.MjData(m)
+        mujoco.mj_kinematics(m, scratch)
+        offset = scratch.xpos[b, :2].copy()
+        basis = np.zeros((2, len(joints)))
+        for k, adr in enumerate(joints):
+            scratch.qpos[:] = 0.0
+            scratch.qpos[adr] = 1.0
+            mujoco.mj_kinematics(m, scratch)
+            basis[:, k] = scratch.xpos[b, :2] - offset
+        return joints, offset, basis
+
     @staticmethod
     def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
         s = np.asarray(states, np.float64)

@@ -38,6 +38,18 @@ class ReacherScene(GymTaskScene):
         angles = np.arctan2(s[2:4], s[0:2])
         return np.concatenate([angles, s[4:6], s[6:8], np.zeros(2)])
 
+    def consistent_states(self, states: np.ndarray) -> np.ndarray:
+        """Each angle's cos and sin from the angle they point at, and the fingertip's offset from the
+        target from the joints (the arm's forward kinematics, to 1e-5 m of MuJoCo's)."""
+        s = np.array(states, np.float64)
+        q = np.arctan2(s[..., 2:4], s[..., 0:2])
+        s[..., 0:2], s[..., 2:4] = np.cos(q), np.sin(q)
+        l1, l2 = LINK_LENGTHS
+        tip = np.stack([l1 * np.cos(q[..., 0]) + l2 * np.cos(q.sum(-1)),
+                        l1 * np.sin(q[..., 0]) + l2 * np.sin(q.sum(-1))], -1)
+        s[..., 8:10] = tip - s[..., 4:6]
+        return s
+
     @staticmethod
     def read_bodies(states: np.ndarray) -> dict[str, np.ndarray]:
         # Both bodies move in the plane z = 0.01.

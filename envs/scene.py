@@ -205,6 +205,12 @@ class Scene(abc.ABC):
         every state by default."""
         return np.ones(len(states), dtype=bool)
 
+    def consistent_states(self, states: np.ndarray) -> np.ndarray:
+        """States [B, S] with the parts their other parts determine recomputed from those (a generated
+        start's cos and sin of one angle, a fingertip from the joints), as the scene's own states
+        always are: the states unchanged by default, where every part is free."""
+        return np.asarray(states, np.float64).copy()
+
     def physics_from_state(self, state: np.ndarray) -> np.ndarray:
         """The physics state (qpos then qvel) whose state vector is `state`: how MuJoCo starts from a
         state a world model made (a prompt's generated start). Scenes whose state vector does not

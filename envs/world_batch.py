@@ -19,6 +19,7 @@ import torch
 from worldsim.core.precision import resolve_precision
 from worldsim.core.registry import SHIPPED
 from worldsim.core.runtime import resolve_device
+from worldsim.envs.captions import start_guides
 from worldsim.envs.registry import list_scenes, make_scene
 from worldsim.envs.threads import ThreadScope, pick_threads
 from worldsim.model.generation import check_prompt, start_from_prompt
@@ -316,8 +317,9 @@ class WorldBatch:
                 if shared is None and sample_seed is not None:
                     shared = torch.Generator(device=self.device).manual_seed(int(sample_seed))
                 gen = shared
+            # The agent's actions are not known yet: a start is chosen by its rollout under zero actions.
             st0, codes0 = start_from_prompt(self.wm, [starts[i]], gen, frames=self.with_frames,
-                                            valid=self.real.start_is_valid)
+                                            **start_guides(self.real))
             states[i] = st0.double().cpu().numpy()
             if tokens is not None:
                 tokens[i, 0] = codes0[0]

@@ -5,15 +5,18 @@
 - **Slot adherence.** Prompts are the captions of the dataset's held-out episodes (its last
   `val_fraction`, which `worldsim train prompt` holds out) and prompts saying a held-out combination
   of slots (`worldsim.envs.captions.HELD_OUT`, never said together in training). Each is generated
-  (its start sampled, a start the scene cannot have drawn again, then the world's rollout under zero
-  actions for `seconds`), the clip's own
-  predicted states are read back into slots (`episode_slots`) and compared with what the prompt said.
+  (its start sampled and made consistent, a start the scene cannot have drawn again, one whose rollout
+  shows what a ball hits first chosen among `candidates`, then the world's rollout under zero actions
+  for `seconds`), the clip's own predicted states are read back into slots (`episode_slots`) and
+  compared with what the prompt said.
   The same is reported for MuJoCo run from the generated start (its first `physics_steps` steps):
   where MuJoCo also misses a slot, the start was wrong; where only the world misses it, its rollout was.
 - **Physics of generated clips.** MuJoCo from each generated initial state under the same actions is
   the truth for the first `physics_steps` steps; the clip's states are scored as the open-loop harness
   scores (state error normalised by the data's std at horizons, valid horizon). Beside it, the world's
   own open-loop figures from MuJoCo's starts (`reset(seed)`), the same number of them, in the same run.
+  For bounce, also how soon and how often the clips' states are ones the scene cannot have (balls
+  outside the box or overlapping: `start_is_valid` on every step), beside the same from MuJoCo's starts.
 - **Abnormal clips** (bounce): `clips` generated 10-second clips with frames, decoded, checked by the
   rules of `worldsim.eval.clip_rules`; beside it, for `reference_clips` of the same starts, the world's
   own rollout from MuJoCo's first frame of that start (what the prompt's first frame changes), and
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from worldsim.core.config import ConfigBase
-from worldsim.envs.captions import ROLLOUT_SLOTS, episode_slots, held_out_prompts, read_captions
+from worldsim.envs.captions import ROLLOUT_SLOTS, episode_slots, held_out_prompts, read_captions, start_guides
 from worldsim.envs.loader import split_episodes
 from worldsim.envs.manifest import read_manifest
 from worldsim.envs.registry import make_scene
@@ -63,11 +66,14 @@ class PromptEvalConfig(ConfigBase):
     """the held-out share of the dataset's episodes (as `train prompt` held out)"""
     batch: int = 50
     """clips generated at once"""
+    candidates: int = 16
+    """starts sampled for a prompt that says what happens after the start, of which generation keeps the
+    one whose rollout in the world shows it (`rollout_check`; 1: the first sampled)"""
     seed: int = 0
     """seeds the prompts' choice and the starts' sampling"""
 
     def __post_init__(self) -> None:
-        for name in ("prompts", "clips", "batch", "physics_steps"):
+        for name in ("prompts", "clips", "batch", "physics_steps", "candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PromptEvalConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.reference_clips < 0 or not self.seconds > 0 or not 0 < self.val_fraction < 1:
@@ -117,6 +123,15 @@ def _adherence(scene: str, said: list[dict[str, str]], states: np.ndarray) -> di
             "by_slot": {k: mean(v) for k, v in sorted(hits.items())}}
 
 
+def _impossible(scene, states: np.ndarray) -> dict[str, float]:
+    """How soon and how often a rollout's states [n, T+1, S] are ones the scene cannot have
+    (`start_is_valid`: bounce's balls outside the box or overlapping): the share of all steps, and the
+    median first such step (T+1 where none is)."""
+    bad = ~scene.start_is_valid(states.reshape(-1, states.shape[-1])).reshape(states.shape[:2])
+    first = np.where(bad.any(1), bad.argmax(1), bad.shape[1])
+    return {"share_of_steps": float(bad.mean()), "median_first_step": float(np.median(first))}
+
+
 def _physics(pred: np.ndarray, true: np.ndarray, std: np.ndarray) -> dict[str, float]:
     err = state_nrmse(pred[:, 1:], true[:, 1:], std)  # [B, T]
     out = {f"nrmse_h{h}": float(err[:, h - 1].mean()) for h in HORIZONS if h <= err.shape[1]}
@@ -149,32 +164,47 @@ def evaluate_prompts(wm, cfg: PromptEvalConfig, progress: bool = False) -> dict:
                     "dt": scene.dt, "threads": torch.get_num_threads()}
     starts: dict[str, np.ndarray] = {}
     for name, items in sets.items():
-        said = [s for _, s in items]
-        world, truth, s0 = [], [], []
-        for i in range(0, len(items), cfg.batch):
-            st, _ = start_from_prompt(wm, [t for t, _ in items[i : i + cfg.batch]], gen, frames=False,
-                                      valid=scene.start_is_valid)
-            world.append(_rollout(wm, st, steps)[0])
-            s0.append(st.double().cpu().numpy())
-            truth.append(_mujoco(scene, s0[-1], min(steps, cfg.physics_steps))[0])
-        world, truth, starts[name] = np.concatenate(world), np.concatenate(truth), np.concatenate(s0)
-        report[name] = {"prompts": len(items), "examples": [t for t, _ in items[:5]],
-                        "adherence": _adherence(scene_name, said, world),
-                        "adherence_mujoco_from_start": _adherence(scene_name, said, truth),
-                        "physics": _physics(world[:, : truth.shape[1]], truth, std)}
+        report[name], starts[name] = _prompt_set(wm, scene, items, steps, cfg, gen, std)
     # The world's own open-loop figures from MuJoCo's starts, as many of them.
     n = len(starts["held_out_prompts"])
     real0 = np.stack([scene.reset(seed=10_000 + i)[0] for i in range(n)])
     horizon = min(steps, cfg.physics_steps)
     truth = _mujoco(scene, real0, horizon)[0]
-    report["physics_from_mujoco_starts"] = _physics(
-        np.concatenate([_rollout(wm, torch.from_numpy(real0[i : i + cfg.batch]).float().to(wm.device), horizon)[0]
-                        for i in range(0, n, cfg.batch)]), truth, std)
+    own = np.concatenate([_rollout(wm, torch.from_numpy(real0[i : i + cfg.batch]).float().to(wm.device), steps)[0]
+                          for i in range(0, n, cfg.batch)])
+    report["physics_from_mujoco_starts"] = _physics(own[:, : horizon + 1], truth, std)
     if scene.has_balls:
+        report["impossible_states_from_mujoco_starts"] = _impossible(scene, own)
         report.update(_abnormal_report(wm, scene, sets["held_out_prompts"], steps, cfg, gen))
-    report["clip_seconds"] = _clip_seconds(wm, sets["held_out_prompts"][0][0], steps, scene.start_is_valid)
+    report["clip_seconds"] = _clip_seconds(wm, sets["held_out_prompts"][0][0], steps, scene, cfg.candidates)
     report["wall_seconds"] = time.perf_counter() - t_start
     return report
+
+
+def _prompt_set(wm, scene, items: list[tuple[str, dict[str, str]]], steps: int, cfg: PromptEvalConfig,
+                gen: torch.Generator, std: np.ndarray) -> tuple[dict, np.ndarray]:
+    """One set of prompts (text, slots said) generated and scored: its report entry, and its starts [n, S]."""
+    said, guides = [s for _, s in items], start_guides(scene)
+    world, truth, s0, first = [], [], [], []
+    for i in range(0, len(items), cfg.batch):
+        texts = [t for t, _ in items[i : i + cfg.batch]]
+        st, _ = start_from_prompt(wm, texts, gen, frames=False, candidates=cfg.candidates, **guides)
+        world.append(_rollout(wm, st, steps)[0])
+        s0.append(st.double().cpu().numpy())
+        truth.append(_mujoco(scene, s0[-1], min(steps, cfg.physics_steps))[0])
+        if guides["check"] is not None and cfg.candidates > 1:  # the sampler alone, for comparison
+            st, _ = start_from_prompt(wm, texts, gen, frames=False, **{**guides, "check": None})
+            first.append(_rollout(wm, st, steps)[0])
+    world, truth = np.concatenate(world), np.concatenate(truth)
+    entry = {"prompts": len(items), "examples": [t for t, _ in items[:5]],
+             "adherence": _adherence(scene.name, said, world),
+             "adherence_mujoco_from_start": _adherence(scene.name, said, truth),
+             "physics": _physics(world[:, : truth.shape[1]], truth, std)}
+    if first:
+        entry["adherence_first_sample"] = _adherence(scene.name, said, np.concatenate(first))
+    if scene.has_balls:
+        entry["impossible_states"] = _impossible(scene, world)
+    return entry, np.concatenate(s0)
 
 
 def _abnormal_report(wm, scene, items, steps: int, cfg: PromptEvalConfig, gen: torch.Generator) -> dict:
@@ -184,7 +214,8 @@ def _abnormal_report(wm, scene, items, steps: int, cfg: PromptEvalConfig, gen: t
     texts = [items[i % len(items)][0] for i in range(cfg.clips)]
     flags, refs, ref_starts = [], [], []
     for i in range(0, len(texts), cfg.batch):
-        st, codes = start_from_prompt(wm, texts[i : i + cfg.batch], gen, valid=scene.start_is_valid)
+        st, codes = start_from_prompt(wm, texts[i : i + cfg.batch], gen, candidates=cfg.candidates,
+                                      **start_guides(scene))
         _, tokens = _rollout(wm, st, steps, codes)
         for clip in tokens:
             flags.append(abnormal(wm.decode(clip[None])[0].cpu().numpy(), n_balls, pixels))
@@ -209,10 +240,10 @@ def table(flags: list[dict[str, bool]]) -> dict:
     return {"clips": len(flags), "rate": _rate(flags, "abnormal"), "by_rule": {r: _rate(flags, r) for r in RULES}}
 
 
-def _clip_seconds(wm, prompt: str, steps: int, valid) -> float:
+def _clip_seconds(wm, prompt: str, steps: int, scene, candidates: int) -> float:
     """Wall seconds of one clip at batch 1: the start, `steps` steps with frames, and decoding every frame."""
     t0 = time.perf_counter()
-    clips = wm.generate(prompt, samples=1, steps=steps, seed=0, valid=valid)
+    clips = wm.generate(prompt, samples=1, steps=steps, seed=0, candidates=candidates, **start_guides(scene))
     wm.decode(clips.tokens)
     return time.perf_counter() - t0
 
@@ -222,7 +253,8 @@ def prompt_markdown(report: dict) -> str:
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lines = [f"# Prompt evaluation: {report['scene']}", "",
              f"{report['steps']} steps of {report['dt']:.4g} s per clip, zero actions; "
-             f"{report['threads']} torch thread(s).", "",
+             f"{report['threads']} torch thread(s); a prompt saying what happens after the start keeps the "
+             f"best of {report['config']['candidates']} sampled starts by the world's own rollout.", "",
              "| prompts | n | slots said | adherence (all) | start slots | rollout slots "
              "| MuJoCo from the start (all) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -231,6 +263,11 @@ def prompt_markdown(report: dict) -> str:
         a, m = r["adherence"], r["adherence_mujoco_from_start"]
         lines.append(f"| {name.replace('_', ' ')} | {r['prompts']} | {a['said']} | {pct(a['all'])} | "
                      f"{pct(a['start'])} | {pct(a['rollout'])} | {pct(m['all'])} |")
+        if "adherence_first_sample" in r:
+            f = r["adherence_first_sample"]
+            lines.append(f"| {name.replace('_', ' ')}, the first start sampled (no choice by rollout) | "
+                         f"{r['prompts']} | {f['said']} | {pct(f['all'])} | {pct(f['start'])} | "
+                         f"{pct(f['rollout'])} | - |")
     lines += ["", "| adherence by slot | " + " | ".join(report["held_out_prompts"]["adherence"]["by_slot"]) + " |",
               "|---|" + "---:|" * len(report["held_out_prompts"]["adherence"]["by_slot"])]
     for name in ("held_out_prompts", "held_out_combinations"):
@@ -244,6 +281,12 @@ def prompt_markdown(report: dict) -> str:
                         ("generated starts (held-out combinations)", report["held_out_combinations"]["physics"]),
                         ("MuJoCo's own starts (the world's open loop)", report["physics_from_mujoco_starts"])):
         lines.append(f"| {label} | " + " | ".join(f"{phys[k]:.4g}" for k in keys) + " |")
+    if "impossible_states_from_mujoco_starts" in report:
+        lines += ["", "| states the scene cannot have (balls outside the box or overlapping) | share of steps "
+                      "| median first step |", "|---|---:|---:|"]
+        for label, r in (("generated starts (held-out prompts)", report["held_out_prompts"]["impossible_states"]),
+                         ("MuJoCo's own starts", report["impossible_states_from_mujoco_starts"])):
+            lines.append(f"| {label} | {pct(r['share_of_steps'])} | {r['median_first_step']:.0f} |")
     if "abnormal_clips" in report:
         lines += ["", "| abnormal clips | clips | rate | " + " | ".join(RULES) + " |",
                   "|---|---:|---:|" + "---:|" * len(RULES)]

@@ -76,13 +76,15 @@ class Language:
 
 
 def words_of(text: str) -> list[str]:
-    """A prompt's words as the model reads them: lower case, commas dropped, sentence ends as "."."""
+    """A prompt's words as the model reads them: lower case, commas dropped, sentence ends as ".", and
+    "an" read as "a" (the article says nothing a slot needs)."""
     if not isinstance(text, str):
         raise PromptError(f"a prompt is a string, got {type(text).__name__}")
     bad = sorted(set(re.sub(r"[A-Za-z\s.,;!'-]", "", text)))
     if bad:
         raise PromptError(f"the prompt has characters no prompt uses: {' '.join(bad)}")
-    return ["." if w in ";!" else w for w in re.findall(r"[a-z]+|[.;!]", text.lower().replace("-", " "))]
+    words = re.findall(r"[a-z]+|[.;!]", text.lower().replace("-", " "))
+    return ["." if w in ";!" else "a" if w == "an" else w for w in words]
 
 
 def _match(words: list[str], i: int, table: dict[str, Phrases]) -> tuple[str, int] | None:
@@ -192,7 +194,7 @@ def _sentence(lang: Language, entity: str, slots: dict[str, str], rng: np.random
             verb = _pick(rng, verbs) if verbs else ""
             said = f"{joiner} {verb} {' '.join(_pick(rng, table[slots[slot]]))}".replace("  ", " ")
             parts.append(said.strip())
-    text = " ".join(parts).replace(" ,", ",")
+    text = re.sub(r"\ba (?=[aeiou])", "an ", " ".join(parts).replace(" ,", ","))
     return text[0].upper() + text[1:] + "."
 
 

@@ -11,6 +11,7 @@ import torch
 
 import worldsim  # noqa: F401  (registers DSV4World-v0)
 from worldsim.cli import main
+from worldsim.core.checkpoint import load_checkpoint_extra
 from worldsim.envs.captions import caption_dataset
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.registry import make_scene
@@ -41,6 +42,14 @@ def prompted(tmp_path_factory, tiny_world):
 
 def test_train_prompt_fits_the_prefix_alone(prompted):
     assert {"val_adherence", "val_combo_adherence", "val_state_ce", "val_frame_acc"} <= set(prompted["metrics"])
+    # The output is the validated checkpoint with the best held-out adherence (steps 3 and 6), not the last.
+    logged = [json.loads(line) for line in (prompted["world"].parent / "world.log" / "metrics.jsonl").open()]
+    validated = {r["step"]: r["val_adherence"] for r in logged if "val_adherence" in r}
+    assert set(validated) == {3, 6}
+    best = max(validated, key=lambda k: (validated[k], -k))
+    kept = load_checkpoint_extra(prompted["world"], kind="world_model")
+    assert prompted["metrics"]["best_step"] == kept["steps"] == best
+    assert kept["val_adherence"] == prompted["metrics"]["val_adherence"]
     base = WorldModel.from_pretrained(prompted["base"])
     wm = WorldModel.from_pretrained(prompted["world"])
     assert wm.prompt is not None and "red" in wm.cfg.prompt.vocabulary
@@ -73,6 +82,32 @@ def test_starts_the_scene_cannot_have_are_drawn_again(prompted):
     wm = WorldModel.from_pretrained(prompted["world"])
     clips = wm.generate(PROMPT, samples=8, steps=1, seed=2, valid=lambda s: s[:, 0] > 0)
     assert bool((clips.states[:, 0, 0] > 0).all())
+    pinned = wm.generate(PROMPT, samples=4, steps=1, seed=2, consistent=lambda s: np.full_like(s, 0.5))
+    assert bool((pinned.states[:, 0] == 0.5).all())  # every sample goes through the scene's consistency
+
+
+class _RightmostRed:
+    """A rollout check that scores a rollout by how far right the red ball ends: the start chosen is then
+    the candidate whose red ball ends furthest right."""
+
+    slots, steps = ("hits",), 2
+
+    def says(self, said):
+        return "red.x" in said
+
+    def __call__(self, said, states):
+        return float(np.tanh(states[-1, 0]))  # below 1, the count of hits the prompt says
+
+
+def test_generation_keeps_the_start_whose_rollout_shows_the_prompt(prompted):
+    wm = WorldModel.from_pretrained(prompted["world"])
+    plain = wm.generate(PROMPT, samples=32, steps=2, seed=1, frames=False)
+    chosen = wm.generate(PROMPT, samples=8, steps=2, seed=1, frames=False, check=_RightmostRed(), candidates=8)
+    assert float(chosen.states[:, -1, 0].min()) > float(plain.states[:, -1, 0].median())
+    assert chosen.note.startswith("8 of 8 clip(s) do not show")  # a float score never reaches the slots' count
+    unsaid = wm.generate("the blue ball hits the floor", samples=2, steps=2, seed=1, frames=False,
+                         check=_RightmostRed(), candidates=8)
+    assert unsaid.note == ""  # the check reads no slot this prompt says: the first sample is kept
 
 
 @pytest.mark.parametrize("text, message", [

@@ -18,6 +18,7 @@ from worldsim.envs.captions import (
     held_out,
     held_out_prompts,
     read_captions,
+    rollout_check,
 )
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.loader import EpisodeDataset
@@ -73,6 +74,23 @@ def test_first_hits_agree_with_recorded_contacts(tmp_path):
                 agree += names[min(firsts)[1]] == slots[f"{colour}.hits"]
     assert total > 40
     assert agree / total >= 0.85
+
+
+def test_rollout_check_counts_the_hits_an_episode_shows(tmp_path):
+    root = tmp_path / "b"
+    generate(GenerateSpec(scene="bounce", out=str(root), episodes=6, seed=4, shard_size=6, max_steps=48,
+                          frames=False), progress_bar=False)
+    data = EpisodeDataset(root, frames=False)
+    check = rollout_check("bounce")
+    assert check.steps == 48 and rollout_check("InvertedPendulum-v5") is None
+    for i in range(len(data)):
+        states = data.episode(i)["states"]
+        slots = episode_slots("bounce", states)
+        said = {k: v for k, v in slots.items() if k.endswith((".hits", ".x"))}
+        assert check.says(said) and not check.says({k: v for k, v in said.items() if k.endswith(".x")})
+        assert check(said, states) == 3  # a ball's x is not the check's to count
+        wrong = {k: ("ceiling" if v != "ceiling" else "floor") for k, v in said.items() if k.endswith(".hits")}
+        assert check(wrong, states) == 0
 
 
 def test_other_scenes_slots_come_from_their_states():

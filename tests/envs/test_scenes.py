@@ -106,6 +106,44 @@ def test_reset_from_a_physics_state(scenes, name):
 
 
 @pytest.mark.parametrize("name", list_scenes())
+def test_a_reset_state_gives_back_its_physics_state(scenes, name):
+    # What MuJoCo starts from when a prompt's start is checked: every reset state maps back exactly.
+    s = scenes[name]
+    for seed in range(3):
+        state, _ = s.reset(seed=seed)
+        physics = s.physics_from_state(state)
+        again, _ = s.reset(seed=99, physics_state=physics)
+        np.testing.assert_allclose(again, state, atol=1e-12)
+        np.testing.assert_allclose(s.physics_state(), physics, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list_scenes())
+def test_reset_states_are_consistent_and_a_sampled_one_is_made_so(scenes, name):
+    s = scenes[name]
+    real = np.stack([s.reset(seed=i)[0] for i in range(5)])
+    np.testing.assert_allclose(s.consistent_states(real), real, atol=1e-9)
+    if name == "Reacher-v5":  # each dimension sampled to a bin's width: cos and sin and the fingertip disagree
+        rough = real.copy()
+        rough[:, 0:4] *= 1.04
+        rough[:, 8:10] += 0.02
+        np.testing.assert_allclose(s.consistent_states(rough), real, atol=1e-9)
+    if name == "Pusher-v5":
+        rough = real.copy()
+        rough[:, 14:17] += 0.03
+        np.testing.assert_allclose(s.consistent_states(rough), real, atol=1e-9)
+
+
+def test_pusher_starts_are_where_a_reset_puts_them(scenes):
+    s = scenes["Pusher-v5"]
+    real = np.stack([s.reset(seed=i)[0] for i in range(50)])
+    assert s.start_is_valid(real).all()
+    on_goal, off_table = real.copy(), real.copy()
+    on_goal[:, 17:19] = real[:, 20:22]
+    off_table[:, 17] += 1.0
+    assert not s.start_is_valid(on_goal).any() and not s.start_is_valid(off_table).any()
+
+
+@pytest.mark.parametrize("name", list_scenes())
 def test_bad_actions_and_states_are_refused(scenes, name):
     s = scenes[name]
     s.reset(seed=0)

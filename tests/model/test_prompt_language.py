@@ -60,3 +60,11 @@ def test_words_keep_sentence_ends():
     assert words_of("Red ball, LEFT; it falls!") == ["red", "ball", "left", ".", "it", "falls", "."]
     assert set(words_of(phrase(language("bounce"), {"red.x": "left"}, np.random.default_rng(1)))) <= set(
         language("bounce").vocabulary())
+
+
+def test_an_is_read_as_a_and_captions_say_it_before_a_vowel():
+    assert words_of("An object starts left of the goal.") == words_of("A object starts left of the goal.")
+    assert parse(language("Pusher-v5"), "An object starts left of the goal.") == {"puck.side": "left"}
+    rng = np.random.default_rng(0)
+    said = [phrase(language("Pusher-v5"), {"puck.side": "left"}, rng) for _ in range(40)]
+    assert any(t.startswith("An object") for t in said) and not any("a object" in t.lower() for t in said)

@@ -5,7 +5,9 @@
 
 The world samples the initial state the prompt describes and renders its first frame, then rolls out
 as every world does (`WorldModel.generate`). The clip shows the scene's own steps resampled to the
-asked frame rate by the nearest step: frame k shows step round(k / fps / dt). `--samples K` tiles K
+asked frame rate by the nearest step: frame k shows step round(k / fps / dt). Where the prompt says
+what happens after the start (what a ball hits first), the start is the one of `--candidates` sampled
+whose own rollout in the world shows it. `--samples K` tiles K
 clips of the prompt side by side; `--side-by-side` puts under each the MuJoCo run from the same
 generated initial state under the same actions (and their difference).
 """
@@ -22,6 +24,7 @@ import numpy as np
 from worldsim.cli.common import DEVICE_HELP, FORCE_HELP, positive_float, positive_int
 from worldsim.core.runtime import resolve_device
 from worldsim.core.video import check_video_target, side_by_side, write_video
+from worldsim.envs.captions import start_guides
 from worldsim.envs.registry import make_scene
 from worldsim.envs.world_batch import load_world_model
 from worldsim.model.generation import FREE_SAMPLING
@@ -77,7 +80,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     steps = int(math.ceil(args.seconds / scene.dt - 1e-9))
     actions = clip_actions(scene, args.policy, steps, args.samples, args.seed)
     clips = wm.generate(args.prompt, samples=args.samples, steps=steps, actions=actions, seed=args.seed,
-                        temperature=args.temperature, valid=scene.start_is_valid)
+                        temperature=args.temperature, candidates=args.candidates, **start_guides(scene))
     if clips.note:
         print(f"worldsim: {clips.note}", file=sys.stderr)
     frames = wm.decode(clips.tokens).cpu().numpy()  # [K, T+1, H, W, 3]
@@ -122,6 +125,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--samples", type=positive_int, default=1, help="clips of the prompt, side by side (default: 1)")
     s.add_argument("--temperature", type=float, default=1.0,
                    help="of the initial state's sampling (0: the most likely bins) (default: 1)")
+    s.add_argument("--candidates", type=positive_int, default=16,
+                   help="where the prompt says what a ball hits first: starts sampled, of which the one whose "
+                        "rollout in the world shows it is kept (default: 16; 1: the first sampled)")
     s.add_argument("--policy", choices=POLICIES, default="zero", help="the actions of the clip (default: zero)")
     s.add_argument("--side-by-side", action="store_true",
                    help="under each clip, MuJoCo from the same generated initial state and actions, and the difference")

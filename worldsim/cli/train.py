@@ -107,7 +107,7 @@ _PARTS = {
                               + (f", held-out combinations' {m['val_combo_adherence']:.1%}"
                                  if "val_combo_adherence" in m else "")
                               + (f", first-frame token accuracy {m['val_frame_acc']:.4f}" if "val_frame_acc" in m
-                                 else "")),
+                                 else "") + f" (the best checkpoint by the first: step {m['best_step']})"),
 }
 
 

@@ -168,12 +168,14 @@ def _check_data(wm: WorldModel, checkpoint, datasets) -> None:
 
 def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig, out: str | Path,
          train_loss, validate, extra: dict, desc: str, progress: bool, force: bool,
-         log_config: dict | None) -> dict[str, float]:
+         log_config: dict | None, select: str | None = None) -> dict[str, float]:
     """The part trainers' run of the loop: AdamW on `params` alone (the rest of `wm` frozen), no
     weight decay or clipping, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run
     draws the same batches), `validate(batches)` a dict of held-out figures (8 batches at saves, 16
     at the end); resumable from `out`.train. `log_config` is what `OUT.log/config.json` holds (the
-    CLI passes every argument of the run; None: `cfg`'s fields)."""
+    CLI passes every argument of the run; None: `cfg`'s fields). `select`: a held-out figure (higher
+    is better) by which `out` is the best validated checkpoint, not the last (None: the last); the
+    figures returned are then that checkpoint's, with its `best_step`."""
     wm.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
@@ -194,12 +196,27 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
         held_out = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "loss")
         return f"step {step}: train loss {logs['loss']:.4g}, {held_out}"
 
-    def save(step: int, metrics: dict[str, float], seconds: float) -> None:
+    def save(step: int, metrics: dict[str, float], seconds: float | None = None) -> None:
         wm.save(out, force=force, extra={**extra, "steps": step, **metrics, "train_seconds_this_run": seconds,
                                          "base_extra": _base_extra(extra["base"])})
 
-    return loop.run(loss, lambda final: validate(16 if final else 8), save, report=report,
-                    postfix="loss={loss:.3g}", postfix_every=50)
+    if select is None:
+        return loop.run(loss, lambda final: validate(16 if final else 8), save, report=report,
+                        postfix="loss={loss:.3g}", postfix_every=50)
+    best = {}
+    if loop.resumed and (Path(out) / "config.json").is_file():
+        best = {k: v for k, v in load_checkpoint_extra(out, kind="world_model").items() if k in (select, "best_step")}
+
+    def validate_and_keep(final: bool) -> dict[str, float]:
+        metrics = validate(16 if final else 8)
+        if metrics[select] > best.get(select, -np.inf):  # the best so far is the output
+            best.update({select: metrics[select], "best_step": loop.step})
+            save(loop.step, {**metrics, "best_step": loop.step})
+        return {**metrics, f"best_{select}": best[select]}
+
+    final = loop.run(loss, validate_and_keep, None, report=report, postfix="loss={loss:.3g}", postfix_every=50)
+    kept = load_checkpoint_extra(out, kind="world_model")  # the figures of the checkpoint `out` holds
+    return {**{k: kept[k] for k in final if k in kept}, "best_step": kept["best_step"]}
 
 
 def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,

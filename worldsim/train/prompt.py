@@ -13,7 +13,8 @@ of the world without a prompt holds bit for bit.
 Validation samples initial states for held-out prompts (captions of the held-out episodes) and for
 the held-out slot combinations (`worldsim.envs.captions.HELD_OUT`, never said together in training),
 reads their slots back and logs the share that match (`val_adherence`, `val_combo_adherence`: the
-slots a start alone decides, which leaves out what it hits first and whether it falls).
+slots a start alone decides, which leaves out what it hits first and whether it falls). The output
+is the validated checkpoint with the best `val_adherence`, not the last.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def train_prompt(checkpoint: str | Path, data: list[str] | tuple[str, ...], out:
     extra = {"base": str(checkpoint), "data": [str(d) for d in data], "starts": len(train.episode_starts),
              "longest_caption_words": longest}
     return _fit(wm, list(head.parameters()), cfg, out, train_loss, _validator(wm, train, val, val_frames, cfg),
-                extra, "prompt prefix", progress, force, log_config)
+                extra, "prompt prefix", progress, force, log_config, select="val_adherence")
 
 
 def _open(data, val_fraction: float) -> tuple[list[EpisodeDataset], list[EpisodeDataset]]:
