@@ -40,7 +40,7 @@ class ReacherScene(GymTaskScene):
 
     def consistent_states(self, states: np.ndarray) -> np.ndarray:
         """Each angle's cos and sin from the angle they point at, and the fingertip's offset from the
-        target from the joints (the arm's forward kinematics, to 1e-5 m of MuJoCo's)."""
+        target from the joints (the arm's forward kinematics, as a reset's state has it)."""
         s = np.array(states, np.float64)
         q = np.arctan2(s[..., 2:4], s[..., 0:2])
         s[..., 0:2], s[..., 2:4] = np.cos(q), np.sin(q)

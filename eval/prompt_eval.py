@@ -19,8 +19,9 @@
   outside the box or overlapping: `start_is_valid` on every step), beside the same from MuJoCo's starts.
 - **Abnormal clips** (bounce): `clips` generated 10-second clips with frames, decoded, checked by the
   rules of `worldsim.eval.clip_rules`; beside it, for `reference_clips` of the same starts, the world's
-  own rollout from MuJoCo's first frame of that start (what the prompt's first frame changes), and
-  MuJoCo's own frames through the tokenizer (the rate a perfect world scores).
+  own rollout from MuJoCo's first frame of that start (what the prompt's first frame changes), the
+  same rollout's states drawn exactly by MuJoCo's renderer (what perfect frames of the world's own
+  physics would score), and MuJoCo's own frames through the tokenizer (the rate a perfect world scores).
 - **Speed**: the wall time of one clip (`seconds` of steps with frames, decoded) at batch 1, with
   the torch threads the run has.
 """
@@ -34,7 +35,14 @@ import numpy as np
 import torch
 
 from worldsim.core.config import ConfigBase
-from worldsim.envs.captions import ROLLOUT_SLOTS, episode_slots, held_out_prompts, read_captions, start_guides
+from worldsim.envs.captions import (
+    ROLLOUT_SLOTS,
+    episode_slots,
+    held_out_prompts,
+    read_captions,
+    rollout_check,
+    start_guides,
+)
 from worldsim.envs.loader import split_episodes
 from worldsim.envs.manifest import read_manifest
 from worldsim.envs.registry import make_scene
@@ -170,7 +178,8 @@ def evaluate_prompts(wm, cfg: PromptEvalConfig, progress: bool = False) -> dict:
     real0 = np.stack([scene.reset(seed=10_000 + i)[0] for i in range(n)])
     horizon = min(steps, cfg.physics_steps)
     truth = _mujoco(scene, real0, horizon)[0]
-    own = np.concatenate([_rollout(wm, torch.from_numpy(real0[i : i + cfg.batch]).float().to(wm.device), steps)[0]
+    length = steps if scene.has_balls else horizon  # the whole clip where its impossible states are counted
+    own = np.concatenate([_rollout(wm, torch.from_numpy(real0[i : i + cfg.batch]).float().to(wm.device), length)[0]
                           for i in range(0, n, cfg.batch)])
     report["physics_from_mujoco_starts"] = _physics(own[:, : horizon + 1], truth, std)
     if scene.has_balls:
@@ -209,7 +218,7 @@ def _prompt_set(wm, scene, items: list[tuple[str, dict[str, str]]], steps: int, 
 
 def _abnormal_report(wm, scene, items, steps: int, cfg: PromptEvalConfig, gen: torch.Generator) -> dict:
     """Abnormal-clip rates of generated clips, of the world's rollouts from MuJoCo's first frames of the
-    same starts, and of MuJoCo's frames through the tokenizer."""
+    same starts and of their states drawn exactly, and of MuJoCo's frames through the tokenizer."""
     pixels, n_balls = PixelMap.for_scene(scene), scene.n_balls
     texts = [items[i % len(items)][0] for i in range(cfg.clips)]
     flags, refs, ref_starts = [], [], []
@@ -220,15 +229,27 @@ def _abnormal_report(wm, scene, items, steps: int, cfg: PromptEvalConfig, gen: t
         for clip in tokens:
             flags.append(abnormal(wm.decode(clip[None])[0].cpu().numpy(), n_balls, pixels))
         ref_starts.append(st.double().cpu().numpy())
-    own = []  # the world's own clips from MuJoCo's starts and first frames
+    own, drawn = [], []  # the world's own clips from MuJoCo's starts and first frames; its states drawn
     for s0 in np.concatenate(ref_starts)[: cfg.reference_clips]:
         _, frames = _mujoco(scene, s0[None], steps, render=True)
         codes = wm.encode(torch.from_numpy(frames[0])[None].to(wm.device))  # [1, T+1, h, w]
         refs.append(abnormal(wm.decode(codes)[0].cpu().numpy(), n_balls, pixels))
-        _, tokens = _rollout(wm, torch.from_numpy(s0[None]).float().to(wm.device), steps, codes[:, 0])
+        states, tokens = _rollout(wm, torch.from_numpy(s0[None]).float().to(wm.device), steps, codes[:, 0])
         own.append(abnormal(wm.decode(tokens)[0].cpu().numpy(), n_balls, pixels))
+        drawn.append(abnormal(_drawn(scene, states[0]), n_balls, pixels))
     return {"abnormal_clips": table(flags), "abnormal_clips_world_from_mujoco_frame": table(own),
+            "abnormal_clips_world_states_drawn_exactly": table(drawn),
             "abnormal_clips_mujoco_through_tokenizer": table(refs)}
+
+
+def _drawn(scene, states: np.ndarray) -> np.ndarray:
+    """MuJoCo's renderer at each of a rollout's states [T+1, S], nothing simulated: the frames [T+1, H, W, 3]
+    a world whose frames drew its own physics exactly would give."""
+    frames = []
+    for s in states:
+        scene.set_physics_state(scene.physics_from_state(s))
+        frames.append(scene.render())
+    return np.stack(frames)
 
 
 def _rate(flags: list[dict[str, bool]], key: str) -> float | None:
@@ -253,8 +274,10 @@ def prompt_markdown(report: dict) -> str:
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lines = [f"# Prompt evaluation: {report['scene']}", "",
              f"{report['steps']} steps of {report['dt']:.4g} s per clip, zero actions; "
-             f"{report['threads']} torch thread(s); a prompt saying what happens after the start keeps the "
-             f"best of {report['config']['candidates']} sampled starts by the world's own rollout.", "",
+             f"{report['threads']} torch thread(s)" + (
+                 f"; a prompt saying what happens after the start keeps the best of "
+                 f"{report['config']['candidates']} sampled starts by the world's own rollout."
+                 if rollout_check(report["scene"]) is not None else "."), "",
              "| prompts | n | slots said | adherence (all) | start slots | rollout slots "
              "| MuJoCo from the start (all) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -293,6 +316,8 @@ def prompt_markdown(report: dict) -> str:
         for label, key in (("generated from prompts", "abnormal_clips"),
                            ("the world from MuJoCo's first frame of the same starts",
                             "abnormal_clips_world_from_mujoco_frame"),
+                           ("the same rollouts' states drawn exactly (MuJoCo's renderer, no tokenizer)",
+                            "abnormal_clips_world_states_drawn_exactly"),
                            ("MuJoCo frames through the tokenizer", "abnormal_clips_mujoco_through_tokenizer")):
             r = report[key]
             lines.append(f"| {label} | {r['clips']} | {pct(r['rate'])} | "

@@ -74,18 +74,28 @@ def start_from_prompt(wm: WorldModel, prompts: list[str], generator: torch.Gener
         valid: a function of raw states [n, S] (numpy) -> bool [n], such as a scene's `start_is_valid`;
             rows it refuses are drawn again, up to `tries` times (a start still refused then is kept).
         check: what a rollout shows of the slots a start decides only through the rollout (a
-            `worldsim.envs.captions.RolloutCheck`: `steps`, `says(slots)`, `check(slots, states)`).
+            `worldsim.envs.captions.RolloutCheck`: `slots`, `steps`, `says(said)` and
+            `check(said, states)`, the count of the said slots the states [T+1, S] show).
             For each prompt that says such a slot, `candidates` starts are sampled and rolled out by
             the world itself (physics only, `check.steps` steps under `actions`), and the start whose
             rollout shows the most of them is kept (the first sampled among equals).
         actions: [B, T, A] the clips' actions, for `check`'s rollouts (zero where None or shorter).
     """
+    if candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    if actions is not None and (actions.ndim != 3 or len(actions) != len(prompts)):
+        raise ValueError(f"actions must be [{len(prompts)}, T, A] (a row per prompt), got {tuple(actions.shape)}")
     said = [check_prompt(wm, p) for p in prompts]
     words = wm.prompt.word_ids(prompts)
     draw = (temperature, generator, valid, tries, consistent)
-    state = _sample(wm, words, *draw)
-    rows = [i for i, s in enumerate(said) if check is not None and check.says(s)]
-    if rows and candidates > 1:
+    rows = [i for i, s in enumerate(said) if check is not None and candidates > 1 and check.says(s)]
+    if not rows:
+        state = _sample(wm, words, *draw)
+    else:  # rows chosen by rollout are sampled as candidates only
+        state = torch.empty(len(prompts), wm.cfg.dynamics.state_dim, device=words[0].device)
+        free = torch.tensor([i for i in range(len(prompts)) if i not in rows], dtype=torch.long)
+        if len(free):
+            state[free] = _sample(wm, (words[0][free], words[1][free]), *draw)
         state[rows] = _chosen_by_rollout(wm, words, rows, [said[i] for i in rows], draw, check, candidates,
                                          actions)
     if not frames:
@@ -143,8 +153,8 @@ def rollout_states(wm: WorldModel, states0: torch.Tensor, actions: torch.Tensor)
 
 def _missed(check, slots: dict[str, str], states: torch.Tensor, candidates: int) -> list[str]:
     """A note naming how many clips (states [K, T+1, S]) do not show the rollout slots `check` reads."""
-    if check is None or not check.says(slots):
-        return []
+    if check is None or not check.says(slots) or states.shape[1] <= check.steps:
+        return []  # a clip shorter than the check's rollout cannot show what the start was chosen for
     want = sum(k.split(".")[1] in check.slots for k in slots)
     missed = sum(check(slots, s) < want for s in states.double().cpu().numpy())
     if not missed:

@@ -15,6 +15,7 @@ from worldsim.core.checkpoint import load_checkpoint_extra
 from worldsim.envs.captions import caption_dataset
 from worldsim.envs.dataset import GenerateSpec, generate
 from worldsim.envs.registry import make_scene
+from worldsim.model.generation import start_from_prompt
 from worldsim.model.prompt_language import PromptError
 from worldsim.model.world_model import WorldModel
 from worldsim.train.prompt import PromptTrainConfig, train_prompt
@@ -107,7 +108,17 @@ def test_generation_keeps_the_start_whose_rollout_shows_the_prompt(prompted):
     assert chosen.note.startswith("8 of 8 clip(s) do not show")  # a float score never reaches the slots' count
     unsaid = wm.generate("the blue ball hits the floor", samples=2, steps=2, seed=1, frames=False,
                          check=_RightmostRed(), candidates=8)
-    assert unsaid.note == ""  # the check reads no slot this prompt says: the first sample is kept
+    first = wm.generate("the blue ball hits the floor", samples=2, steps=2, seed=1, frames=False)
+    assert unsaid.note == "" and torch.equal(unsaid.states, first.states)  # the check reads no slot said
+    gen = torch.Generator().manual_seed(0)
+    short = torch.zeros(2, 1, 1)  # actions for 1 step of the check's 2: zero after
+    st, _ = start_from_prompt(wm, [PROMPT, PROMPT], gen, frames=False, check=_RightmostRed(), candidates=3,
+                              actions=short)
+    assert st.shape == (2, 12)
+    with pytest.raises(ValueError, match="a row per prompt"):
+        start_from_prompt(wm, [PROMPT, PROMPT], gen, check=_RightmostRed(), actions=torch.zeros(1, 1))
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        wm.generate(PROMPT, steps=1, candidates=0)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -191,4 +202,5 @@ def test_eval_prompts_writes_a_report(prompted, tmp_path):
         assert 0 <= report[name]["adherence"]["all"] <= 1
         assert set(report[name]["physics"]) == {"nrmse_h1", "nrmse_h10", "valid_horizon"}
     assert report["abnormal_clips"]["clips"] == 2
+    assert report["abnormal_clips_world_states_drawn_exactly"]["clips"] == 1
     assert "| held out prompts |" in (out / "report.md").read_text()

@@ -31,6 +31,7 @@ error of the normalised reward plus the termination's binary cross-entropy).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,10 +173,11 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
     """The part trainers' run of the loop: AdamW on `params` alone (the rest of `wm` frozen), no
     weight decay or clipping, `train_loss(step)` a batch's loss (seeded by the step, so a resumed run
     draws the same batches), `validate(batches)` a dict of held-out figures (8 batches at saves, 16
-    at the end); resumable from `out`.train. `log_config` is what `OUT.log/config.json` holds (the
-    CLI passes every argument of the run; None: `cfg`'s fields). `select`: a held-out figure (higher
-    is better) by which `out` is the best validated checkpoint, not the last (None: the last); the
-    figures returned are then that checkpoint's, with its `best_step`."""
+    at the end, for validators that sample batches); resumable from `out`.train. `log_config` is
+    what `OUT.log/config.json` holds (the CLI passes every argument of the run; None: `cfg`'s fields).
+    `select`: a held-out figure (higher is better) by which `out` is the best validated checkpoint,
+    not the last (None: the last); the figures returned are then that checkpoint's, with its
+    `best_step`."""
     wm.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
@@ -205,18 +207,21 @@ def _fit(wm: WorldModel, params: list[torch.nn.Parameter], cfg: PartTrainConfig,
                         postfix="loss={loss:.3g}", postfix_every=50)
     best = {}
     if loop.resumed and (Path(out) / "config.json").is_file():
-        best = {k: v for k, v in load_checkpoint_extra(out, kind="world_model").items() if k in (select, "best_step")}
+        kept = load_checkpoint_extra(out, kind="world_model")
+        best = {select: kept[select], "best_step": kept.get("best_step", kept["steps"])} if select in kept else {}
+    t0 = time.perf_counter()
 
     def validate_and_keep(final: bool) -> dict[str, float]:
         metrics = validate(16 if final else 8)
-        if metrics[select] > best.get(select, -np.inf):  # the best so far is the output
+        held = best.get(select, np.nan)
+        if np.isnan(held) or metrics[select] > held:  # the best so far is the output (the first, whatever it is)
             best.update({select: metrics[select], "best_step": loop.step})
-            save(loop.step, {**metrics, "best_step": loop.step})
+            save(loop.step, {**metrics, "best_step": loop.step}, time.perf_counter() - t0)
         return {**metrics, f"best_{select}": best[select]}
 
     final = loop.run(loss, validate_and_keep, None, report=report, postfix="loss={loss:.3g}", postfix_every=50)
     kept = load_checkpoint_extra(out, kind="world_model")  # the figures of the checkpoint `out` holds
-    return {**{k: kept[k] for k in final if k in kept}, "best_step": kept["best_step"]}
+    return {**{k: kept[k] for k in final if k in kept}, "best_step": kept.get("best_step", kept["steps"])}
 
 
 def train_pathway(checkpoint: str | Path, state_data: list[str] | tuple[str, ...], out: str | Path,

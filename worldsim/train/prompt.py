@@ -32,10 +32,12 @@ from worldsim.envs.captions import (
     episode_slots,
     held_out_prompts,
     read_captions,
+    start_guides,
     symmetries,
 )
 from worldsim.envs.loader import EpisodeDataset, split_episodes
 from worldsim.envs.manifest import read_manifest
+from worldsim.envs.registry import make_scene
 from worldsim.model.generation import start_from_prompt
 from worldsim.model.prompt import PromptConfig
 from worldsim.model.prompt_language import language, phrase, words_of
@@ -212,6 +214,8 @@ def _validator(wm: WorldModel, train: Captioned, val: Captioned, val_frames, cfg
     pick = rng.choice(len(val.texts), min(cfg.val_prompts, len(val.texts)), replace=False)
     combos = held_out_prompts(scene, val.episode_slots + train.episode_slots, cfg.val_prompts, rng)
     texts = [val.texts[j] for j in pick]
+    # Starts as users get them (consistent, valid), save the choice by rollout, which reads no start slot.
+    guides = {**start_guides(make_scene(scene)), "check": None}
 
     @torch.no_grad()
     def validate(batches: int) -> dict[str, float]:
@@ -221,10 +225,10 @@ def _validator(wm: WorldModel, train: Captioned, val: Captioned, val_frames, cfg
             b.update(frame_states=fb["states"], codes=fb["codes"])
         logs = {f"val_{k}": float(v) for k, v in head.loss(wm.dynamics, b)[1].items()}
         gen = torch.Generator(device=dev).manual_seed(0)
-        s, _ = start_from_prompt(wm, texts, gen, frames=False)
+        s, _ = start_from_prompt(wm, texts, gen, frames=False, **guides)
         logs["val_adherence"] = adherence(scene, [val.said[j] for j in pick], s.cpu().numpy())
         if combos:
-            s, _ = start_from_prompt(wm, [t for t, _ in combos], gen, frames=False)
+            s, _ = start_from_prompt(wm, [t for t, _ in combos], gen, frames=False, **guides)
             logs["val_combo_adherence"] = adherence(scene, [c for _, c in combos], s.cpu().numpy())
         return logs
 
