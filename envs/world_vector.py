@@ -31,9 +31,8 @@ class DSV4WorldVector(WorldEnvBase, VectorEnv):
     env i with s + i, and `np_random` seeds token sampling at every reset and autoreset. Reset options
     are [N, nq] / [N, nv] arrays, or `{"prompt": str or N of them}` (each env's start generated from its
     prompt; an env's autoreset starts again from its prompt), checked as the single env's before any
-    row restarts. Each env
-    truncates itself after `max_episode_steps`. `num_threads=None` runs up to 16 envs on one torch
-    thread and more on the caller's setting (restored after each call).
+    row restarts. Each env truncates itself after `max_episode_steps`. `num_threads=None` runs up to
+    16 envs on one torch thread and more on the caller's setting (restored after each call).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 24, "autoreset_mode": AutoresetMode.NEXT_STEP}

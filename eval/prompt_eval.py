@@ -48,7 +48,7 @@ from worldsim.envs.manifest import read_manifest
 from worldsim.envs.registry import make_scene
 from worldsim.eval.clip_rules import RULES, PixelMap, abnormal
 from worldsim.eval.metrics import state_nrmse, valid_horizon
-from worldsim.model.generation import start_from_prompt
+from worldsim.model.generation import rollout_states, start_from_prompt
 
 HORIZONS = (1, 10, 50)
 
@@ -92,28 +92,36 @@ def _rollout(wm, states0: torch.Tensor, steps: int, frames: torch.Tensor | None 
              ) -> tuple[np.ndarray, torch.Tensor | None]:
     """The world's rollout from raw states [B, S] (and first-frame codes [B, h, w]) under zero actions:
     states [B, T+1, S] and, with frames, codes [B, T+1, h, w]."""
-    handle = wm.start(None if frames is None else frames[:, None], states0[:, None])
     zero = torch.zeros(len(states0), wm.cfg.dynamics.action_dim, device=wm.device)
+    if frames is None:
+        return rollout_states(wm, states0, zero[:, None].expand(-1, steps, -1)).double().cpu().numpy(), None
+    handle = wm.start(frames[:, None], states0[:, None])
     states, codes = [states0], [frames]
     for _ in range(steps):
         tok, st, _, _ = wm.step(handle, zero)
         states.append(st), codes.append(tok)
-    return torch.stack(states, 1).double().cpu().numpy(), None if frames is None else torch.stack(codes, 1)
+    return torch.stack(states, 1).double().cpu().numpy(), torch.stack(codes, 1)
 
 
-def _mujoco(scene, states0: np.ndarray, steps: int, render: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """MuJoCo from each state [B, S] under zero actions: states [B, T+1, S] (and frames with `render`)."""
-    zero = np.zeros(scene.action_space.shape)
+def mujoco_from_starts(scene, states0: np.ndarray, actions: np.ndarray, render: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """MuJoCo from each state [B, S] (`Scene.physics_from_state`) under actions [B, T, A]: states
+    [B, T+1, S] and, with `render`, frames [B, T+1, H, W, 3]."""
     out, frames = [], []
-    for s0 in states0:
+    for s0, acts in zip(states0, actions):
         st, _ = scene.reset(seed=0, physics_state=scene.physics_from_state(s0))
         s, f = [st], [scene.render()] if render else []
-        for _ in range(steps):
-            s.append(scene.step(zero).state)
+        for a in acts:
+            s.append(scene.step(a).state)
             if render:
                 f.append(scene.render())
         out.append(np.stack(s)), frames.append(np.stack(f) if render else None)
     return np.stack(out), np.stack(frames) if render else None
+
+
+def _mujoco(scene, states0: np.ndarray, steps: int, render: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """`mujoco_from_starts` under zero actions for `steps` steps."""
+    return mujoco_from_starts(scene, states0, np.zeros((len(states0), steps, *scene.action_space.shape)), render)
 
 
 def _adherence(scene: str, said: list[dict[str, str]], states: np.ndarray) -> dict[str, float]:

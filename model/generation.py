@@ -13,21 +13,19 @@ The scene's guides make the start one the scene can have: the parts of a state i
 determine are recomputed (`consistent`), a start it cannot have is drawn again (`valid`), and where
 the prompt says what happens after the start (what a ball hits first), the start is the one of
 `candidates` sampled whose rollout in the world itself shows it (`check`).
+
+`wm` is a `worldsim.model.world_model.WorldModel`, which imports this module for its `generate`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from worldsim.model.prompt_language import language, parse
-
-if TYPE_CHECKING:
-    from worldsim.model.world_model import WorldModel
 
 FREE_SAMPLING = "the prompt is empty: the initial state is sampled freely from what the world was trained on"
 
@@ -47,7 +45,7 @@ class Clips:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def check_prompt(wm: WorldModel, prompt: str) -> dict[str, str]:
+def check_prompt(wm, prompt: str) -> dict[str, str]:
     """The slots of `prompt` in `wm`'s scene (a `PromptError` when it cannot be read or made), after
     checking that `wm` reads prompts at all."""
     if wm.prompt is None:
@@ -59,7 +57,7 @@ def check_prompt(wm: WorldModel, prompt: str) -> dict[str, str]:
 
 
 @torch.no_grad()
-def start_from_prompt(wm: WorldModel, prompts: list[str], generator: torch.Generator | None = None,
+def start_from_prompt(wm, prompts: list[str], generator: torch.Generator | None = None,
                       temperature: float = 1.0, frames: bool = True, valid=None, tries: int = 50, check=None,
                       candidates: int = 16, actions: torch.Tensor | None = None, consistent=None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -105,7 +103,7 @@ def start_from_prompt(wm: WorldModel, prompts: list[str], generator: torch.Gener
     return state, wm.dynamics.predict_codes(logits).view(len(prompts), g, g)
 
 
-def _sample(wm: WorldModel, words, temperature: float, generator, valid, tries: int, consistent
+def _sample(wm, words, temperature: float, generator, valid, tries: int, consistent
             ) -> torch.Tensor:
     """Raw states [B, S] sampled from word ids, made `consistent`; rows `valid` refuses are drawn again."""
 
@@ -124,7 +122,7 @@ def _sample(wm: WorldModel, words, temperature: float, generator, valid, tries: 
     return state
 
 
-def _chosen_by_rollout(wm: WorldModel, words, rows: list[int], said: list[dict[str, str]], draw: tuple, check,
+def _chosen_by_rollout(wm, words, rows: list[int], said: list[dict[str, str]], draw: tuple, check,
                        candidates: int, actions) -> torch.Tensor:
     """For each of `rows`, the start [len(rows), S] of `candidates` sampled (`_sample(*draw)`) whose
     rollout `check` scores best."""
@@ -142,7 +140,7 @@ def _chosen_by_rollout(wm: WorldModel, words, rows: list[int], said: list[dict[s
 
 
 @torch.no_grad()
-def rollout_states(wm: WorldModel, states0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+def rollout_states(wm, states0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """The world's physics-only rollout from raw states [B, S] under actions [B, T, A]: states [B, T+1, S]."""
     handle = wm.start(None, states0[:, None])
     out = [states0]
@@ -165,13 +163,13 @@ def _missed(check, slots: dict[str, str], states: torch.Tensor, candidates: int)
             f"{', '.join(check.slots)} ({how})"]
 
 
-def _bounded(wm: WorldModel, state: torch.Tensor) -> torch.Tensor:
+def _bounded(wm, state: torch.Tensor) -> torch.Tensor:
     """States held to the bounds every rollout state keeps (when the world has them)."""
     return state if wm.state_low is None else state.clamp(wm.state_low, wm.state_high)
 
 
 @torch.no_grad()
-def generate(wm: WorldModel, prompt: str, samples: int = 1, steps: int = 240, actions=None, seed: int = 0,
+def generate(wm, prompt: str, samples: int = 1, steps: int = 240, actions=None, seed: int = 0,
              temperature: float = 1.0, frame_temperature: float = 0.0, frames: bool = True, valid=None,
              check=None, candidates: int = 16, consistent=None) -> Clips:
     """`samples` clips of `steps` steps from `prompt` (see the module docstring).

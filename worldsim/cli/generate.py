@@ -27,6 +27,7 @@ from worldsim.core.video import check_video_target, side_by_side, write_video
 from worldsim.envs.captions import start_guides
 from worldsim.envs.registry import make_scene
 from worldsim.envs.world_batch import load_world_model
+from worldsim.eval.prompt_eval import mujoco_from_starts
 from worldsim.model.generation import FREE_SAMPLING
 from worldsim.model.prompt_language import language
 
@@ -46,19 +47,6 @@ def clip_actions(scene, policy: str, steps: int, samples: int, seed: int) -> np.
         return np.zeros((samples, steps, space.shape[0]), np.float32)
     rng = np.random.default_rng(seed)
     return rng.uniform(space.low, space.high, (samples, steps, space.shape[0])).astype(np.float32)
-
-
-def mujoco_frames(scene, states0: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MuJoCo from each generated initial state under the same actions: frames [K, T+1, H, W, 3] and
-    states [K, T+1, S]."""
-    frames, states = [], []
-    for s0, acts in zip(states0, actions):
-        st, _ = scene.reset(seed=0, physics_state=scene.physics_from_state(s0))
-        f, s = [scene.render()], [st]
-        for a in acts:
-            s.append(scene.step(a).state), f.append(scene.render())
-        frames.append(np.stack(f)), states.append(np.stack(s))
-    return np.stack(frames), np.stack(states)
 
 
 def tile(clips: np.ndarray) -> np.ndarray:
@@ -88,7 +76,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     video = frames[:, shown]
     states0 = clips.states[:, 0].double().cpu().numpy()
     if args.side_by_side:
-        real, _ = mujoco_frames(scene, states0, actions)
+        _, real = mujoco_from_starts(scene, states0, actions, render=True)
         video = np.stack([side_by_side(v, r[shown]) for v, r in zip(video, real)])  # [K, F, H, 3W, 3]
         video = np.concatenate(list(video), axis=1)  # the samples one under another
     else:
